@@ -1,0 +1,55 @@
+# Two entry points for a fresh machine:  `make run` (the app) and `make test` (the tests).
+# Both create .venv and install everything on first use; later calls only check a stamp.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.faceapp-installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test lint setup system-deps clean-venv bench
+
+setup: $(STAMP)
+
+# QtMultimedia needs libpulse0, Qt's xcb/offscreen plugins need a few X/GL libraries.
+system-deps:
+	@missing=""; for p in libpulse0 libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0; do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing (Qt camera/GUI may not work)"; \
+	  else echo "warning: missing Debian packages:$$missing (run as root or install them)"; fi; \
+	fi
+
+$(STAMP): pyproject.toml Makefile
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, so nothing below can pull another build or downgrade it
+	$(PIP) install -q $(TORCH_PINS)
+	# facenet-pytorch 2.6.0 pins torch<2.3, numpy<2, Pillow<10.3; its code runs on current
+	# versions, so it is installed without its pins (the MTCNN weights ship in its wheel)
+	$(PIP) install -q --no-deps facenet-pytorch==2.6.0
+	$(PIP) install -q -e '.[test]' $(TORCH_PINS)
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/faceapp gui $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check faceapp tests
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check faceapp tests
+	$(VENV)/bin/lint-imports
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/faceapp bench all --json
+
+clean-venv:
+	rm -rf $(VENV)
