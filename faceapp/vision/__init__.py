@@ -1,0 +1,1 @@
+"""Images at the edge: loading, face detection, 5-point alignment, quality, video frames."""
