@@ -1,9 +1,212 @@
-"""Commands of this group are registered here (being written)."""
+"""Training and evaluation commands: train, train-head, evaluate, evaluate-identification,
+import-pretrained."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from faceapp.config import default_model_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """No command registered yet."""
+    p = sub.add_parser("train", help="train the encoder with triplet loss and online mining")
+    p.add_argument("data", help="identity folders: DATA/<person>/<image>")
+    p.add_argument("--people", help="people*.txt restricting the identities (LFW protocol file)")
+    p.add_argument("--out", required=True, help="checkpoint to write (best epoch), e.g. models/NAME.pt")
+    p.add_argument("--backbone", default="resnet", choices=["resnet", "inception_resnet_v1"])
+    p.add_argument("--input-size", type=int, default=96)
+    p.add_argument("--dim", type=int, default=128, help="embedding dimension D")
+    p.add_argument("--width", type=int, default=32, help="channels of the first ResNet stage")
+    p.add_argument("--layers", default="1,2,2,1", help="BasicBlocks per ResNet stage")
+    p.add_argument("--miner", default="batch-hard", choices=["batch-hard", "semi-hard", "batch-all"])
+    p.add_argument("--warmup-miner", default="batch-all", choices=["batch-hard", "semi-hard", "batch-all"])
+    p.add_argument("--warmup-epochs", type=int, default=2)
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--soft-margin", action="store_true", help="softplus instead of the hinge")
+    p.add_argument("--metric", default="squared_l2", choices=["squared_l2", "cosine"])
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--max-minutes", type=float, help="stop (and finish annealing) after this time")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    p.add_argument("--p", type=int, default=24, help="identities per batch")
+    p.add_argument("--k", type=int, default=4, help="images per identity in a batch")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--aux-weight", type=float, default=1.0, help="CosFace auxiliary loss weight (0: off)")
+    p.add_argument("--val-identities", type=int, default=100)
+    p.add_argument("--flip-tta", action="store_true", help="embed crop + mirror at inference")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--cache-dir", default="cache", help="aligned-crop cache folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.state")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_train)
+
+    h = sub.add_parser("train-head", help="train the binary verification head of a model")
+    h.add_argument("data")
+    h.add_argument("--model", default=str(default_model_path()))
+    h.add_argument("--people", help="people*.txt: training identities")
+    h.add_argument("--mode", default="l1", choices=["l1", "chi2"])
+    h.add_argument("--pairs", type=int, default=20000, help="balanced training pairs")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--cache-dir", default="cache")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=_train_head)
+
+    e = sub.add_parser("evaluate", help="LFW-protocol verification: 10-fold accuracy, AUC, EER, TAR@FAR")
+    e.add_argument("--model", default=str(default_model_path()))
+    e.add_argument("--data", required=True, help="image root (e.g. lfw-deepfunneled)")
+    e.add_argument("--pairs", required=True, help="pairs*.txt")
+    e.add_argument("--scorer", default="distance", help="distance, head (= head_l1), head_l1, head_chi2, all")
+    e.add_argument("--plots", help="folder for roc.png and hist.png")
+    e.add_argument("--no-calibration", action="store_true", help="do not write calibration.json")
+    e.add_argument("--cache-dir", default="cache")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    i = sub.add_parser("evaluate-identification", help="closed/open-set identification: rank-1/5, DIR@FPIR")
+    i.add_argument("--model", default=str(default_model_path()))
+    i.add_argument("--data", required=True)
+    i.add_argument("--people", help="people*.txt: the identities to use")
+    i.add_argument("--distractor-fraction", type=float, default=0.5, help="share of identities kept out")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--cache-dir", default="cache")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_evaluate_identification)
+
+    m = sub.add_parser(
+        "import-pretrained", help="make a checkpoint of facenet-pytorch InceptionResnetV1 weights"
+    )
+    m.add_argument("source", help="vggface2 | casia-webface (download) or a local weights file")
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=_import_pretrained)
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2))
+    else:
+        for k, v in obj.items():
+            print(f"{k:>22}: {v:.4f}" if isinstance(v, float) else f"{k:>22}: {v}")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from faceapp.nn.encoder import EncoderConfig
+    from faceapp.training.trainer import TrainConfig, train
+
+    enc = EncoderConfig(
+        backbone=args.backbone,
+        input_size=args.input_size if args.backbone == "resnet" else 160,
+        embedding_dim=args.dim,
+        width=args.width,
+        layers=tuple(int(v) for v in args.layers.split(",")),  # type: ignore[arg-type]
+        flip_tta=args.flip_tta,
+    )
+    cfg = TrainConfig(
+        data=args.data,
+        people=args.people,
+        out=args.out,
+        encoder=enc,
+        miner=args.miner,
+        warmup_miner=args.warmup_miner,
+        warmup_epochs=args.warmup_epochs,
+        margin=args.margin,
+        soft_margin=args.soft_margin,
+        metric=args.metric,
+        epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        max_steps=args.max_steps,
+        p=args.p,
+        k=args.k,
+        lr=args.lr,
+        aux_weight=args.aux_weight,
+        val_identities=args.val_identities,
+        seed=args.seed,
+        threads=args.threads,
+        cache_dir=args.cache_dir,
+    )
+    bar = None if args.no_progress else tqdm(unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(d: dict[str, Any]) -> None:
+        if bar is None:
+            return
+        bar.set_description(f"epoch {d['epoch']} [{d['miner']}]")
+        bar.set_postfix(
+            loss=f"{d['loss']:.3f}", active=f"{d['active']:.2f}", img_s=f"{d['images_per_s']:.0f}"
+        )
+        bar.update(1)
+
+    row = train(cfg, resume=args.resume, progress=progress)
+    if bar is not None:
+        bar.close()
+    print(json.dumps({"out": args.out, **row}))
+    return 0
+
+
+def _train_head(args: argparse.Namespace) -> int:
+    from faceapp.training.head_training import train_head_cli
+
+    report = train_head_cli(
+        Path(args.model),
+        args.data,
+        args.people,
+        args.mode,
+        n_pairs=args.pairs,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+    )
+    _print(report, args.json)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from faceapp.training.evaluation import evaluate_pairs_cli
+
+    reports = evaluate_pairs_cli(
+        Path(args.model),
+        args.data,
+        args.pairs,
+        scorer=args.scorer,
+        plots=args.plots,
+        write_calibration=not args.no_calibration,
+        cache_dir=args.cache_dir,
+    )
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    else:
+        for r in reports:
+            _print(r, False)
+            print()
+    return 0
+
+
+def _evaluate_identification(args: argparse.Namespace) -> int:
+    from faceapp.training.evaluation import evaluate_identification_cli
+
+    report = evaluate_identification_cli(
+        Path(args.model),
+        args.data,
+        args.people,
+        distractor_fraction=args.distractor_fraction,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+    )
+    _print(report, args.json)
+    return 0
+
+
+def _import_pretrained(args: argparse.Namespace) -> int:
+    from faceapp.nn.checkpoint import save_checkpoint
+    from faceapp.nn.encoder import Encoder, EncoderConfig, load_pretrained_inception
+
+    enc = Encoder(
+        EncoderConfig(backbone="inception_resnet_v1", input_size=160, embedding_dim=512, mean=0.5, std=0.5)
+    )
+    load_pretrained_inception(enc, args.source)
+    model_id = save_checkpoint(args.out, enc.eval(), training={"pretrained": args.source})
+    print(json.dumps({"out": args.out, "model_id": model_id}))
+    return 0

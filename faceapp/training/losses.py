@@ -102,9 +102,15 @@ class TripletMarginLoss(nn.Module):
                 mean_pos_dist=0.0,
                 mean_neg_dist=0.0,
             )
-        d = pairwise_distances(emb, self.metric)
-        d_ap = d[triplets.anchors, triplets.positives]
-        d_an = d[triplets.anchors, triplets.negatives]
+        a, p, n = triplets.anchors, triplets.positives, triplets.negatives
+        if 2 * t <= emb.shape[0] ** 2:
+            # Few triplets (batch-hard, semi-hard): distances of the mined pairs only.
+            d_ap = _pair_distances(emb, a, p, self.metric)
+            d_an = _pair_distances(emb, a, n, self.metric)
+        else:
+            # Many triplets (batch-all): one (N, N) matrix, then gather.
+            d = pairwise_distances(emb, self.metric)
+            d_ap, d_an = d[a, p], d[a, n]
         diff = d_ap - d_an
         per_triplet = F.softplus(diff) if self.soft else F.relu(diff + self.margin)
         active = per_triplet > 0
@@ -122,6 +128,16 @@ class TripletMarginLoss(nn.Module):
             mean_pos_dist=float(d_ap.detach().mean()),
             mean_neg_dist=float(d_an.detach().mean()),
         )
+
+
+def _pair_distances(emb: Tensor, i: Tensor, j: Tensor, metric: Metric) -> Tensor:
+    """``(T,)`` distances between rows ``emb[i]`` and ``emb[j]`` (same definitions as
+    :func:`~faceapp.training.distances.pairwise_distances`)."""
+    if metric == "squared_l2":
+        diff = emb[i] - emb[j]
+        return (diff * diff).sum(dim=1)
+    unit = F.normalize(emb, p=2.0, dim=1, eps=1e-12)
+    return (1.0 - (unit[i] * unit[j]).sum(dim=1)).clamp(min=0.0)
 
 
 def embedding_spread(emb: Tensor) -> float:

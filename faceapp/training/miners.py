@@ -68,9 +68,7 @@ def _check_batch(emb: Tensor, labels: Tensor) -> None:
     if emb.ndim != 2:
         raise ValueError(f"emb must be (N, D), got shape {tuple(emb.shape)}")
     if labels.ndim != 1 or labels.shape[0] != emb.shape[0]:
-        raise ValueError(
-            f"labels must be (N,) with N={emb.shape[0]}, got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must be (N,) with N={emb.shape[0]}, got shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"labels must be an integer tensor, got {labels.dtype}")
 

@@ -92,8 +92,10 @@ class PKBatchSampler(Sampler[list[int]]):
         n_short = sum(1 for g in self._groups if len(g) < k)
         if n_short:
             logger.debug(
-                "%d of %d eligible identities have fewer than k=%d images "
-                "(sampled with replacement)", n_short, len(self._groups), k
+                "%d of %d eligible identities have fewer than k=%d images (sampled with replacement)",
+                n_short,
+                len(self._groups),
+                k,
             )
 
     def set_epoch(self, epoch: int) -> None:
@@ -118,9 +120,7 @@ class PKBatchSampler(Sampler[list[int]]):
                 # come last, so the consumed sequence stays a concatenation of permutations.
                 taken_set = set(taken)
                 perm = rng.permutation(n_ids).tolist()
-                fresh = [i for i in perm if i not in taken_set] + [
-                    i for i in perm if i in taken_set
-                ]
+                fresh = [i for i in perm if i not in taken_set] + [i for i in perm if i in taken_set]
                 need = self.p - len(taken)
                 taken += fresh[:need]
                 id_queue = fresh[need:]

@@ -33,9 +33,7 @@ class FaceDetector:
             from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
             from facenet_pytorch.models.utils.detect_face import detect_face
         except ImportError as err:  # pragma: no cover - depends on the installation
-            raise FaceappError(
-                f"facenet-pytorch is not installed ({err}); run `make setup`"
-            ) from err
+            raise FaceappError(f"facenet-pytorch is not installed ({err}); run `make setup`") from err
         self.config = config
         self.device = torch.device(config.device)
         self._detect_face = detect_face

@@ -28,6 +28,11 @@ from faceapp.errors import InvalidImage
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]  # noqa: UP007
 """Anything :func:`load_image` accepts."""
 
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+)
+"""File endings taken as images when scanning folders (files without an ending are tried too)."""
+
 
 def describe_source(src: object) -> str:
     """A short human-readable name for an image input (file name, or its kind)."""
@@ -111,9 +116,7 @@ def _check_pixels(size: tuple[int, int], name: str, limits: ImageLimits) -> None
     if w <= 0 or h <= 0:
         raise InvalidImage(name, f"image has no pixels ({w}x{h})")
     if w * h > limits.max_pixels:
-        raise InvalidImage(
-            name, f"image is too large ({w}x{h} = {w * h} pixels > {limits.max_pixels})"
-        )
+        raise InvalidImage(name, f"image is too large ({w}x{h} = {w * h} pixels > {limits.max_pixels})")
 
 
 def _pil_to_rgb(img: Image.Image, name: str, limits: ImageLimits) -> np.ndarray:

@@ -42,9 +42,7 @@ class FaceQuality:
 def laplacian_variance(crop: np.ndarray) -> float:
     """Variance of the discrete Laplacian of an (S, S, 3) uint8 RGB crop (grey-level)."""
     grey = crop.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    lap = (
-        grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * grey[1:-1, 1:-1]
-    )
+    lap = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * grey[1:-1, 1:-1]
     return float(lap.var())
 
 
@@ -77,15 +75,11 @@ def assess_quality(detection: Detection, crop: np.ndarray, config: QualityConfig
     yaw = estimate_yaw(detection)
     reasons: list[str] = []
     if face_px < config.min_face_px:
-        reasons.append(
-            f"face too small ({face_px:.0f} px < {config.min_face_px:.0f} px): move closer"
-        )
+        reasons.append(f"face too small ({face_px:.0f} px < {config.min_face_px:.0f} px): move closer")
     if sharp < config.min_sharpness:
         reasons.append(f"too blurred (sharpness {sharp:.0f} < {config.min_sharpness:.0f}): hold still")
     if abs(yaw) > config.max_yaw:
-        reasons.append(
-            f"not frontal (yaw {yaw:+.2f}, limit ±{config.max_yaw:.2f}): turn towards the camera"
-        )
+        reasons.append(f"not frontal (yaw {yaw:+.2f}, limit ±{config.max_yaw:.2f}): turn towards the camera")
     if detection.score < config.min_score:
         reasons.append(f"uncertain face (detector score {detection.score:.2f} < {config.min_score:.2f})")
     return FaceQuality(

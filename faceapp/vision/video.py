@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from faceapp.errors import CameraError, InvalidImage
-from faceapp.vision.images import load_image, resize_max_side
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+from faceapp.vision.images import IMAGE_SUFFIXES, load_image, resize_max_side
 
 
 def iter_video_frames(

@@ -1,0 +1,1 @@
+"""Networks: the Siamese encoder, the binary verification head, checkpoints, scorers, calibration."""

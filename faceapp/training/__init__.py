@@ -1,0 +1,1 @@
+"""Metric learning: datasets, samplers, miners, losses, trainer, evaluation."""

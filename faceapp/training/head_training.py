@@ -1,0 +1,108 @@
+"""Training of the binary verification head on balanced pairs of training identities.
+
+Pairs: every genuine pair available (up to ``n_pairs / 2``, sampled) and as many impostor
+pairs, half of them random and half *hard* (for a random anchor, the most similar image of
+another identity). The encoder is frozen: embeddings are computed once. Binary
+cross-entropy, Adam, full batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceapp.errors import FaceappError
+from faceapp.nn.checkpoint import add_head, load_checkpoint
+from faceapp.nn.heads import BinaryVerificationHead, HeadMode
+from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
+from faceapp.training.evaluation import crops_for
+
+log = logging.getLogger(__name__)
+
+
+def balanced_pairs(
+    emb: np.ndarray, labels: np.ndarray, n_pairs: int, rng: np.random.Generator, hard_fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 2) int64 index pairs and (P,) float32 targets (1 same, 0 different), balanced.
+
+    Args:
+        emb: (N, D) float32 L2-normalised embeddings (used to find hard negatives).
+        labels: (N,) int identity labels.
+    """
+    by_id: dict[int, np.ndarray] = {}
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        if len(rows) >= 2:
+            by_id[int(c)] = rows
+    if not by_id:
+        raise FaceappError("no identity with two images: cannot form genuine pairs")
+    genuine = [(int(a), int(b)) for rows in by_id.values() for i, a in enumerate(rows) for b in rows[i + 1 :]]
+    rng.shuffle(genuine)
+    genuine = genuine[: n_pairs // 2]
+    n_neg = len(genuine)
+    n_hard = int(n_neg * hard_fraction)
+    anchors = rng.integers(0, len(labels), size=n_hard)
+    sims = emb[anchors] @ emb.T
+    sims[labels[anchors][:, None] == labels[None, :]] = -np.inf
+    hard = [(int(a), int(b)) for a, b in zip(anchors, sims.argmax(axis=1), strict=True)]
+    rand: list[tuple[int, int]] = []
+    while len(rand) < n_neg - n_hard:
+        a, b = (int(v) for v in rng.integers(0, len(labels), size=2))
+        if labels[a] != labels[b]:
+            rand.append((a, b))
+    pairs = np.asarray(genuine + hard + rand, dtype=np.int64)
+    target = np.concatenate([np.ones(len(genuine)), np.zeros(n_neg)]).astype(np.float32)
+    return pairs, target
+
+
+def fit_head(
+    emb: np.ndarray,
+    pairs: np.ndarray,
+    target: np.ndarray,
+    mode: HeadMode,
+    *,
+    steps: int = 400,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> tuple[BinaryVerificationHead, dict[str, float]]:
+    """Fit a head by full-batch Adam on BCE. Returns the head and its training loss / accuracy."""
+    torch.manual_seed(seed)
+    e = torch.as_tensor(emb, dtype=torch.float32)
+    a, b = e[pairs[:, 0]], e[pairs[:, 1]]
+    y = torch.as_tensor(target)
+    head = BinaryVerificationHead(e.shape[1], mode)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(head(a, b), y)
+        loss.backward()
+        opt.step()
+    head.eval()
+    with torch.no_grad():
+        logits = head(a, b)
+        acc = float(((logits > 0).float() == y).float().mean())
+        final = float(F.binary_cross_entropy_with_logits(logits, y))
+    return head, {"train_loss": final, "train_accuracy": acc, "train_pairs": len(pairs)}
+
+
+def train_head_cli(
+    model_path: Path, data: str, people: str | None, mode: str, *, n_pairs: int, seed: int, cache_dir: str
+) -> dict[str, Any]:
+    model = load_checkpoint(model_path)
+    names = list(read_people(people)) if people else None
+    images = scan_identity_folders(data, names)
+    crops = crops_for(
+        model, list(images.paths), cache_dir, Path(people).stem.lower() if people else Path(data).name
+    )
+    ok = crops.status == STATUS_DETECTED
+    emb = model.encoder.embed(crops.crops[ok])
+    rng = np.random.default_rng(seed)
+    pairs, target = balanced_pairs(emb, images.labels[ok], n_pairs, rng)
+    head, stats = fit_head(emb, pairs, target, mode, seed=seed)  # type: ignore[arg-type]
+    add_head(model_path, head, metrics=stats)
+    return {"model": str(model_path), "head": head.name, **stats}
