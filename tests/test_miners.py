@@ -66,7 +66,7 @@ def brute_hard(d: list[list[float]], labels: list[int]) -> list[tuple[int, int, 
 def brute_semi(
     d: list[list[float]], labels: list[int], margin: float
 ) -> tuple[list[tuple[int, int, int]], list[int]]:
-    """Triplets and which rule (1 semi-hard, 2 beyond, 3 hardest) chose each negative."""
+    """Triplets and which rule (1 semi-hard, 2 beyond, 3 farthest) chose each negative."""
     out, rules = [], []
     n = len(labels)
     for a in range(n):
@@ -81,8 +81,9 @@ def brute_semi(
             beyond = [j for j in negs if d[a][j] > dap]
             for rule, cands in ((1, semi), (2, beyond), (3, negs)):
                 if cands:
-                    # min() returns the first minimum: lowest index on ties.
-                    out.append((a, p, min(cands, key=lambda j: d[a][j])))
+                    # min()/max() return the first extremum: lowest index on ties.
+                    pick = max if rule == 3 else min
+                    out.append((a, p, pick(cands, key=lambda j: d[a][j])))
                     rules.append(rule)
                     break
     return out, rules
@@ -169,9 +170,9 @@ def test_hand_computed_1d() -> None:
     semi = SemiHardMiner(margin=1.5)
     # (0,1): band (1, 2.5) holds n=2 (2.25)       -> semi-hard
     # (1,0): band (1, 2.5) empty; beyond 1: n=3   -> easiest farther negative
-    # (2,3): no negative beyond 6.25: hardest n=1 -> fallback
+    # (2,3): no negative beyond 6.25: farthest n=0 (2.25) -> fallback
     # (3,2): band (6.25, 7.75) empty; beyond: n=1 (9)
-    assert as_list(semi(emb, labels)) == [(0, 1, 2), (1, 0, 3), (2, 3, 1), (3, 2, 1)]
+    assert as_list(semi(emb, labels)) == [(0, 1, 2), (1, 0, 3), (2, 3, 0), (3, 2, 1)]
     assert semi.semi_hard_mask(emb, labels).tolist() == [True, False, False, False]
 
 

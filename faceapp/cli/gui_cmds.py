@@ -1,4 +1,4 @@
-"""Commands of this group are registered here (being written)."""
+"""``faceapp gui``: open the desktop app."""
 
 from __future__ import annotations
 
@@ -6,4 +6,24 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """No command registered yet."""
+    p = sub.add_parser(
+        "gui",
+        help="open the desktop app (enroll, verify, recognize, people, calibrate)",
+        description="Open the desktop app. Flags override the saved settings for this run.",
+    )
+    p.add_argument(
+        "--camera",
+        metavar="N|PATH",
+        help="camera number (0 = first), or a video file / image folder played as a camera",
+    )
+    p.add_argument("--db", metavar="URL|FILE", help="gallery database (SQLAlchemy URL or file)")
+    p.add_argument("--model", metavar="CKPT", help="model checkpoint (default models/default.pt)")
+    p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Imported only when the GUI is asked for: the other commands must not need Qt.
+    from faceapp.gui.app import run
+
+    return run(camera=args.camera, db=args.db, model=args.model, device=args.device)

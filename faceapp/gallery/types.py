@@ -69,6 +69,9 @@ class EmbeddingType(TypeDecorator[np.ndarray]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None:
             return None
+        if isinstance(value, bytes | bytearray | memoryview):
+            # already encoded (bulk inserts): check the size only
+            return embedding_from_bytes(value, self.dim).tobytes()
         return embedding_to_bytes(value, self.dim)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> np.ndarray | None:

@@ -157,7 +157,7 @@ class Encoder(nn.Module):
                 f"expected crops of shape (N, {self.input_size}, {self.input_size}, 3), got {tuple(t.shape)}"
             )
         device = next(self.parameters()).device
-        x = t.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        x = t.to(device).permute(0, 3, 1, 2).float() / 255.0  # never in place: crops may be float
         return (x - self.config.mean) / self.config.std
 
     @torch.inference_mode()
@@ -209,8 +209,13 @@ def load_pretrained_inception(encoder: Encoder, source: str) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises several types for a bad file
             raise WeightsUnavailable(f"{path}: not a readable weights file ({err})") from None
-        state = {k: v for k, v in state.items() if not k.startswith("logits.")}
-        missing, unexpected = encoder.backbone.load_state_dict(state, strict=False)
+        if not isinstance(state, dict):
+            raise WeightsUnavailable(f"{path}: not a state dict of InceptionResnetV1 weights")
+        state = {k: v for k, v in state.items() if not str(k).startswith("logits.")}
+        try:
+            missing, unexpected = encoder.backbone.load_state_dict(state, strict=False)
+        except (RuntimeError, TypeError, ValueError, AttributeError) as err:  # shapes / non-tensors
+            raise WeightsUnavailable(f"{path}: not InceptionResnetV1 weights ({err})") from None
         if unexpected or [m for m in missing if not m.startswith("logits")]:
             raise WeightsUnavailable(
                 f"{path}: not InceptionResnetV1 weights (missing {missing[:3]}, unexpected {unexpected[:3]})"
@@ -227,4 +232,7 @@ def load_pretrained_inception(encoder: Encoder, source: str) -> None:
             f"cannot download the {source} weights of InceptionResnetV1 ({type(err).__name__}: {err}). "
             "This machine is offline: download the file elsewhere and pass its path instead."
         ) from None
-    encoder.backbone.load_state_dict(net.state_dict())
+    # A pretrained InceptionResnetV1 carries its training classifier (``logits.*``); the backbone
+    # built with ``classify=False`` has none.
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("logits.")}
+    encoder.backbone.load_state_dict(state)

@@ -149,12 +149,14 @@ class SemiHardMiner:
        closest to ``a`` (hardest semi-hard);
     2. otherwise the easiest negative farther than the positive: smallest ``d(a,n)`` with
        ``d(a,n) > d(a,p)`` (such a triplet has zero hinge loss but keeps its place);
-    3. otherwise (every negative is at most as far as the positive) the hardest negative,
-       smallest ``d(a,n)``.
+    3. otherwise (every negative is at most as far as the positive) the *least hard* of them,
+       largest ``d(a,n)`` (as TensorFlow-Addons' ``triplet_semihard_loss`` does): choosing the
+       hardest here would turn semi-hard mining into batch-hard in exactly the early phase
+       where batch-hard collapses the embedding.
 
     Note that 1 and 2 pick the same negative whenever 1 is non-empty (the closest negative
     beyond ``d(a,p)`` is inside the band if any negative is), so the selection reduces to
-    "closest negative strictly farther than the positive, else the closest negative"; the
+    "closest negative strictly farther than the positive, else the farthest negative"; the
     margin only decides whether the result is counted as semi-hard (see
     :meth:`semi_hard_mask`). Ties go to the lowest index. Pairs are in ``(a, p)`` order.
     """
@@ -186,8 +188,8 @@ class SemiHardMiner:
 
         n_semi, has_semi = closest(semi)
         n_beyond, has_beyond = closest(beyond)
-        n_hard, _ = closest(neg_rows)
-        n = torch.where(has_semi, n_semi, torch.where(has_beyond, n_beyond, n_hard))
+        n_easiest = torch.where(neg_rows, d_an, -torch.inf).argmax(dim=1)
+        n = torch.where(has_semi, n_semi, torch.where(has_beyond, n_beyond, n_easiest))
         return MinedTriplets(a, p, n), has_semi
 
     def __call__(self, emb: Tensor, labels: Tensor) -> MinedTriplets:

@@ -157,7 +157,8 @@ def prepare_data(cfg: TrainConfig, detector: FaceDetector | None = None) -> Prep
     arr = crops.crops[keep]
     rng = np.random.default_rng(cfg.seed)
     ids, counts = np.unique(labels, return_counts=True)
-    multi = ids[counts >= 2]
+    # validation identities: 2-20 images each, so that no large identity leaves training
+    multi = ids[(counts >= 2) & (counts <= 20)]
     n_val = min(cfg.val_identities, len(multi) // 3)
     val_ids = set(rng.choice(multi, size=n_val, replace=False).tolist()) if n_val >= 2 else set()
     is_val = np.isin(labels, list(val_ids))
@@ -379,8 +380,8 @@ class Trainer:
                 n_images += len(x)
                 for key, val in (
                     ("loss", float(loss.detach())),
-                    ("triplet", float(out.loss)),
-                    ("aux", float(aux)),
+                    ("triplet", float(out.loss.detach())),
+                    ("aux", float(aux.detach())),
                     ("active", out.active_fraction),
                     ("spread", spread),
                 ):

@@ -66,8 +66,10 @@ class FaceDetector:
             small, factor = resize_max_side(img, self.config.max_side)
             groups.setdefault(small.shape[:2], []).append((i, small, factor))
         for (h, w), members in groups.items():
-            if min(h, w) < 12:
-                continue  # smaller than MTCNN's 12-px receptive field: no face possible
+            if min(h, w) < 12 or min(h, w) * (12.0 / self.config.min_face_size) < 12.0:
+                # smaller than MTCNN's 12-px receptive field or than min_face_size: no face
+                # possible (and facenet-pytorch's detect_face fails on an empty scale pyramid)
+                continue
             batch = np.stack([m[1] for m in members])
             with torch.inference_mode():
                 boxes, points = self._detect_face(

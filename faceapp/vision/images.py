@@ -4,7 +4,8 @@ Applied once, at the edge:
 - EXIF orientation (``ImageOps.exif_transpose``);
 - grey (L, 1), palette (P), LA/RGBA (alpha composited onto white), CMYK, YCbCr, LAB, HSV,
   16/32-bit integer (I;16*, I) and float (F) images are converted to 8-bit RGB
-  (high-bit-depth images are rescaled by their actual range, not clipped);
+  (high-bit-depth images are rescaled by their actual range, not clipped; a numpy array of
+  a generic integer type other than uint16 whose values all lie in [0, 255] is taken as 8-bit);
 - a pixel-count cap against decompression bombs, checked from the header before decoding.
 
 Every failure raises :class:`~faceapp.errors.InvalidImage` naming the source and the reason.
@@ -59,6 +60,13 @@ def load_image(src: ImageInput, *, limits: ImageLimits = ImageLimits()) -> np.nd
     if isinstance(src, np.ndarray):
         return _array_to_rgb(src, name, limits)
     if isinstance(src, Image.Image):
+        _check_pixels(src.size, name, limits)
+        try:
+            src.load()  # a lazily opened (Image.open) image decodes here: truncated data fails now
+        except OSError as err:
+            raise InvalidImage(name, f"corrupt or truncated image ({err})") from None
+        except (ValueError, SyntaxError, EOFError, struct.error, MemoryError) as err:
+            raise InvalidImage(name, f"cannot decode image ({type(err).__name__}: {err})") from None
         return _pil_to_rgb(src, name, limits)
     if isinstance(src, str | os.PathLike):
         path = Path(src)
@@ -169,7 +177,14 @@ def _array_to_rgb(a: np.ndarray, name: str, limits: ImageLimits) -> np.ndarray:
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
-        if np.issubdtype(a.dtype, np.floating) and np.nanmax(a) <= 1.0 and np.nanmin(a) >= 0.0:
+        if (
+            np.issubdtype(a.dtype, np.integer)
+            and a.dtype != np.uint16
+            and a.min() >= 0
+            and a.max() <= 255
+        ):
+            a = a.astype(np.uint8)  # 8-bit values in a generic integer array (e.g. int64): as they are
+        elif np.issubdtype(a.dtype, np.floating) and np.nanmax(a) <= 1.0 and np.nanmin(a) >= 0.0:
             a = np.round(np.nan_to_num(a) * 255.0).astype(np.uint8)
         elif np.issubdtype(a.dtype, np.number):
             a = _high_depth_to_rgb(a if a.ndim == 2 or a.shape[2] != 1 else a[:, :, 0])

@@ -1,0 +1,165 @@
+"""ORM mapping of the gallery (SQLAlchemy 2.x typed declarative).
+
+Tables:
+
+* ``person``: one row per enrolled identity, unique ``name``.
+* ``face_template``: one embedding of one face of a person, tagged with the ``model_id``
+  of the encoder that produced it (templates of different models are never compared).
+* ``face_crop``: the aligned face crop (PNG bytes) a template was computed from, so that
+  ``reembed`` can recompute templates for a new model and the GUI can show thumbnails.
+  Kept out of ``face_template`` so that loading the search index reads no image bytes.
+* ``event``: an append-only log of enrol / verify / recognize / rename / delete / import /
+  reembed operations. It names the person as text (no foreign key) so that the history
+  survives a deletion.
+* ``setting``: small key/value store (user-chosen thresholds, see ``services``).
+* ``schema_info``: the schema version (one row), a ``generation`` counter incremented by
+  every change of people/templates (so that a process can tell its cached index is stale)
+  and a random ``gallery_uuid`` naming this gallery (for index snapshots).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from faceapp.gallery.types import EmbeddingType
+
+NAME_MAX_LEN = 200
+
+
+def utcnow() -> datetime:
+    """Timezone-aware current UTC time (stored naive-UTC by SQLite, aware by PostgreSQL)."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the gallery tables."""
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    app_version: Mapped[str] = mapped_column(String(40), default="")
+    gallery_uuid: Mapped[str] = mapped_column(String(36), default="")
+
+
+class Person(Base):
+    __tablename__ = "person"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LEN), unique=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    templates: Mapped[list[FaceTemplate]] = relationship(
+        back_populates="person",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="FaceTemplate.id",
+    )
+
+    def __repr__(self) -> str:
+        return f"Person(id={self.id!r}, name={self.name!r})"
+
+
+class FaceTemplate(Base):
+    __tablename__ = "face_template"
+    __table_args__ = (Index("ix_face_template_model_person", "model_id", "person_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("person.id", ondelete="CASCADE"), index=True
+    )
+    model_id: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[np.ndarray] = mapped_column(EmbeddingType())
+    source: Mapped[str] = mapped_column(String(500), default="")
+    quality_json: Mapped[str] = mapped_column(Text, default="{}")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    person: Mapped[Person] = relationship(back_populates="templates")
+    crop: Mapped[FaceCrop | None] = relationship(
+        back_populates="template",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        uselist=False,
+    )
+
+    @validates("embedding")
+    def _check_embedding(self, key: str, value: np.ndarray) -> np.ndarray:
+        """An embedding must be (dim,); an unset ``dim`` is taken from the embedding."""
+        arr = np.asarray(value, dtype=np.float32)
+        if arr.ndim != 1:
+            raise ValueError(f"an embedding must be 1-D, got shape {arr.shape}")
+        if self.dim is None:
+            self.dim = int(arr.shape[0])
+        elif arr.shape[0] != self.dim:
+            raise ValueError(f"embedding has {arr.shape[0]} values, template dim is {self.dim}")
+        return arr
+
+    def replace_embedding(self, model_id: str, embedding: np.ndarray) -> None:
+        """Swap in the template of another model (possibly of another dimension)."""
+        self.dim = None  # type: ignore[assignment]
+        self.embedding = embedding
+        self.model_id = model_id
+
+    @property
+    def quality(self) -> dict[str, object]:
+        return json.loads(self.quality_json or "{}")
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceTemplate(id={self.id!r}, person_id={self.person_id!r}, "
+            f"model_id={self.model_id!r}, dim={self.dim!r})"
+        )
+
+
+class FaceCrop(Base):
+    __tablename__ = "face_crop"
+
+    template_id: Mapped[int] = mapped_column(
+        ForeignKey("face_template.id", ondelete="CASCADE"), primary_key=True
+    )
+    png: Mapped[bytes] = mapped_column(LargeBinary)
+
+    template: Mapped[FaceTemplate] = relationship(back_populates="crop")
+
+
+class Event(Base):
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    person: Mapped[str | None] = mapped_column(String(NAME_MAX_LEN))
+    outcome: Mapped[str] = mapped_column(String(40))
+    score: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    scorer: Mapped[str | None] = mapped_column(String(40))
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class Setting(Base):
+    __tablename__ = "setting"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,151 @@
+"""What the pages share: the open service, the settings, the task runner and messages.
+
+Pages never talk to each other or to the main window directly; they read
+``ctx.service`` / ``ctx.settings``, start long jobs with :meth:`AppContext.run_task`, and
+announce changes (``galleryChanged``) or messages (``message``, ``error``) through the
+context's signals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import QObject, Signal
+
+from faceapp.gui.settings import GuiSettings
+from faceapp.gui.workers import ProgressFn, StopFn, Task, TaskRunner, describe_error
+
+log = logging.getLogger(__name__)
+
+
+class AppContext(QObject):
+    """Shared state of one main window.
+
+    Signals: ``serviceChanged(object)`` (the new service or ``None``); ``galleryChanged()``
+    (people or templates changed); ``thresholdChanged()`` (a τ was calibrated / applied);
+    ``settingsChanged(GuiSettings)``; ``message(str)`` for the status bar; ``error(str)``
+    for failures; ``taskStarted(Task, str)`` for jobs that want a progress bar.
+    """
+
+    serviceChanged = Signal(object)
+    galleryChanged = Signal()
+    thresholdChanged = Signal()
+    settingsChanged = Signal(object)
+    message = Signal(str)
+    error = Signal(str)
+    taskStarted = Signal(object, str)
+
+    def __init__(
+        self,
+        settings: GuiSettings,
+        runner: TaskRunner | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._settings = settings
+        self._service: Any = None
+        self._closed = False
+        self.runner = runner if runner is not None else TaskRunner(parent=self)
+
+    def close(self) -> None:
+        """The window is going away: results of tasks still in flight are dropped."""
+        self._closed = True
+
+    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """``fn`` wrapped so that it is skipped once this context is closed or deleted."""
+
+        def call(*args: Any) -> None:
+            if not self._closed and shiboken6.isValid(self):
+                fn(*args)
+
+        return call
+
+    # service -------------------------------------------------------------------------
+    @property
+    def service(self) -> Any:
+        """The open ``faceapp.services.FaceService``, or ``None`` while none is open."""
+        return self._service
+
+    def set_service(self, service: Any) -> None:
+        self._service = service
+        self.serviceChanged.emit(service)
+
+    # settings ------------------------------------------------------------------------
+    @property
+    def settings(self) -> GuiSettings:
+        return self._settings
+
+    def set_settings(self, settings: GuiSettings) -> None:
+        self._settings = settings
+        self.settingsChanged.emit(settings)
+
+    def scorers(self) -> list[str]:
+        """Scorers the open service offers (empty without a service)."""
+        if self._service is None:
+            return []
+        try:
+            return list(self._service.available_scorers())
+        except Exception as err:  # a broken service must not break the page
+            self.show_error(err)
+            return []
+
+    def current_scorer(self) -> str:
+        """The scorer chosen in Settings when the service offers it, else its first one."""
+        scorers = self.scorers()
+        if self._settings.scorer in scorers:
+            return self._settings.scorer
+        return scorers[0] if scorers else ""
+
+    def threshold(self, scorer: str) -> float | None:
+        """τ for ``scorer``: the one set by hand in Settings, else the calibrated one;
+        ``None`` (with a message) when there is none."""
+        if self._service is None or not scorer:
+            return None
+        if self._settings.tau is not None and self._settings.scorer == scorer:
+            return float(self._settings.tau)
+        try:
+            return float(self._service.threshold(scorer))
+        except Exception as err:  # CalibrationError mostly: shown, not fatal
+            self.show_error(err)
+            return None
+
+    # messages ------------------------------------------------------------------------
+    def show_message(self, text: str) -> None:
+        self.message.emit(text)
+
+    def show_error(self, err: BaseException | str) -> None:
+        text = err if isinstance(err, str) else describe_error(err)
+        log.info("error shown to the user: %s", text)
+        self.error.emit(text)
+
+    # tasks ---------------------------------------------------------------------------
+    def run_task(
+        self,
+        func: Callable[[ProgressFn, StopFn], Any],
+        *,
+        label: str,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        show_progress: bool = False,
+    ) -> Task:
+        """Run ``func(progress, should_stop)`` in the pool.
+
+        ``on_result`` gets its return value, in the GUI thread; errors go to ``on_error``
+        or, by default, to the ``error`` signal. With ``show_progress`` the main window
+        shows a progress bar with a Cancel button while it runs.
+        """
+        task = Task(func, name=label)
+        if on_result is not None:
+            task.returned.connect(self._guard(on_result))
+        task.errored.connect(self._guard(on_error if on_error is not None else self.show_error))
+        task.aborted.connect(self._guard(lambda: self.show_message(f"{label}: cancelled")))
+        if on_finished is not None:
+            task.finished.connect(self._guard(on_finished))
+        if show_progress:
+            self.taskStarted.emit(task, label)
+        self.runner.submit(task)
+        return task

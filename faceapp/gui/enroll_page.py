@@ -1,0 +1,472 @@
+"""Enroll page: capture good samples of one person from the camera or from files, then save.
+
+The live loop runs ``service.analyze(frame)`` on the frame worker. Each result becomes
+guidance ("No face", "Move closer", "Hold still"...) and, while capturing, a sample when
+exactly one face passes the quality gate and stayed still since the previous frame.
+Duplicate names and faces that already match someone else are checked with
+``service.check_enrollment`` whenever the name or the samples change, and flagged
+before saving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QSize, QTimer, Signal
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QIcon, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from faceapp.gui.camera import rgb_to_qimage
+from faceapp.gui.context import AppContext
+from faceapp.gui.page import IMAGE_FILTER, Page, heading
+from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
+from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker
+
+log = logging.getLogger(__name__)
+
+THUMB = 72
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One face kept for enrolment: the service's ``FaceEmbedding`` and where it came from."""
+
+    face: Any
+    source: str
+
+
+def advice(reason: str) -> str:
+    """The user instruction in a quality reason ("too blurred (...): hold still" -> "Hold still")."""
+    _head, sep, tail = reason.rpartition(": ")
+    text = tail if sep else reason
+    return text[:1].upper() + text[1:]
+
+
+def box_center_shift(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Distance between two box centres, relative to the mean box width."""
+    ca = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
+    cb = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    width = max(1e-6, ((a[2] - a[0]) + (b[2] - b[0])) / 2)
+    return float(np.hypot(ca[0] - cb[0], ca[1] - cb[1]) / width)
+
+
+class EnrollPage(Page):
+    """Name + live capture (or files) -> thumbnails -> checks -> save.
+
+    Signals: ``samplesChanged(int)``; ``warningsChanged(list)`` after each check;
+    ``saved(object)`` with the service's ``EnrollReport``; ``filesAdded(int, list)`` after
+    images were read (faces kept, problems).
+    """
+
+    title = "Enroll"
+    live = True
+    samplesChanged = Signal(int)
+    warningsChanged = Signal(list)
+    saved = Signal(object)
+    filesAdded = Signal(int, list)
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, parent)
+        self.setAcceptDrops(True)
+        self.capture_interval_s = 0.4
+        self.max_shift = 0.15  # "hold still": max box-centre move between frames, x face width
+        self._samples: list[Sample] = []
+        self._warnings: list[str] = []
+        self._capturing = False
+        self._last_box: tuple[float, ...] | None = None
+        self._last_capture = 0.0
+        self._check_pending = False
+        self._check_running = False
+        self._stats: FrameStats | None = None
+
+        self.worker = FrameWorker(parent=self)
+        self.worker.resultReady.connect(self._on_result)
+        self.worker.errorOccurred.connect(self._on_worker_error)
+        self.worker.statsChanged.connect(self._on_stats)
+        self.worker.start()
+
+        self.view = VideoView()
+        self.name_edit = QLineEdit()
+        self.name_edit.setPlaceholderText("Full name of the person")
+        self.name_edit.setClearButtonEnabled(True)
+        self.target_spin = QSpinBox()
+        self.target_spin.setRange(1, 50)
+        self.target_spin.setValue(ctx.settings.samples)
+        self.capture_button = QPushButton("Start capture")
+        self.capture_button.setCheckable(True)
+        self.add_files_button = QPushButton("Add images…")
+        self.remove_button = QPushButton("Remove selected")
+        self.clear_button = QPushButton("Clear")
+        self.save_button = QPushButton("Save to gallery")
+        self.save_button.setDefault(True)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m samples")
+        self.thumbs = QListWidget()
+        self.thumbs.setViewMode(QListWidget.ViewMode.IconMode)
+        self.thumbs.setIconSize(QSize(THUMB, THUMB))
+        self.thumbs.setResizeMode(QListWidget.ResizeMode.Adjust)
+        self.thumbs.setMovement(QListWidget.Movement.Static)
+        self.thumbs.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.thumbs.setMinimumHeight(2 * THUMB + 30)
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #e67e22;")
+        self.hint = QLabel("Drop image files here, or capture from the camera.")
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("color: gray;")
+
+        form = QFormLayout()
+        form.addRow("Name", self.name_edit)
+        form.addRow("Samples", self.target_spin)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.capture_button)
+        buttons.addWidget(self.add_files_button)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.remove_button)
+        row2.addWidget(self.clear_button)
+        side = QVBoxLayout()
+        side.addWidget(heading("Enroll a person"))
+        side.addLayout(form)
+        side.addLayout(buttons)
+        side.addWidget(self.progress)
+        side.addWidget(self.thumbs, 1)
+        side.addLayout(row2)
+        side.addWidget(self.warning_label)
+        side.addWidget(self.hint)
+        side.addWidget(self.save_button)
+        panel = QWidget()
+        panel.setLayout(side)
+        panel.setMaximumWidth(380)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(panel)
+
+        self._check_timer = QTimer(self)
+        self._check_timer.setSingleShot(True)
+        self._check_timer.setInterval(300)
+        self._check_timer.timeout.connect(self.run_checks)
+        self.name_edit.textChanged.connect(lambda _t: self._schedule_check())
+        self.target_spin.valueChanged.connect(self._update_progress)
+        self.capture_button.toggled.connect(self.set_capturing)
+        self.add_files_button.clicked.connect(self._pick_files)
+        self.remove_button.clicked.connect(self.remove_selected)
+        self.clear_button.clicked.connect(self.clear_samples)
+        self.save_button.clicked.connect(lambda: self.save())
+        QShortcut(QKeySequence.StandardKey.Delete, self.thumbs, activated=self.remove_selected)
+        ctx.settingsChanged.connect(lambda s: self.target_spin.setValue(s.samples))
+        self._update_progress()
+        self.on_service_changed(ctx.service)
+
+    # state ------------------------------------------------------------------------------
+    def samples(self) -> list[Sample]:
+        return list(self._samples)
+
+    def warnings(self) -> list[str]:
+        return list(self._warnings)
+
+    def is_capturing(self) -> bool:
+        return self._capturing
+
+    def guidance(self) -> str:
+        return self.view.banner()
+
+    def last_stats(self) -> FrameStats | None:
+        return self._stats
+
+    def on_service_changed(self, service: Any) -> None:
+        self.worker.set_process(service.analyze if service is not None else None)
+        enabled = service is not None
+        for w in (self.capture_button, self.add_files_button, self.save_button):
+            w.setEnabled(enabled)
+        if not enabled:
+            self.set_capturing(False)
+            self.view.set_overlays([])
+        self._update_buttons()
+
+    # live loop ---------------------------------------------------------------------------
+    def set_capturing(self, on: bool) -> None:
+        """Start / stop automatic capture of good samples from the live frames."""
+        on = bool(on) and self.service is not None
+        if on and len(self._samples) >= self.target_spin.value():
+            self.ctx.show_message("Enough samples already: remove some or raise the count.")
+            on = False
+        self._capturing = on
+        self._last_box = None
+        self.capture_button.blockSignals(True)
+        self.capture_button.setChecked(on)
+        self.capture_button.setText("Stop capture" if on else "Start capture")
+        self.capture_button.blockSignals(False)
+
+    def on_frame(self, frame: np.ndarray) -> None:
+        self.view.set_frame(frame)
+        self.worker.submit(frame)
+
+    def on_camera_stopped(self) -> None:
+        self.view.set_overlays([])
+        self.view.set_banner("")
+
+    def _on_stats(self, stats: FrameStats) -> None:
+        self._stats = stats
+        self.statsChanged.emit(stats)
+
+    def _on_worker_error(self, message: str) -> None:
+        self.view.set_banner(message, BAD)
+
+    def _on_result(self, result: FrameResult) -> None:
+        faces = list(result.value)
+        overlays: list[Overlay] = []
+        if not faces:
+            self.view.set_overlays([])
+            self.view.set_banner("No face: look at the camera", NEUTRAL)
+            self._last_box = None
+            return
+        if len(faces) > 1:
+            self.view.set_overlays([Overlay(f.detection.box, "", BAD) for f in faces])
+            self.view.set_banner("Several faces: only the person enrolling should be in view", BAD)
+            self._last_box = None
+            return
+        face = faces[0]
+        box = tuple(face.detection.box)
+        quality = face.quality
+        moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
+        self._last_box = box
+        if not quality.ok:
+            text, color = advice(quality.reasons[0]) if quality.reasons else "Low quality", BAD
+        elif moved:
+            text, color = "Hold still", NEUTRAL
+        elif self._capturing:
+            text, color = "Good: capturing…", GOOD
+            now = time.monotonic()
+            if now - self._last_capture >= self.capture_interval_s:
+                self._last_capture = now
+                self._add_sample(Sample(face, f"camera frame {result.seq}"))
+                if len(self._samples) >= self.target_spin.value():
+                    self.set_capturing(False)
+                    text = "Done: review the samples and save"
+        else:
+            text, color = "Good: press Start capture", INFO
+        overlays.append(Overlay(box, "", color))
+        self.view.set_overlays(overlays)
+        self.view.set_banner(text, color)
+
+    # samples -----------------------------------------------------------------------------
+    def _add_sample(self, sample: Sample) -> None:
+        self._samples.append(sample)
+        crop = np.ascontiguousarray(sample.face.aligned.crop)
+        item = QListWidgetItem(QIcon(QPixmap.fromImage(rgb_to_qimage(crop))), "")
+        item.setToolTip(sample.source)
+        self.thumbs.addItem(item)
+        self._samples_changed()
+
+    def add_faces(self, faces: list[Any], source: str = "") -> None:
+        """Add already analysed faces (``FaceEmbedding``) as samples."""
+        for face in faces:
+            self._add_sample(Sample(face, source))
+
+    def remove_selected(self) -> None:
+        rows = sorted({self.thumbs.row(i) for i in self.thumbs.selectedItems()}, reverse=True)
+        for r in rows:
+            self.thumbs.takeItem(r)
+            del self._samples[r]
+        if rows:
+            self._samples_changed()
+
+    def clear_samples(self) -> None:
+        self._samples.clear()
+        self.thumbs.clear()
+        self._samples_changed()
+
+    def _samples_changed(self) -> None:
+        self._update_progress()
+        self._update_buttons()
+        self.samplesChanged.emit(len(self._samples))
+        self._schedule_check()
+
+    def _update_progress(self) -> None:
+        self.progress.setMaximum(self.target_spin.value())
+        self.progress.setValue(min(len(self._samples), self.target_spin.value()))
+
+    def _update_buttons(self) -> None:
+        has = bool(self._samples)
+        self.remove_button.setEnabled(has)
+        self.clear_button.setEnabled(has)
+        self.save_button.setEnabled(has and self.service is not None)
+
+    # files ---------------------------------------------------------------------------------
+    def _pick_files(self) -> None:
+        files = self.ask_open_files("Add images of this person", IMAGE_FILTER)
+        if files:
+            self.add_files(files)
+
+    def add_files(self, paths: list[str | Path]) -> None:
+        """Analyse image files in the background; each file with one good face adds a sample."""
+        service = self.service
+        if service is None:
+            self.ctx.show_error("No model/gallery open: see Settings.")
+            return
+        files = [str(p) for p in paths]
+
+        def job(progress: Any, should_stop: Any) -> tuple[list[tuple[Any, str]], list[str]]:
+            kept: list[tuple[Any, str]] = []
+            problems: list[str] = []
+            for i, path in enumerate(files):
+                if should_stop():
+                    break
+                progress(i, len(files), Path(path).name)
+                try:
+                    faces = list(service.analyze(path))
+                except Exception as err:  # reported per file, the others still load
+                    problems.append(f"{Path(path).name}: {err}")
+                    continue
+                if not faces:
+                    problems.append(f"{Path(path).name}: no face found")
+                    continue
+                face = max(faces, key=lambda f: f.detection.area)
+                if len(faces) > 1:
+                    problems.append(f"{Path(path).name}: {len(faces)} faces, the largest was used")
+                if not face.quality.ok:
+                    problems.append(f"{Path(path).name}: {'; '.join(face.quality.reasons)}")
+                    continue
+                kept.append((face, path))
+            progress(len(files), len(files), "")
+            return kept, problems
+
+        def done(result: tuple[list[tuple[Any, str]], list[str]]) -> None:
+            kept, problems = result
+            for face, path in kept:
+                self._add_sample(Sample(face, path))
+            msg = f"Added {len(kept)} of {len(files)} image(s)."
+            if problems:
+                self.ctx.show_error(msg + " Skipped: " + " | ".join(problems))
+            else:
+                self.ctx.show_message(msg)
+            self.filesAdded.emit(len(kept), problems)
+
+        self.ctx.run_task(job, label="Reading images", on_result=done, show_progress=True)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths: list[str | Path] = []
+        for url in event.mimeData().urls():
+            if not url.isLocalFile():
+                continue
+            p = Path(url.toLocalFile())
+            if p.is_dir():
+                paths.extend(sorted(q for q in p.iterdir() if q.is_file()))
+            else:
+                paths.append(p)
+        if paths:
+            event.acceptProposedAction()
+            self.add_files(paths)
+
+    # checks + save -------------------------------------------------------------------------
+    def _schedule_check(self) -> None:
+        self._check_timer.start()
+
+    def run_checks(self) -> None:
+        """Ask the service about duplicate names / faces matching someone else (background)."""
+        service = self.service
+        name = self.name_edit.text().strip()
+        if service is None or (not name and not self._samples):
+            self._set_warnings([])
+            return
+        if self._check_running:
+            self._check_pending = True
+            return
+        self._check_running = True
+        faces = [s.face for s in self._samples]
+
+        def finished() -> None:
+            self._check_running = False
+            if self._check_pending:
+                self._check_pending = False
+                self.run_checks()
+
+        self.ctx.run_task(
+            lambda _p, _s: list(service.check_enrollment(name, faces)),
+            label="Checking enrolment",
+            on_result=self._set_warnings,
+            on_finished=finished,
+        )
+
+    def _set_warnings(self, warnings: list[str]) -> None:
+        self._warnings = list(warnings)
+        self.warning_label.setText("\n".join(f"⚠ {w}" for w in self._warnings))
+        self.warningsChanged.emit(self._warnings)
+
+    def save(self, *, ask: bool = True) -> bool:
+        """Enroll the samples under the name (in the background). Returns false when
+        nothing was started (no name, no samples, or the user declined a warning)."""
+        service = self.service
+        name = self.name_edit.text().strip()
+        if service is None:
+            self.ctx.show_error("No model/gallery open: see Settings.")
+            return False
+        if not name:
+            self.ctx.show_error("Enter the person's name first.")
+            self.name_edit.setFocus()
+            return False
+        if not self._samples:
+            self.ctx.show_error("No samples yet: capture from the camera or add images.")
+            return False
+        if (
+            ask
+            and self._warnings
+            and not self.confirm("Save anyway?", "\n".join(self._warnings) + "\n\nSave anyway?")
+        ):
+            return False
+        faces = [s.face for s in self._samples]
+        sources = [s.source for s in self._samples]
+        self.save_button.setEnabled(False)
+        self.set_capturing(False)
+
+        def done(report: Any) -> None:
+            self.ctx.show_message(f"Saved {name}: {len(faces)} sample(s).")
+            self.clear_samples()
+            self.name_edit.clear()
+            self._set_warnings([])
+            self.ctx.galleryChanged.emit()
+            self.saved.emit(report)
+
+        self.ctx.run_task(
+            lambda _p, _s: service.enroll_faces(name, faces, sources=sources),
+            label=f"Saving {name}",
+            on_result=done,
+            on_finished=self._update_buttons,
+        )
+        return True
+
+    # life cycle ----------------------------------------------------------------------------
+    def deactivated(self) -> None:
+        self.set_capturing(False)
+
+    def drain(self) -> None:
+        self.worker.stop()
+        self.worker.start()
+
+    def shutdown(self) -> None:
+        self.set_capturing(False)
+        self.worker.stop()

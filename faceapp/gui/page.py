@@ -1,0 +1,100 @@
+"""Base class of the pages: access to the shared context, dialogs that tests can replace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QMessageBox, QWidget
+
+from faceapp.gui.context import AppContext
+from faceapp.gui.workers import FrameStats
+
+
+class Page(QWidget):
+    """One page of the main window.
+
+    Live pages (``live = True``) receive camera frames through :meth:`on_frame` while they
+    are shown, and report loop statistics with ``statsChanged(FrameStats)``.
+    User dialogs go through :meth:`confirm`, :meth:`ask_text`, :meth:`ask_open_files`,
+    :meth:`ask_save_file` so tests can replace them.
+    """
+
+    title = "Page"
+    live = False
+    statsChanged = Signal(object)
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        ctx.serviceChanged.connect(self.on_service_changed)
+
+    @property
+    def service(self) -> Any:
+        return self.ctx.service
+
+    # life cycle (overridden by pages) -------------------------------------------------
+    def on_service_changed(self, service: Any) -> None:
+        """A service was opened (or closed: ``None``)."""
+
+    def activated(self) -> None:
+        """The page became visible."""
+
+    def deactivated(self) -> None:
+        """Another page became visible."""
+
+    def on_frame(self, frame: np.ndarray) -> None:
+        """A camera frame, ``(H, W, 3) uint8`` RGB (live pages only)."""
+
+    def on_camera_stopped(self) -> None:
+        """The camera stopped (or failed): clear live state."""
+
+    def drain(self) -> None:
+        """Wait until no service call of this page is in flight (before the service closes)."""
+
+    def shutdown(self) -> None:
+        """The window closes: stop threads, wait for them."""
+
+    def last_stats(self) -> FrameStats | None:
+        return None
+
+    # dialogs ----------------------------------------------------------------------------
+    def confirm(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(
+            self,
+            title,
+            text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def ask_text(self, title: str, label: str, default: str = "") -> str | None:
+        text, ok = QInputDialog.getText(self, title, label, text=default)
+        return text if ok else None
+
+    def ask_open_files(self, title: str, filter_: str) -> list[str]:
+        files, _ = QFileDialog.getOpenFileNames(self, title, "", filter_)
+        return list(files)
+
+    def ask_open_file(self, title: str, filter_: str) -> str | None:
+        path, _ = QFileDialog.getOpenFileName(self, title, "", filter_)
+        return path or None
+
+    def ask_save_file(self, title: str, filter_: str, default: str = "") -> str | None:
+        path, _ = QFileDialog.getSaveFileName(self, title, default, filter_)
+        return path or None
+
+
+def heading(text: str) -> QLabel:
+    label = QLabel(text)
+    font = QFont(label.font())
+    font.setPointSizeF(font.pointSizeF() * 1.4)
+    font.setBold(True)
+    label.setFont(font)
+    return label
+
+
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.pgm *.ppm *.gif *.tif *.tiff *.webp);;All files (*)"

@@ -1,0 +1,123 @@
+"""The face pipeline: image -> detections -> aligned crops -> embeddings (+ quality)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from faceapp.config import DetectorConfig, QualityConfig
+from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
+from faceapp.types import AlignedFace, Detection
+from faceapp.vision.alignment import align_face
+from faceapp.vision.detection import FaceDetector
+from faceapp.vision.images import ImageInput, load_image
+from faceapp.vision.quality import FaceQuality, assess_quality
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceEmbedding:
+    """One analysed face: where it is, its aligned crop, its embedding and its quality.
+
+    ``embedding`` is (D,) float32 with unit L2 norm, made by model ``model_id``.
+    """
+
+    detection: Detection
+    aligned: AlignedFace
+    embedding: np.ndarray
+    quality: FaceQuality
+    model_id: str
+
+
+class FacePipeline:
+    """Detector + aligner + encoder, built from explicit parts (nothing global).
+
+    Args:
+        detector: MTCNN wrapper.
+        model: encoder checkpoint (its input size fixes the alignment template).
+        quality: enrolment quality gate settings (measured for every face).
+    """
+
+    def __init__(
+        self, detector: FaceDetector, model: LoadedModel, quality: QualityConfig = QualityConfig()
+    ) -> None:
+        self.detector = detector
+        self.model = model
+        self.quality = quality
+        self.template = model.template
+
+    @classmethod
+    def from_paths(
+        cls,
+        model_path: str | os.PathLike[str],
+        device: str = "cpu",
+        detector_config: DetectorConfig = DetectorConfig(),
+        quality: QualityConfig = QualityConfig(),
+    ) -> FacePipeline:
+        """Load the checkpoint and MTCNN explicitly (raises ModelError on a bad file)."""
+        model = load_checkpoint(model_path, device=device)
+        det_cfg = (
+            detector_config if detector_config.device == device else _with_device(detector_config, device)
+        )
+        return cls(FaceDetector(det_cfg), model, quality)
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.embedding_dim
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """(H, W, 3) uint8 RGB -> detections sorted by score ([] when none)."""
+        return self.detector.detect(image)
+
+    def align(self, image: np.ndarray, detections: list[Detection]) -> list[AlignedFace]:
+        return [align_face(image, d, self.template) for d in detections]
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 aligned crops -> (N, D) float32 unit-norm embeddings."""
+        return self.model.encoder.embed(crops)
+
+    def faces_from_detections(self, image: np.ndarray, detections: list[Detection]) -> list[FaceEmbedding]:
+        """Align, embed (one batch) and assess the given detections of ``image``."""
+        if not detections:
+            return []
+        aligned = self.align(image, detections)
+        emb = self.embed_crops(np.stack([a.crop for a in aligned]))
+        return [
+            FaceEmbedding(
+                detection=d,
+                aligned=a,
+                embedding=e,
+                quality=assess_quality(d, a.crop, self.quality),
+                model_id=self.model_id,
+            )
+            for d, a, e in zip(detections, aligned, emb, strict=True)
+        ]
+
+    def analyze(self, image: ImageInput) -> list[FaceEmbedding]:
+        """Every face in an image, sorted by detection score ([] when there is none).
+
+        Args:
+            image: a path / bytes / PIL image, or an (H, W, 3) uint8 RGB frame.
+        Raises:
+            InvalidImage: the input cannot be decoded.
+        """
+        rgb = image if _is_rgb_frame(image) else load_image(image)
+        return self.faces_from_detections(rgb, self.detect(rgb))  # type: ignore[arg-type]
+
+
+def _is_rgb_frame(x: object) -> bool:
+    return isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[2] == 3 and x.dtype == np.uint8
+
+
+def _with_device(cfg: DetectorConfig, device: str) -> DetectorConfig:
+    from dataclasses import replace
+
+    return replace(cfg, device=device)

@@ -1,0 +1,1190 @@
+"""The one API the CLI and the GUI share: enrol, verify, recognise, manage the gallery.
+
+Qt-free. Every method raises :class:`~faceapp.errors.FaceappError` subclasses for expected
+failures and returns frozen dataclasses.
+
+Decisions
+---------
+* Scores are similarities (higher = more alike); a comparison matches when
+  ``score >= threshold`` (see :mod:`faceapp.nn.scoring`).
+* A person's score is the **best** score over their templates (see
+  :mod:`faceapp.gallery.matching`).
+* τ comes, in this order, from: the ``threshold=`` argument (``--threshold``); a τ the
+  user stored with :meth:`FaceService.set_threshold`, kept **in the gallery database**
+  (``setting`` table, key ``threshold/<model_id>/<scorer>``, so it follows the gallery it was
+  chosen for and never edits the shipped model folder); the model's ``calibration.json``
+  (its ``overrides``, else the operating point, default ``far_0.01``). Never a constant.
+* Templates made by another model are never compared: while the gallery holds any, every
+  comparison raises :class:`~faceapp.errors.ModelMismatch` until :meth:`FaceService.reembed`
+  has recomputed them from the stored crops.
+* Each unit of work is one transaction (``write_session``/``read_session``): an enrolment
+  of several images is all-or-nothing. Every operation appends an ``event`` row.
+
+Threads
+-------
+A service may be used from **one worker thread at a time** (the GUI's task runner; the CLI's
+main thread). Public methods are serialised by an internal lock, so an accidental second
+caller waits instead of corrupting the cached index, but long calls (``reembed``) then block
+it. SQLite connections are pooled per engine and never shared by two threads at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import numpy as np
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from faceapp.config import resolve_paths
+from faceapp.errors import (
+    CalibrationError,
+    DuplicatePerson,
+    FaceappError,
+    GalleryError,
+    InvalidImage,
+    ModelError,
+    ModelMismatch,
+    MultipleFaces,
+    NoFaceFound,
+    PersonNotFound,
+    QualityRejected,
+)
+from faceapp.gallery.database import (
+    bump_generation,
+    current_generation,
+    gallery_uuid,
+    open_database,
+    read_session,
+    translate_errors,
+    write_session,
+)
+from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, GalleryIndex, PairScorer
+from faceapp.gallery.repository import GalleryRepository, NewTemplate, normalize_name
+from faceapp.gallery.snapshot import (
+    SNAPSHOT_MIN_TEMPLATES,
+    load_snapshot,
+    remove_snapshots,
+    save_snapshot,
+    snapshot_path,
+)
+from faceapp.gallery.types import EMBEDDING_DTYPE
+from faceapp.types import Box
+from faceapp.vision.images import ImageInput, describe_source, encode_png, load_image
+
+if TYPE_CHECKING:
+    from faceapp.nn.calibration import Calibration
+    from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
+
+logger = logging.getLogger(__name__)
+
+DISTANCE = "distance"
+DEFAULT_POINT = "far_0.01"
+EXPORT_FORMAT = "faceapp-gallery"
+EXPORT_VERSION = 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SETTING_THRESHOLD = "threshold/{model_id}/{scorer}"
+
+ConflictPolicy = Literal["error", "skip", "merge"]
+ProgressFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]
+
+
+# ---------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class EnrollReport:
+    """``accepted``: sources stored as templates; ``rejected``: (source, reason)."""
+
+    person: str
+    accepted: list[str]
+    rejected: list[tuple[str, str]]
+    templates_added: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "person": self.person,
+            "accepted": list(self.accepted),
+            "rejected": [{"source": s, "reason": r} for s, r in self.rejected],
+            "templates_added": self.templates_added,
+        }
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """1:1 decision: ``match`` is ``score >= threshold`` (best template of ``person``)."""
+
+    person: str
+    match: bool
+    score: float
+    threshold: float
+    scorer: str
+    box: Box | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "person": self.person,
+            "match": self.match,
+            "score": _finite_or_none(self.score),
+            "threshold": self.threshold,
+            "scorer": self.scorer,
+            "box": None if self.box is None else [round(v, 2) for v in self.box],
+        }
+
+
+@dataclass(frozen=True)
+class RecognizedFace:
+    """1:K result for one face.
+
+    ``person``: the best candidate when its score passes τ, else ``None`` (Unknown);
+    ``score``: best candidate's score (``-inf`` when the gallery is empty);
+    ``candidates``: up to top-k (name, score), best first; ``ambiguous``: the runner-up is
+    within the ambiguity margin of a passing best.
+    """
+
+    box: Box
+    person: str | None
+    score: float
+    candidates: list[tuple[str, float]]
+    ambiguous: bool
+    threshold: float = math.nan
+    scorer: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "person": self.person,
+            "score": _finite_or_none(self.score),
+            "candidates": [{"person": n, "score": _finite_or_none(s)} for n, s in self.candidates],
+            "ambiguous": self.ambiguous,
+            "threshold": _finite_or_none(self.threshold),
+            "scorer": self.scorer,
+        }
+
+
+@dataclass(frozen=True)
+class PersonSummary:
+    """``thumbnail_png``: PNG of the person's first stored crop (``b""`` if none)."""
+
+    id: int
+    name: str
+    n_templates: int
+    created: datetime
+    thumbnail_png: bytes = field(repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "n_templates": self.n_templates,
+                "created": self.created.isoformat()}
+
+
+@dataclass(frozen=True)
+class TemplateSummary:
+    """One stored template: its crop (PNG), source label, quality measures and model."""
+
+    id: int
+    crop_png: bytes = field(repr=False)
+    source: str = ""
+    quality: dict[str, object] = field(default_factory=dict)
+    created: datetime | None = None
+    model_id: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "source": self.source, "quality": self.quality,
+                "created": None if self.created is None else self.created.isoformat(),
+                "model_id": self.model_id, "has_crop": bool(self.crop_png)}
+
+
+@dataclass(frozen=True)
+class GalleryTransfer:
+    """Counts of an export or import."""
+
+    people: int
+    templates: int
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"people": self.people, "templates": self.templates, "skipped": self.skipped}
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _is_face(obj: object) -> bool:
+    """A ``FaceEmbedding`` (duck-typed, so that tests can pass stand-ins)."""
+    return hasattr(obj, "embedding") and hasattr(obj, "detection") and hasattr(obj, "aligned")
+
+
+def _face_area(face: FaceEmbedding) -> float:
+    return float(face.detection.area)
+
+
+def _quality_dict(face: FaceEmbedding) -> dict[str, object]:
+    q = getattr(face, "quality", None)
+    if q is None:
+        return {}
+    if hasattr(q, "to_dict"):
+        return dict(q.to_dict())
+    return {"ok": bool(getattr(q, "ok", True))}
+
+
+def _quality_reasons(face: FaceEmbedding) -> tuple[str, ...]:
+    q = getattr(face, "quality", None)
+    if q is None or getattr(q, "ok", True):
+        return ()
+    return tuple(getattr(q, "reasons", ())) or ("quality gate",)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialised(method: _F) -> _F:
+    """Run a public method under the service lock, after checking the service is open."""
+
+    @functools.wraps(method)
+    def wrapper(self: FaceService, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                raise GalleryError("the face service is closed")
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------- service
+class FaceService:
+    """Enrolment, verification, recognition and gallery management.
+
+    Args:
+        engine: a gallery engine from :func:`faceapp.gallery.open_database`.
+        pipeline: a ``FacePipeline`` (detector + model); ``None`` for gallery-only use
+            (listing, renaming, export...), in which case face operations raise
+            :class:`ModelError`.
+        calibration: the model's ``Calibration`` (τ per scorer); ``None`` when there is none
+            (τ must then come from ``threshold=`` or :meth:`set_threshold`).
+        scorers: name -> scorer; default ``faceapp.nn.scoring.scorers_for(pipeline.model)``.
+        margin: ambiguity margin of recognition (a tie tolerance, not a threshold).
+        operating_point: calibration point used for τ (``far_0.01``, ``far_0.001``, ``eer``).
+        owns_engine: dispose of the engine in :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        pipeline: FacePipeline | None = None,
+        calibration: Calibration | None = None,
+        *,
+        scorers: dict[str, PairScorer] | None = None,
+        margin: float = DEFAULT_AMBIGUITY_MARGIN,
+        operating_point: str = DEFAULT_POINT,
+        owns_engine: bool = False,
+        calibration_problem: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._pipeline = pipeline
+        self._calibration = calibration
+        self._calibration_problem = calibration_problem
+        self._scorers = scorers
+        self.margin = float(margin)
+        self.operating_point = operating_point
+        self._owns_engine = owns_engine
+        self._lock = threading.RLock()
+        self._closed = False
+        self._where = engine.url.render_as_string(hide_password=True)
+        self._url = engine.url.render_as_string(hide_password=False)
+        self._snapshot_gen = -1
+        # cached search index of the current model, valid for generation self._gen
+        self._index: GalleryIndex | None = None
+        self._gen = -1
+        self._names: dict[int, str] = {}
+        self._stale = 0
+        if calibration is not None and pipeline is not None and \
+                calibration.model_id != pipeline.model_id:
+            self._calibration_problem = (
+                f"the calibration file is for model {calibration.model_id}, the loaded model is "
+                f"{pipeline.model_id} (run `faceapp evaluate`, or pass --threshold)"
+            )
+            self._calibration = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(
+        cls,
+        db_url: str | None = None,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "cpu",
+        load_model: bool = True,
+    ) -> FaceService:
+        """Open the gallery (``--db``/``FACEAPP_DB``/default) and load the model
+        (``--model``/``FACEAPP_MODEL``/``models/default.pt``) with its ``calibration.json``.
+
+        ``load_model=False`` opens the gallery only (fast; enough for ``people`` commands).
+        """
+        paths = resolve_paths(db=db_url, model=model_path)
+        engine = open_database(paths.db_url)  # first: a bad gallery fails before the slow load
+        pipeline = None
+        calibration = None
+        problem = None
+        if load_model:
+            from faceapp.config import DetectorConfig
+            from faceapp.nn.calibration import Calibration, calibration_path_for
+            from faceapp.nn.pipeline import FacePipeline
+
+            try:
+                pipeline = FacePipeline.from_paths(
+                    paths.model_path, device=device,
+                    detector_config=DetectorConfig(device=device),
+                )
+            except BaseException:
+                engine.dispose()
+                raise
+            try:
+                calibration = Calibration.load(calibration_path_for(paths.model_path))
+            except CalibrationError as err:
+                problem = str(err)
+                logger.warning("no usable calibration: %s", err)
+        return cls(engine, pipeline, calibration, owns_engine=True, calibration_problem=problem)
+
+    def close(self) -> None:
+        """Release the database (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(FaceappError):
+                self._save_snapshot_if_useful()
+            self._index = None
+            if self._owns_engine:
+                self._engine.dispose()
+
+    def _save_snapshot_if_useful(self) -> None:
+        """Persist the in-memory index of a large gallery that changed since its snapshot."""
+        index = self._index
+        if index is None or len(index) < SNAPSHOT_MIN_TEMPLATES or self._gen == self._snapshot_gen:
+            return
+        path = snapshot_path(self._url, index.model_id)
+        if path is None:
+            return
+        with self._read("snapshot") as (s, _):
+            if current_generation(s) != self._gen:
+                return  # someone else changed the gallery meanwhile
+            uid = gallery_uuid(s)
+        save_snapshot(path, index, self._names, self._stale, gallery_uuid=uid,
+                      generation=self._gen)
+        self._snapshot_gen = self._gen
+
+    def __enter__(self) -> FaceService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def model_id(self) -> str:
+        return self._require_pipeline().model_id
+
+    @property
+    def has_model(self) -> bool:
+        return self._pipeline is not None
+
+    # ------------------------------------------------------------------ internals
+    def _require_pipeline(self) -> FacePipeline:
+        if self._pipeline is None:
+            raise ModelError("no face model loaded (open the service with a model)")
+        return self._pipeline
+
+    @contextlib.contextmanager
+    def _read(self, what: str) -> Iterator[tuple[Session, GalleryRepository]]:
+        with translate_errors(f"{self._where} ({what})"), read_session(self._engine) as s:
+            yield s, GalleryRepository(s)
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[tuple[Session, GalleryRepository]]:
+        with translate_errors(f"{self._where} ({what})"), write_session(self._engine) as s:
+            yield s, GalleryRepository(s)
+
+    def _scorer_map(self) -> dict[str, PairScorer]:
+        if self._scorers is None:
+            pipeline = self._require_pipeline()
+            from faceapp.nn.scoring import scorers_for
+
+            self._scorers = dict(scorers_for(pipeline.model))  # type: ignore[arg-type]
+        return self._scorers
+
+    def _scorer(self, name: str) -> PairScorer | None:
+        """The scorer object for the index (``None`` = built-in cosine fast path)."""
+        scorers = self._scorer_map()
+        if name not in scorers:
+            raise CalibrationError(
+                f"unknown scorer {name!r}; this model offers {', '.join(sorted(scorers))}"
+            )
+        return None if name == DISTANCE else scorers[name]
+
+    def _sync(self, session: Session, repo: GalleryRepository) -> GalleryIndex:
+        """Bring the cached index up to date with the database (reload if it changed):
+        from a valid snapshot when there is one, else from the rows (and then save a
+        snapshot for a large gallery)."""
+        model_id = self._require_pipeline().model_id
+        gen = current_generation(session)
+        if self._index is not None and gen == self._gen:
+            return self._index
+        uid = gallery_uuid(session)
+        snap_path = snapshot_path(self._url, model_id)
+        snap = None
+        if snap_path is not None:
+            snap = load_snapshot(snap_path, model_id=model_id, gallery_uuid=uid, generation=gen)
+        if snap is not None:
+            self._index, self._names, self._stale = snap.index, dict(snap.names), snap.stale
+            self._snapshot_gen = gen
+        else:
+            rows = repo.index_rows(model_id)
+            self._stale = repo.count_templates() - rows.template_ids.shape[0]
+            self._names = repo.person_names()
+            if rows.template_ids.shape[0]:
+                self._index = GalleryIndex.from_arrays(
+                    model_id, rows.template_ids, rows.person_ids, rows.embeddings
+                )
+            else:
+                self._index = GalleryIndex(model_id, self._require_pipeline_dim())
+            if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES:
+                save_snapshot(snap_path, self._index, self._names, self._stale,
+                              gallery_uuid=uid, generation=gen)
+                self._snapshot_gen = gen
+        self._gen = gen
+        logger.debug("gallery index loaded: %d templates (generation %d)", len(self._index), gen)
+        return self._index
+
+    def _templates_changed(self) -> None:
+        """After a committed change of templates: drop on-disk snapshots (they hold faces
+        that may have been deleted; the next load or :meth:`close` writes a fresh one)."""
+        self._snapshot_gen = -1
+        remove_snapshots(self._url)
+
+    def _require_pipeline_dim(self) -> int:
+        pipeline = self._require_pipeline()
+        model = getattr(pipeline, "model", None)
+        dim = getattr(model, "embedding_dim", None) or getattr(pipeline, "embedding_dim", None)
+        return int(dim) if dim else 1
+
+    def _comparable_index(self, session: Session, repo: GalleryRepository) -> GalleryIndex:
+        index = self._sync(session, repo)
+        if self._stale:
+            raise ModelMismatch(
+                f"{self._stale} template(s) in the gallery were made by another model than "
+                f"{self.model_id}; run `faceapp reembed` to recompute them from their crops"
+            )
+        return index
+
+    def _invalidate(self) -> None:
+        self._index = None
+        self._gen = -1
+
+    def _resolve_threshold(self, scorer: str, threshold: float | None) -> float:
+        if threshold is not None:
+            value = float(threshold)
+            if not math.isfinite(value):
+                raise CalibrationError(f"threshold must be a finite number, got {threshold}")
+            return value
+        return self._threshold_unlocked(scorer, None)
+
+    def _threshold_unlocked(self, scorer: str, point: str | None) -> float:
+        self._scorer(scorer)
+        model_id = self.model_id
+        if point is None:
+            with self._read("threshold") as (_, repo):
+                stored = repo.get_setting(_SETTING_THRESHOLD.format(model_id=model_id,
+                                                                    scorer=scorer))
+            if stored is not None:
+                return float(stored)
+        if self._calibration is None:
+            reason = self._calibration_problem or f"no calibration for model {model_id}"
+            raise CalibrationError(
+                f"{reason}; pass a threshold (--threshold) or calibrate the gallery"
+            )
+        if point is None:
+            return self._calibration.threshold(scorer, self.operating_point)
+        return self._calibration.calibrated_threshold(scorer, point)
+
+    def _load(self, image: ImageInput) -> np.ndarray:
+        return load_image(image)
+
+    def _analyze(self, image: ImageInput) -> list[FaceEmbedding]:
+        pipeline = self._require_pipeline()
+        return list(pipeline.analyze(self._load(image)))
+
+    def _probe_face(self, probe: ImageInput | FaceEmbedding) -> FaceEmbedding:
+        """The face to verify: a given face, or the largest face of an image."""
+        if _is_face(probe):
+            return probe  # type: ignore[return-value]
+        faces = self._analyze(probe)  # type: ignore[arg-type]
+        if not faces:
+            raise NoFaceFound(f"{describe_source(probe)}: no face found")
+        if len(faces) > 1:
+            logger.info("%s: %d faces, verifying the largest", describe_source(probe), len(faces))
+        return max(faces, key=_face_area)
+
+    def _check_embedding(self, face: FaceEmbedding) -> np.ndarray:
+        """The (D,) float32 embedding of a face made by the current model."""
+        made_by = getattr(face, "model_id", None)
+        if made_by is not None and made_by != self.model_id:
+            raise ModelMismatch(
+                f"this face was analysed by model {made_by}, the service uses {self.model_id}; "
+                "analyse it again"
+            )
+        return np.asarray(face.embedding, dtype=np.float32).reshape(-1)
+
+    # ------------------------------------------------------------------ analysis
+    @_serialised
+    def analyze(self, image: ImageInput) -> list[FaceEmbedding]:
+        """Every face of an image or an RGB (H, W, 3) uint8 frame, best detection first
+        (``[]`` when there is none)."""
+        return self._analyze(image)
+
+    @_serialised
+    def available_scorers(self) -> list[str]:
+        """Scorer names of the loaded model (``distance`` first)."""
+        names = sorted(self._scorer_map())
+        return sorted(names, key=lambda n: (n != DISTANCE, n))
+
+    @_serialised
+    def threshold(self, scorer: str = DISTANCE, point: str | None = None) -> float:
+        """τ for ``scorer``. ``point=None``: the user's stored τ if any, else the calibration
+        (its override, else :attr:`operating_point`); an explicit ``point`` (``far_0.01``,
+        ``far_0.001``, ``eer``) reads that calibrated value. Raises CalibrationError."""
+        return self._threshold_unlocked(scorer, point)
+
+    @_serialised
+    def set_threshold(self, scorer: str, value: float | None) -> None:
+        """Store a user-chosen τ for ``scorer`` and the current model in the gallery
+        database (``None`` removes it, returning to the calibration file)."""
+        self._scorer(scorer)
+        if value is not None and not math.isfinite(float(value)):
+            raise CalibrationError(f"threshold must be a finite number, got {value}")
+        key = _SETTING_THRESHOLD.format(model_id=self.model_id, scorer=scorer)
+        with self._write("set threshold") as (_, repo):
+            repo.set_setting(key, None if value is None else repr(float(value)))
+            repo.log_event("calibrate", "set" if value is not None else "cleared",
+                           threshold=value, scorer=scorer, model_id=self.model_id)
+
+    # ------------------------------------------------------------------ enrolment
+    @_serialised
+    def enroll(
+        self,
+        name: str,
+        images: Sequence[ImageInput],
+        *,
+        largest: bool = False,
+        create: bool = True,
+    ) -> EnrollReport:
+        """Enrol ``name`` from images (paths, bytes, PIL images or RGB frames).
+
+        Each image must hold exactly one face (or, with ``largest``, its largest face is
+        used) that passes the quality gate; other images are reported in ``rejected``
+        with the reason. The accepted faces are stored in one transaction (all or
+        nothing). ``create=False`` requires the person to exist already. Raises
+        :class:`QualityRejected` / :class:`NoFaceFound` / :class:`MultipleFaces` /
+        :class:`InvalidImage` when no image is accepted.
+        """
+        key = normalize_name(name)
+        faces: list[FaceEmbedding] = []
+        sources: list[str] = []
+        rejected: list[tuple[str, str]] = []
+        kinds: list[type[FaceappError]] = []
+        for i, image in enumerate(images):
+            src = describe_source(image) if isinstance(image, str | os.PathLike) else (
+                f"image {i + 1} {describe_source(image)}"
+            )
+            try:
+                found = self._analyze(image)
+            except InvalidImage as err:
+                rejected.append((src, err.reason))
+                kinds.append(InvalidImage)
+                continue
+            if not found:
+                rejected.append((src, "no face found"))
+                kinds.append(NoFaceFound)
+                continue
+            if len(found) > 1 and not largest:
+                rejected.append((src, f"{len(found)} faces found (use --largest to take the "
+                                      "largest)"))
+                kinds.append(MultipleFaces)
+                continue
+            face = max(found, key=_face_area)
+            reasons = _quality_reasons(face)
+            if reasons:
+                rejected.append((src, "; ".join(reasons)))
+                kinds.append(QualityRejected)
+                continue
+            faces.append(face)
+            sources.append(src)
+        if not faces:
+            self._raise_nothing_accepted(key, rejected, kinds)
+        return self._store(key, faces, sources, rejected, create=create)
+
+    @_serialised
+    def enroll_faces(
+        self,
+        name: str,
+        faces: Sequence[FaceEmbedding],
+        sources: Sequence[str] | None = None,
+        *,
+        create: bool = True,
+    ) -> EnrollReport:
+        """Enrol already analysed faces (e.g. the GUI's camera captures); faces failing the
+        quality gate are rejected with their reason; the rest are stored atomically."""
+        key = normalize_name(name)
+        labels = list(sources) if sources is not None else [
+            f"capture {i + 1}" for i in range(len(faces))
+        ]
+        if len(labels) != len(faces):
+            raise ValueError("sources must match faces one to one")
+        keep: list[FaceEmbedding] = []
+        keep_src: list[str] = []
+        rejected: list[tuple[str, str]] = []
+        kinds: list[type[FaceappError]] = []
+        for face, src in zip(faces, labels, strict=True):
+            reasons = _quality_reasons(face)
+            if reasons:
+                rejected.append((src, "; ".join(reasons)))
+                kinds.append(QualityRejected)
+            else:
+                keep.append(face)
+                keep_src.append(src)
+        if not keep:
+            self._raise_nothing_accepted(key, rejected, kinds)
+        return self._store(key, keep, keep_src, rejected, create=create)
+
+    def _raise_nothing_accepted(
+        self, key: str, rejected: list[tuple[str, str]], kinds: list[type[FaceappError]]
+    ) -> None:
+        details = "; ".join(f"{s}: {r}" for s, r in rejected) or "no image given"
+        msg = f"nothing enrolled for {key!r}: {details}"
+        with contextlib.suppress(GalleryError), self._write("enroll") as (_, repo):
+            repo.log_event("enroll", "rejected", person=key, detail=details[:2000],
+                           model_id=self._pipeline.model_id if self._pipeline else None)
+        kind = kinds[0] if kinds and all(k is kinds[0] for k in kinds) else QualityRejected
+        if kind is InvalidImage:
+            raise InvalidImage(rejected[0][0] if len(rejected) == 1 else key, msg)
+        raise kind(msg)
+
+    def _store(
+        self,
+        key: str,
+        faces: Sequence[FaceEmbedding],
+        sources: Sequence[str],
+        rejected: list[tuple[str, str]],
+        *,
+        create: bool,
+    ) -> EnrollReport:
+        pipeline = self._require_pipeline()
+        model_id = pipeline.model_id
+        embs = [self._check_embedding(f) for f in faces]
+        dims = {e.shape[0] for e in embs}
+        if len(dims) != 1:
+            raise ModelMismatch(f"faces of several embedding sizes {sorted(dims)}")
+        templates = [
+            NewTemplate(
+                model_id=model_id,
+                embedding=e,
+                crop_png=encode_png(f.aligned.crop),
+                source=src,
+                quality=_quality_dict(f),
+            )
+            for f, e, src in zip(faces, embs, sources, strict=True)
+        ]
+        with self._write("enroll") as (s, repo):
+            synced = self._index is not None and current_generation(s) == self._gen
+            person = repo.find_person(key)
+            if person is None:
+                if not create:
+                    raise PersonNotFound(f"no person named {key!r} in the gallery "
+                                         "(enrol without --no-create to add them)")
+                person = repo.add_person(key)
+            ids = repo.add_templates(person, templates)
+            pid = int(person.id)
+            repo.log_event("enroll", "accepted", person=key, model_id=model_id,
+                           detail=json.dumps({"accepted": len(ids), "rejected": len(rejected)}))
+            new_gen = current_generation(s)
+        if synced and self._index is not None:
+            self._index.add(ids, [pid] * len(ids), np.stack(embs), model_id=model_id)
+            self._names[pid] = key
+            self._gen = new_gen
+        else:
+            self._invalidate()
+        self._templates_changed()
+        logger.info("enrolled %s: %d template(s), %d rejected", key, len(ids), len(rejected))
+        return EnrollReport(key, list(sources), rejected, len(ids))
+
+    @_serialised
+    def check_enrollment(self, name: str, faces: Sequence[FaceEmbedding]) -> list[str]:
+        """Warnings before enrolling ``faces`` as ``name``: the name exists already, or a face
+        already matches someone else (with their name and score). Empty when all is clear."""
+        key = normalize_name(name)
+        warnings: list[str] = []
+        with self._read("check enrollment") as (s, repo):
+            existing = repo.find_person(key)
+            if existing is not None:
+                n = repo.count_templates(person_id=existing.id)
+                warnings.append(f"a person named {key!r} already exists ({n} template(s)); "
+                                "the new faces would be added to them")
+            if not faces:
+                return warnings
+            index = self._comparable_index(s, repo)
+            names = dict(self._names)
+        try:
+            tau = self._resolve_threshold(DISTANCE, None)
+        except CalibrationError as err:
+            warnings.append(f"faces not checked against the gallery: {err}")
+            return warnings
+        probes = np.stack([self._check_embedding(f) for f in faces])
+        results = index.identify(probes, model_id=self.model_id, threshold=tau, k=1,
+                                 margin=self.margin)
+        for i, res in enumerate(results):
+            pid = res.person_id
+            if pid is not None and names.get(pid) != key:
+                warnings.append(f"face {i + 1} already matches {names.get(pid, pid)!r} "
+                                f"(score {res.best_score:.3f} >= {tau:.3f})")
+        return warnings
+
+    # ------------------------------------------------------------------ decisions
+    @_serialised
+    def verify(
+        self,
+        name: str,
+        probe: ImageInput | FaceEmbedding,
+        *,
+        scorer: str = DISTANCE,
+        threshold: float | None = None,
+        log_event: bool = True,
+    ) -> VerifyResult:
+        """Is the face in ``probe`` (its largest face) the person ``name``? Best-template
+        score against τ (``match`` when ``score >= threshold``). ``log_event=False`` skips
+        the event row (live camera loops that decide over several frames)."""
+        key = normalize_name(name)
+        scorer_obj = self._scorer(scorer)
+        tau = self._resolve_threshold(scorer, threshold)
+        face = self._probe_face(probe)
+        emb = self._check_embedding(face)
+        with self._read("verify") as (s, repo):
+            person = repo.get_person(key)
+            pid = int(person.id)
+            index = self._comparable_index(s, repo)
+        if pid not in set(index.people().tolist()):
+            raise GalleryError(f"{key!r} has no templates to compare with; enrol them first")
+        v = index.verify(pid, emb, model_id=self.model_id, threshold=tau, scorer=scorer_obj)
+        if log_event:
+            with self._write("verify") as (_, repo):
+                repo.log_event("verify", "match" if v.match else "no match", person=key,
+                               score=v.score, threshold=tau, scorer=scorer,
+                               model_id=self.model_id)
+        return VerifyResult(key, v.match, v.score, tau, scorer, tuple(face.detection.box))
+
+    @_serialised
+    def recognize(
+        self,
+        image_or_faces: ImageInput | FaceEmbedding | Sequence[FaceEmbedding],
+        *,
+        top_k: int = 5,
+        scorer: str = DISTANCE,
+        threshold: float | None = None,
+        log_event: bool = True,
+    ) -> list[RecognizedFace]:
+        """Identify every face of an image/frame (or of given faces) against the gallery.
+
+        One result per face, in the pipeline's order. ``log_event=False`` skips the event
+        rows (live camera loops).
+        """
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        scorer_obj = self._scorer(scorer)
+        tau = self._resolve_threshold(scorer, threshold)
+        faces: list[FaceEmbedding]
+        if _is_face(image_or_faces):
+            faces = [image_or_faces]  # type: ignore[list-item]
+        elif isinstance(image_or_faces, list | tuple) and all(_is_face(f) for f in image_or_faces):
+            faces = list(image_or_faces)
+        else:
+            faces = self._analyze(image_or_faces)  # type: ignore[arg-type]
+        if not faces:
+            return []
+        with self._read("recognize") as (s, repo):
+            index = self._comparable_index(s, repo)
+            names = dict(self._names)
+        probes = np.stack([self._check_embedding(f) for f in faces])
+        results = index.identify(probes, model_id=self.model_id, threshold=tau, k=top_k,
+                                 scorer=scorer_obj, margin=self.margin)
+        out: list[RecognizedFace] = []
+        for face, res in zip(faces, results, strict=True):
+            person = None if res.person_id is None else names.get(res.person_id)
+            out.append(RecognizedFace(
+                box=tuple(face.detection.box),  # type: ignore[arg-type]
+                person=person,
+                score=res.best_score,
+                candidates=[(names.get(c.person_id, str(c.person_id)), c.score)
+                            for c in res.candidates],
+                ambiguous=res.ambiguous,
+                threshold=tau,
+                scorer=scorer,
+            ))
+        if log_event:
+            with self._write("recognize") as (_, repo):
+                for r in out:
+                    outcome = "unknown" if r.person is None else (
+                        "ambiguous" if r.ambiguous else "known")
+                    repo.log_event("recognize", outcome, person=r.person, score=r.score,
+                                   threshold=tau, scorer=scorer, model_id=self.model_id)
+        return out
+
+    @_serialised
+    def gallery_scores(self, scorer: str = DISTANCE,
+                       max_templates: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+        """Similarity of every pair of stored templates (current model) and whether both are
+        of the same person: (scores (M,) float32, same (M,) bool), M = n(n-1)/2 over at most
+        ``max_templates`` templates (a seeded subset beyond that). For calibrating τ."""
+        scorer_obj = self._scorer(scorer)
+        with self._read("gallery scores") as (s, repo):
+            index = self._comparable_index(s, repo)
+        return index.pair_scores(scorer_obj, max_templates=max_templates)
+
+    # ------------------------------------------------------------------ people
+    @_serialised
+    def list_people(self) -> list[PersonSummary]:
+        """Everyone in the gallery, by name."""
+        with self._read("list people") as (_, repo):
+            rows = repo.people()
+            thumbs = repo.crops([r.first_template_id for r in rows
+                                 if r.first_template_id is not None])
+        return [
+            PersonSummary(r.id, r.name, r.n_templates, r.created,
+                          thumbs.get(r.first_template_id, b"") if r.first_template_id else b"")
+            for r in rows
+        ]
+
+    @_serialised
+    def person_templates(self, name: str) -> list[TemplateSummary]:
+        """The templates of ``name`` with their crops, oldest first."""
+        with self._read("person templates") as (_, repo):
+            person = repo.get_person(name)
+            rows = repo.templates_of(person)
+            crops = repo.crops([t.id for t in rows])
+            return [
+                TemplateSummary(int(t.id), crops.get(t.id, b""), t.source, t.quality, t.created,
+                                t.model_id)
+                for t in rows
+            ]
+
+    @_serialised
+    def rename_person(self, old: str, new: str) -> str:
+        """Rename a person; returns the stored (normalised) new name."""
+        with self._write("rename") as (s, repo):
+            synced = self._index is not None and current_generation(s) == self._gen
+            person = repo.rename_person(old, new)
+            pid, stored = int(person.id), person.name
+            repo.log_event("rename", "renamed", person=stored,
+                           detail=json.dumps({"from": normalize_name(old), "to": stored}))
+            new_gen = current_generation(s)
+        if synced:
+            self._names[pid] = stored
+            self._gen = new_gen
+        else:
+            self._invalidate()
+        self._templates_changed()
+        return stored
+
+    @_serialised
+    def delete_person(self, name: str) -> int:
+        """Delete a person with all their templates and crops; returns the templates removed."""
+        with self._write("delete") as (s, repo):
+            synced = self._index is not None and current_generation(s) == self._gen
+            key = normalize_name(name)
+            pid, n = repo.delete_person(key)
+            repo.log_event("delete", "deleted", person=key, detail=json.dumps({"templates": n}))
+            new_gen = current_generation(s)
+        if synced and self._index is not None:
+            self._index.remove_person(pid)
+            self._names.pop(pid, None)
+            self._gen = new_gen
+        else:
+            self._invalidate()
+        self._templates_changed()
+        return n
+
+    @_serialised
+    def delete_template(self, template_id: int) -> None:
+        """Delete one template (and its crop)."""
+        with self._write("delete template") as (s, repo):
+            synced = self._index is not None and current_generation(s) == self._gen
+            pid = repo.delete_template(template_id)
+            name = repo.get_person_by_id(pid).name
+            repo.log_event("delete", "template deleted", person=name,
+                           detail=json.dumps({"template": template_id}))
+            new_gen = current_generation(s)
+        if synced and self._index is not None:
+            self._index.remove_templates([template_id])
+            self._gen = new_gen
+        else:
+            self._invalidate()
+        self._templates_changed()
+
+    @_serialised
+    def events(self, limit: int = 100, kind: str | None = None) -> list[dict[str, object]]:
+        """The latest events, newest first, as dicts."""
+        with self._read("events") as (_, repo):
+            return [
+                {"time": e.time.isoformat(), "kind": e.kind, "person": e.person,
+                 "outcome": e.outcome, "score": e.score, "threshold": e.threshold,
+                 "scorer": e.scorer, "model_id": e.model_id, "detail": e.detail}
+                for e in repo.events(limit, kind)
+            ]
+
+    # ------------------------------------------------------------------ export / import
+    @_serialised
+    def export_gallery(self, path: str | os.PathLike[str]) -> GalleryTransfer:
+        """Write every person with their templates (embeddings, crops, sources, quality,
+        model ids) to a JSON file, created 0600 (it holds biometric data) and atomically."""
+        people_out: list[dict[str, object]] = []
+        n_templates = 0
+        with self._read("export") as (_, repo):
+            for row in repo.people():
+                person = repo.get_person_by_id(row.id)
+                templates = repo.templates_of(person)
+                crops = repo.crops([t.id for t in templates])
+                people_out.append({
+                    "name": person.name,
+                    "created": person.created.isoformat(),
+                    "templates": [
+                        {
+                            "model_id": t.model_id,
+                            "dim": t.dim,
+                            "embedding": base64.b64encode(
+                                np.asarray(t.embedding, EMBEDDING_DTYPE).tobytes()
+                            ).decode("ascii"),
+                            "crop_png": (base64.b64encode(crops[t.id]).decode("ascii")
+                                         if t.id in crops else None),
+                            "source": t.source,
+                            "quality": t.quality,
+                            "created": t.created.isoformat(),
+                        }
+                        for t in templates
+                    ],
+                })
+                n_templates += len(templates)
+        doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "people": people_out}
+        _write_private(Path(path), json.dumps(doc, indent=1).encode("utf-8"))
+        with self._write("export") as (_, repo):
+            repo.log_event("export", "exported",
+                           detail=json.dumps({"path": str(path), "people": len(people_out),
+                                              "templates": n_templates}))
+        return GalleryTransfer(len(people_out), n_templates)
+
+    @_serialised
+    def import_gallery(
+        self, path: str | os.PathLike[str], *, on_conflict: ConflictPolicy = "error"
+    ) -> GalleryTransfer:
+        """Add the people of an exported file, in one transaction.
+
+        ``on_conflict`` for a name that exists already: ``error`` (nothing imported,
+        :class:`DuplicatePerson`), ``skip`` that person, or ``merge`` their templates into
+        the existing person. Templates keep their ``model_id``: those of another model need
+        ``reembed`` before they can be compared.
+        """
+        if on_conflict not in ("error", "skip", "merge"):
+            raise ValueError(f"on_conflict must be error, skip or merge, not {on_conflict!r}")
+        people = _read_export(Path(path))
+        skipped: list[str] = []
+        n_people = n_templates = 0
+        with self._write("import") as (_, repo):
+            clashes = [name for name, _ in people if repo.find_person(name) is not None]
+            if clashes and on_conflict == "error":
+                raise DuplicatePerson(
+                    f"{path}: already in the gallery: {', '.join(clashes[:10])}"
+                    + (" ..." if len(clashes) > 10 else "")
+                    + " (use --on-conflict skip or merge)"
+                )
+            for name, templates in people:
+                person = repo.find_person(name)
+                if person is not None:
+                    if on_conflict == "skip":
+                        skipped.append(name)
+                        continue
+                else:
+                    person = repo.add_person(name)
+                    n_people += 1
+                repo.add_templates(person, templates)
+                n_templates += len(templates)
+            repo.log_event("import", "imported",
+                           detail=json.dumps({"path": str(path), "people": n_people,
+                                              "templates": n_templates, "skipped": skipped}))
+        self._invalidate()
+        self._templates_changed()
+        return GalleryTransfer(n_people, n_templates, skipped)
+
+    # ------------------------------------------------------------------ re-embedding
+    @_serialised
+    def reembed(
+        self,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+        *,
+        batch_size: int = 32,
+    ) -> int:
+        """Recompute, from their stored crops, every template made by another model.
+
+        Works in batches, each committed on its own (a template is always consistent: its
+        embedding and ``model_id`` change together), so it can be stopped
+        (``should_stop()`` is polled between batches) and resumed. ``progress(done, total)``
+        is called after each batch. Templates without a crop cannot be recomputed and are
+        reported by a :class:`GalleryError` at the end. Returns the number recomputed.
+        """
+        pipeline = self._require_pipeline()
+        model_id = pipeline.model_id
+        with self._read("reembed") as (_, repo):
+            todo = repo.stale_templates(model_id)
+        total = len(todo)
+        done = 0
+        missing: list[int] = []
+        if progress is not None:
+            progress(0, total)
+        size = self._model_input_size()
+        for start in range(0, total, max(1, batch_size)):
+            if should_stop is not None and should_stop():
+                logger.info("reembed stopped after %d of %d templates", done, total)
+                break
+            ids = [tid for tid, _ in todo[start : start + batch_size]]
+            with self._write("reembed") as (_, repo):
+                crops = repo.crops(ids)
+                ready = [t for t in ids if t in crops]
+                missing.extend(t for t in ids if t not in crops)
+                if ready:
+                    arrays = np.stack([_decode_crop(crops[t], size) for t in ready])
+                    embs = np.asarray(pipeline.embed_crops(arrays), dtype=np.float32)
+                    for tid, emb in zip(ready, embs, strict=True):
+                        repo.set_template_embedding(tid, model_id, emb)
+                    repo.session.flush()
+                    bump_generation(repo.session)
+                    repo.log_event("reembed", "recomputed", model_id=model_id,
+                                   detail=json.dumps({"templates": len(ready)}))
+            done += len(ready)
+            if progress is not None:
+                progress(min(start + batch_size, total), total)
+        self._invalidate()
+        if done:
+            self._templates_changed()
+        if missing:
+            raise GalleryError(
+                f"{len(missing)} template(s) have no stored crop and cannot be recomputed "
+                f"(ids {missing[:10]}); delete and re-enrol them"
+            )
+        return done
+
+    def _model_input_size(self) -> int | None:
+        model = getattr(self._pipeline, "model", None)
+        encoder = getattr(model, "encoder", None)
+        size = getattr(encoder, "input_size", None)
+        return int(size) if size else None
+
+
+# ---------------------------------------------------------------------- file helpers
+def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
+    """PNG bytes -> (S, S, 3) uint8, resized to the model's input size when it differs."""
+    crop = load_image(png)
+    if size is not None and crop.shape[:2] != (size, size):
+        from PIL import Image
+
+        crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR))
+    return crop
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with mode 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise GalleryError(f"{path}: cannot write the export ({err})") from err
+
+
+def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
+    """Parse and validate an export file into (name, templates) pairs."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise GalleryError(f"{path}: file not found") from None
+    except (OSError, ValueError) as err:
+        raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise GalleryError(f"{path}: not a faceapp gallery export")
+    if doc.get("version") != EXPORT_VERSION:
+        raise GalleryError(f"{path}: export version {doc.get('version')} is not supported "
+                           f"(this faceapp reads {EXPORT_VERSION})")
+    out: list[tuple[str, list[NewTemplate]]] = []
+    seen: set[str] = set()
+    try:
+        for p in doc["people"]:
+            name = normalize_name(p["name"])
+            if name in seen:
+                raise GalleryError(f"{path}: person {name!r} appears twice")
+            seen.add(name)
+            templates = []
+            for t in p["templates"]:
+                dim = int(t["dim"])
+                raw = base64.b64decode(t["embedding"], validate=True)
+                if len(raw) != dim * EMBEDDING_DTYPE.itemsize:
+                    raise GalleryError(f"{path}: a template of {name!r} has a bad embedding size")
+                emb = np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
+                if not np.all(np.isfinite(emb)):
+                    raise GalleryError(f"{path}: a template of {name!r} is not finite")
+                crop = None
+                if t.get("crop_png") is not None:
+                    crop = base64.b64decode(t["crop_png"], validate=True)
+                    if not crop.startswith(PNG_SIGNATURE):
+                        raise GalleryError(f"{path}: a crop of {name!r} is not a PNG")
+                created = datetime.fromisoformat(t["created"]) if t.get("created") else None
+                templates.append(NewTemplate(
+                    model_id=str(t["model_id"]), embedding=emb, crop_png=crop,
+                    source=str(t.get("source", "")), quality=dict(t.get("quality") or {}),
+                    created=created,
+                ))
+            out.append((name, templates))
+    except GalleryError:
+        raise
+    except (KeyError, TypeError, ValueError, binascii.Error) as err:
+        raise GalleryError(f"{path}: malformed gallery export ({type(err).__name__}: {err})") \
+            from None
+    return out
+
+
+__all__ = [
+    "EnrollReport",
+    "FaceService",
+    "GalleryTransfer",
+    "PersonSummary",
+    "RecognizedFace",
+    "TemplateSummary",
+    "VerifyResult",
+]

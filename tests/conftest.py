@@ -1,0 +1,55 @@
+"""Shared fixtures: the real data folder, one MTCNN detector, small real models on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+LFW = DATA / "lfw" / "lfw-deepfunneled"
+HAMILTON = DATA / "face_videos" / "face_recognition_examples" / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """../shared/data next to the checkout (real LFW, ORL, Yale, videos). Never copied."""
+    if not (DATA / "lfw").is_dir():
+        pytest.fail(f"real test data missing: {DATA} (expected ../shared/data beside the repo)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def lfw_dir(data_dir: Path) -> Path:
+    return data_dir / "lfw" / "lfw-deepfunneled"
+
+
+@pytest.fixture(scope="session")
+def hamilton_clip(data_dir: Path) -> Path:
+    return data_dir / "face_videos" / "face_recognition_examples" / "short_hamilton_clip.mp4"
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """One real MTCNN detector for the whole run (weights from the facenet-pytorch wheel)."""
+    from faceapp.vision.detection import FaceDetector
+
+    return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def small_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small, randomly initialised (seeded) encoder saved as a real checkpoint file.
+
+    64x64 input, D=32: fast enough for pipeline/gallery/GUI tests. Same weights every run.
+    """
+    from faceapp.nn.checkpoint import create_untrained_model, save_checkpoint
+    from faceapp.nn.encoder import EncoderConfig
+
+    model = create_untrained_model(
+        EncoderConfig(input_size=64, embedding_dim=32, width=8, layers=(1, 1, 1, 1))
+    )
+    path = tmp_path_factory.mktemp("models") / "small.pt"
+    save_checkpoint(path, model.encoder)
+    return path

@@ -1,0 +1,158 @@
+"""The GUI end to end with the real detector and model on frames of the Hamilton clip.
+
+The shipped model (``models/default.pt``) is used when present, else a small random
+encoder: templates of the same face in nearby frames are close even then. τ is never
+typed in: it is calibrated from the gallery through the Calibrate page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceapp.config import DetectorConfig, default_model_path
+from faceapp.gallery import open_database
+from faceapp.gui.main_window import MainWindow
+from faceapp.gui.settings import GuiSettings, SettingsStore
+from faceapp.nn.checkpoint import load_checkpoint
+from faceapp.nn.pipeline import FacePipeline
+from faceapp.services import FaceService
+from faceapp.vision.detection import FaceDetector
+from faceapp.vision.video import read_video_frames
+
+pytestmark = pytest.mark.gui
+
+SINGER = "Hamilton Singer"
+OTHER = "George W Bush"
+ENROLL_FRAMES = tuple(range(100, 124, 2))  # one frontal, sharp face (the singer)
+N_SAMPLES = 3
+LATER_FRAMES = (190, 200, 205)  # the same singer, about three seconds later
+
+
+@pytest.fixture(scope="module")
+def clip_frames(hamilton_clip: Path) -> dict[int, np.ndarray]:
+    frames = read_video_frames(hamilton_clip, max_frames=max(LATER_FRAMES) + 1)
+    return {i: frames[i] for i in (*ENROLL_FRAMES, *LATER_FRAMES)}
+
+
+@pytest.fixture(scope="module")
+def pipeline(small_model_path: Path) -> FacePipeline:
+    model = default_model_path() if default_model_path().is_file() else small_model_path
+    # faces in these frames are >= 70 px: a larger minimum size keeps MTCNN fast
+    return FacePipeline(FaceDetector(DetectorConfig(min_face_size=60)), load_checkpoint(model))
+
+
+@pytest.fixture
+def window(qtbot, tmp_path: Path, pipeline: FacePipeline):
+    service = FaceService(
+        open_database(f"sqlite:///{tmp_path / 'g.sqlite'}"), pipeline, None, owns_engine=True
+    )
+    w = MainWindow(
+        GuiSettings(samples=N_SAMPLES, window=3),
+        store=SettingsStore.at_path(str(tmp_path / "s.ini")),
+        service=service,
+        owns_service=True,
+        camera_on=False,
+    )
+    qtbot.addWidget(w)
+    yield w
+    w.shutdown()
+
+
+def feed(qtbot, page, image: np.ndarray) -> None:
+    qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=20_000)
+    with qtbot.waitSignal(page.worker.statsChanged, timeout=20_000):
+        page.on_frame(image)
+
+
+def idle(qtbot, window: MainWindow) -> None:
+    qtbot.waitUntil(lambda: not window.ctx.runner.is_busy(), timeout=30_000)
+
+
+def enroll_singer_from_frames(qtbot, window: MainWindow, frames: dict[int, np.ndarray]) -> None:
+    page = window.enroll_page
+    window.show_page(page)
+    page.capture_interval_s = 0.0
+    page.name_edit.setText(SINGER)
+    page.capture_button.click()
+    guidance = []
+    for i in ENROLL_FRAMES:  # as a user would: hold on until enough good samples
+        feed(qtbot, page, frames[i])
+        guidance.append(page.guidance())
+        if len(page.samples()) == N_SAMPLES:
+            break
+    assert len(page.samples()) == N_SAMPLES, guidance
+    assert not page.is_capturing()  # capture stops by itself
+    with qtbot.waitSignal(page.saved, timeout=20_000):
+        assert page.save(ask=False)
+    idle(qtbot, window)
+
+
+def enroll_other_from_files(qtbot, window: MainWindow, lfw_dir: Path) -> None:
+    page = window.enroll_page
+    files = sorted((lfw_dir / OTHER.replace(" ", "_")).iterdir())[:2]
+    with qtbot.waitSignal(page.filesAdded, timeout=20_000) as b:
+        page.add_files(files)
+    assert b.args[0] == 2, b.args[1]
+    page.name_edit.setText(OTHER)
+    with qtbot.waitSignal(page.saved, timeout=20_000):
+        assert page.save(ask=False)
+    idle(qtbot, window)
+
+
+def calibrate(qtbot, window: MainWindow) -> float:
+    page = window.calibrate_page
+    window.show_page(page)
+    with qtbot.waitSignal(page.scoresReady, timeout=20_000) as b:
+        assert page.compute()
+    scores = b.args[0]
+    assert scores.genuine.size == 3 + 1 and scores.impostor.size == N_SAMPLES * 2
+    page.set_target_far(0.0001)  # no impostor pair of the gallery accepted
+    tau = page.chosen_tau()
+    assert tau is not None and tau > scores.impostor.max()
+    with qtbot.waitSignal(page.applied, timeout=20_000):
+        assert page.apply()
+    return tau
+
+
+def test_enroll_from_clip_then_recognize_later_frames(qtbot, window, clip_frames, lfw_dir) -> None:
+    enroll_singer_from_frames(qtbot, window, clip_frames)
+    enroll_other_from_files(qtbot, window, lfw_dir)
+    tau = calibrate(qtbot, window)
+    people = {p.name: p.n_templates for p in window.ctx.service.list_people()}
+    assert people == {SINGER: N_SAMPLES, OTHER: 2}
+
+    page = window.recognize_page
+    window.show_page(page)
+    qtbot.waitUntil(lambda: page.threshold() is not None, timeout=5000)
+    assert page.threshold() == pytest.approx(tau, abs=2e-3)
+    for i in LATER_FRAMES[:2]:
+        feed(qtbot, page, clip_frames[i])
+        labels = page.labels()
+        assert labels, f"no face found in frame {i}"
+        assert labels[0].name == SINGER, labels[0]
+        assert labels[0].text.startswith(SINGER)
+        assert [c[0] for c in labels[0].candidates] == [SINGER, OTHER]
+
+
+def test_verify_accepts_enrolled_and_rejects_other_enrolled(qtbot, window, clip_frames, lfw_dir) -> None:
+    enroll_singer_from_frames(qtbot, window, clip_frames)
+    enroll_other_from_files(qtbot, window, lfw_dir)
+    tau = calibrate(qtbot, window)
+
+    page = window.verify_page
+    window.show_page(page)
+    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=5000)
+    page.set_claimed(SINGER)
+    assert page.threshold() == pytest.approx(tau)
+    for i in LATER_FRAMES:
+        feed(qtbot, page, clip_frames[i])
+    assert page.decision() == "ACCEPT", (page.scores(), tau)
+
+    page.set_claimed(OTHER)  # the singer claims to be someone else who is enrolled
+    for i in LATER_FRAMES:
+        feed(qtbot, page, clip_frames[i])
+    assert page.decision() == "REJECT", (page.scores(), tau)
+    assert page.fused_score() < tau

@@ -1,0 +1,505 @@
+"""FaceService on a real SQLite file, with a deterministic stand-in pipeline.
+
+The stand-in reads "faces" encoded in tiny synthetic images, so that every decision of the
+service (which faces are accepted, who is recognised, which τ applies, what is stored) can
+be checked exactly, without a detector or a network. The real pipeline is exercised end to
+end in ``test_cli_gallery.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from faceapp.errors import (
+    CalibrationError,
+    DuplicatePerson,
+    GalleryError,
+    InvalidImage,
+    ModelMismatch,
+    NoFaceFound,
+    PersonNotFound,
+    QualityRejected,
+)
+from faceapp.gallery import integrity_check, open_database
+from faceapp.nn.calibration import Calibration
+from faceapp.nn.scoring import CosineScorer
+from faceapp.services import FaceService
+from faceapp.types import AlignedFace, Detection
+from faceapp.vision.images import load_image
+from faceapp.vision.quality import FaceQuality
+
+DIM = 16
+CROP = 16
+
+
+@dataclass(frozen=True)
+class FakeFace:
+    detection: Detection
+    aligned: AlignedFace
+    embedding: np.ndarray
+    quality: FaceQuality
+    model_id: str
+
+
+class FakeEncoder:
+    input_size = CROP
+    embedding_dim = DIM
+
+
+class FakeModel:
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        self.encoder = FakeEncoder()
+        self.embedding_dim = DIM
+        self.heads: dict = {}
+
+
+def identity_vector(person: int, variant: int, seed: int) -> np.ndarray:
+    base = np.random.default_rng([seed, person]).standard_normal(DIM)
+    noise = np.random.default_rng([seed, person, variant]).standard_normal(DIM)
+    v = base + 0.25 * noise
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class FakePipeline:
+    """Image row r, column 0 holds face r: (person code, variant, flags); flags: 1 = blurred.
+    Column 1, channel 0 is the face size. A row with person code 0 ends the list."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self.seed = seed
+        self.model = FakeModel(f"fake-model-{seed}")
+        self.model_id = self.model.model_id
+        self.calls = 0
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        return np.stack([identity_vector(int(c[0, 0, 0]), int(c[0, 0, 1]), self.seed)
+                         for c in crops])
+
+    def analyze(self, image: np.ndarray) -> list[FakeFace]:
+        self.calls += 1
+        faces = []
+        for r in range(image.shape[0]):
+            person, variant, flags = (int(v) for v in image[r, 0])
+            if person == 0:
+                break
+            size = float(image[r, 1, 0])
+            crop = np.random.default_rng([person, variant]).integers(
+                0, 255, (CROP, CROP, 3), dtype=np.uint8)
+            crop[0, 0] = (person, variant, 0)
+            box = (10.0 * r, 0.0, 10.0 * r + size, size)
+            det = Detection(box=box, score=0.99,
+                            landmarks=((1, 1), (2, 1), (1.5, 2), (1, 3), (2, 3)))
+            blurred = bool(flags & 1)
+            quality = FaceQuality(ok=not blurred, reasons=("too blurred",) if blurred else (),
+                                  face_px=size, sharpness=5.0 if blurred else 80.0, yaw=0.0,
+                                  score=0.99)
+            faces.append(FakeFace(det, AlignedFace(crop, det, np.eye(2, 3)),
+                                  self.embed_crops(crop[None])[0], quality, self.model_id))
+        return faces
+
+
+def img(*faces: tuple[int, int] | tuple[int, int, int] | tuple[int, int, int, int]) -> np.ndarray:
+    """An image holding faces (person, variant[, flags[, size]])."""
+    a = np.zeros((max(1, len(faces)) + 1, 4, 3), dtype=np.uint8)
+    for r, f in enumerate(faces):
+        person, variant = f[0], f[1]
+        flags = f[2] if len(f) > 2 else 0
+        size = f[3] if len(f) > 3 else 100
+        a[r, 0] = (person, variant, flags)
+        a[r, 1, 0] = size
+    return a
+
+
+def calibration_for(pipeline: FakePipeline, tau: float = 0.6) -> Calibration:
+    return Calibration(
+        model_id=pipeline.model_id,
+        scorers={"distance": {"far_0.01": tau, "far_0.001": tau + 0.1, "eer": tau - 0.1}},
+    )
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'g.sqlite'}"
+
+
+def make_service(db_url, pipeline=None, calibration="auto", **kw) -> FaceService:
+    pipeline = pipeline or FakePipeline()
+    cal = calibration_for(pipeline) if calibration == "auto" else calibration
+    return FaceService(open_database(db_url), pipeline, cal,
+                       scorers={"distance": CosineScorer()}, owns_engine=True, **kw)
+
+
+@pytest.fixture
+def svc(db_url):
+    service = make_service(db_url)
+    yield service
+    service.close()
+
+
+def enroll_three(svc: FaceService) -> None:
+    for person, name in ((1, "Ann"), (2, "Bob"), (3, "Cid")):
+        svc.enroll(name, [img((person, 0)), img((person, 1))])
+
+
+def brute_force_best(svc, probe: np.ndarray) -> dict[str, float]:
+    """{name: best cosine over that person's stored templates}, with loops."""
+    best: dict[str, float] = {}
+    pipeline = svc._pipeline
+    for person in svc.list_people():
+        for t in svc.person_templates(person.name):
+            crop = load_image(t.crop_png)
+            emb = pipeline.embed_crops(crop[None])[0]
+            s = sum(float(a) * float(b) for a, b in zip(probe, emb, strict=True))
+            best[person.name] = max(best.get(person.name, -math.inf), s)
+    return best
+
+
+def test_enroll_recognize_verify(svc):
+    enroll_three(svc)
+    faces = svc.recognize(img((1, 5), (2, 6), (9, 0)), top_k=3)
+    assert [f.person for f in faces] == ["Ann", "Bob", None]
+    for f, probe_person in zip(faces, (1, 2, 9), strict=True):
+        probe = identity_vector(probe_person, {1: 5, 2: 6, 9: 0}[probe_person], 1)
+        best = brute_force_best(svc, probe)
+        expected = sorted(best.items(), key=lambda kv: -kv[1])[:3]
+        assert [n for n, _ in f.candidates] == [n for n, _ in expected]
+        np.testing.assert_allclose([s for _, s in f.candidates], [s for _, s in expected],
+                                   atol=1e-5)
+        assert f.score == pytest.approx(expected[0][1], abs=1e-5)
+        assert f.threshold == 0.6 and f.scorer == "distance"
+    v = svc.verify("Ann", img((1, 7)))
+    assert v.match and v.person == "Ann" and v.threshold == 0.6 and v.scorer == "distance"
+    assert v.score == pytest.approx(brute_force_best(svc, identity_vector(1, 7, 1))["Ann"],
+                                    abs=1e-5)
+    v = svc.verify("Ann", img((2, 7)))
+    assert not v.match
+    assert v.score < 0.6
+
+
+def test_verify_uses_largest_face_and_needs_a_face(svc):
+    enroll_three(svc)
+    v = svc.verify("Bob", img((1, 3, 0, 40), (2, 3, 0, 120)))
+    assert v.match and v.box == (10.0, 0.0, 130.0, 120.0)
+    with pytest.raises(NoFaceFound):
+        svc.verify("Bob", img())
+    with pytest.raises(PersonNotFound):
+        svc.verify("Zed", img((1, 3)))
+
+
+def test_enroll_reports_rejections(svc):
+    report = svc.enroll("Ann", [
+        img((1, 0)),
+        img((1, 1), (2, 1)),          # two faces
+        img((1, 2, 1)),               # blurred
+        img(),                        # no face
+        b"not an image",              # unreadable
+        img((1, 3)),
+    ])
+    assert report.templates_added == 2
+    assert len(report.accepted) == 2
+    reasons = [r for _, r in report.rejected]
+    assert len(reasons) == 4
+    assert "2 faces" in reasons[0]
+    assert "blurred" in reasons[1]
+    assert reasons[2] == "no face found"
+    assert reasons[3]  # the loader's reason
+    assert [p.n_templates for p in svc.list_people()] == [2]
+    report = svc.enroll("Ann", [img((1, 1, 0, 150), (2, 1, 0, 50))], largest=True)
+    assert report.templates_added == 1
+    assert svc.list_people()[0].n_templates == 3
+
+
+@pytest.mark.parametrize("images,error", [
+    ([img((1, 0, 1))], QualityRejected),
+    ([img(), img()], NoFaceFound),
+    ([b"garbage"], InvalidImage),
+])
+def test_enroll_nothing_accepted_raises_and_stores_nothing(svc, images, error):
+    with pytest.raises(error):
+        svc.enroll("Ann", images)
+    assert svc.list_people() == []
+    assert svc.events(kind="enroll")[0]["outcome"] == "rejected"
+
+
+def test_enroll_is_all_or_nothing(svc, monkeypatch):
+    enroll_three(svc)
+    from faceapp.gallery.repository import GalleryRepository
+
+    def boom(self, *a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(GalleryRepository, "log_event", boom)
+    with pytest.raises(RuntimeError):
+        svc.enroll("Dee", [img((4, 0)), img((4, 1))])
+    monkeypatch.undo()
+    assert [p.name for p in svc.list_people()] == ["Ann", "Bob", "Cid"]
+    (face,) = svc.recognize(img((4, 2)))
+    assert face.person is None  # the index did not keep the rolled-back templates
+
+
+def test_enroll_faces_and_check_enrollment(svc):
+    enroll_three(svc)
+    pipeline = svc._pipeline
+    captures = pipeline.analyze(img((1, 8))) + pipeline.analyze(img((5, 1))) + \
+        pipeline.analyze(img((5, 2, 1)))
+    warnings = svc.check_enrollment("Eve", captures[:2])
+    assert len(warnings) == 1 and "'Ann'" in warnings[0] and "face 1" in warnings[0]
+    warnings = svc.check_enrollment("Bob", captures[1:2])
+    assert len(warnings) == 1 and "already exists" in warnings[0]
+    report = svc.enroll_faces("Eve", captures[1:], sources=["cam 1", "cam 2"])
+    assert report.accepted == ["cam 1"]
+    assert report.rejected == [("cam 2", "too blurred")]
+    assert svc.recognize(img((5, 9)))[0].person == "Eve"
+    with pytest.raises(PersonNotFound):
+        svc.enroll_faces("Fay", captures[1:2], create=False)
+
+
+def test_rename_and_delete_update_recognition(svc):
+    enroll_three(svc)
+    assert svc.rename_person("Bob", " Robert  ") == "Robert"
+    assert svc.recognize(img((2, 4)))[0].person == "Robert"
+    assert svc.verify("Robert", img((2, 4))).match
+    with pytest.raises(DuplicatePerson):
+        svc.rename_person("Robert", "Ann")
+    assert svc.delete_person("Ann") == 2
+    (face,) = svc.recognize(img((1, 4)), top_k=5)
+    assert face.person is None
+    assert "Ann" not in [n for n, _ in face.candidates]
+    with pytest.raises(PersonNotFound):
+        svc.delete_person("Ann")
+    kinds = [e["kind"] for e in svc.events()]
+    for kind in ("enroll", "verify", "recognize", "rename", "delete"):
+        assert kind in kinds
+
+
+def test_events_record_decisions(svc):
+    enroll_three(svc)
+    svc.verify("Cid", img((3, 9)), threshold=0.2)
+    ev = svc.events(kind="verify")[0]
+    assert ev["person"] == "Cid" and ev["outcome"] == "match"
+    assert ev["threshold"] == 0.2 and ev["scorer"] == "distance" and ev["score"] > 0.2
+    svc.recognize(img((9, 9)))
+    ev = svc.events(kind="recognize")[0]
+    assert ev["outcome"] == "unknown" and ev["person"] is None
+    n = len(svc.events(kind="recognize"))
+    svc.recognize(img((1, 9)), log_event=False)
+    assert len(svc.events(kind="recognize")) == n
+
+
+def test_second_service_sees_changes_of_the_first(db_url):
+    a = make_service(db_url)
+    b = make_service(db_url)
+    try:
+        a.enroll("Ann", [img((1, 0))])
+        assert b.recognize(img((1, 1)))[0].person == "Ann"
+        b.enroll("Bob", [img((2, 0))])
+        a.delete_person("Ann")
+        assert a.recognize(img((2, 1)))[0].person == "Bob"
+        assert b.recognize(img((1, 1)))[0].person is None
+    finally:
+        a.close()
+        b.close()
+
+
+def test_threshold_sources(db_url):
+    svc = make_service(db_url)
+    try:
+        assert svc.threshold() == 0.6
+        assert svc.threshold("distance", "far_0.001") == pytest.approx(0.7)
+        assert svc.available_scorers() == ["distance"]
+        with pytest.raises(CalibrationError):
+            svc.threshold("nope")
+        enroll_three(svc)
+        probe = img((1, 9))
+        score = svc.verify("Ann", probe).score
+        assert svc.verify("Ann", probe, threshold=score + 0.01).match is False
+        svc.set_threshold("distance", 0.123)
+    finally:
+        svc.close()
+    again = make_service(db_url)
+    try:
+        assert again.threshold() == pytest.approx(0.123)  # stored in the gallery database
+        assert again.threshold("distance", "eer") == pytest.approx(0.5)
+        assert again.recognize(img((9, 1)))[0].threshold == pytest.approx(0.123)
+        again.set_threshold("distance", None)
+        assert again.threshold() == 0.6
+    finally:
+        again.close()
+    bare = make_service(db_url, calibration=None)
+    try:
+        with pytest.raises(CalibrationError):
+            bare.threshold()
+        with pytest.raises(CalibrationError):
+            bare.recognize(img((1, 1)))
+        assert bare.recognize(img((1, 1)), threshold=0.5)[0].person == "Ann"
+    finally:
+        bare.close()
+    other = make_service(db_url, calibration=calibration_for(FakePipeline(seed=7)))
+    try:
+        with pytest.raises(CalibrationError, match="calibration file is for model"):
+            other.threshold()
+    finally:
+        other.close()
+
+
+def test_model_mismatch_and_reembed(db_url):
+    old = make_service(db_url, FakePipeline(seed=1))
+    enroll_three(old)
+    old.close()
+    new_pipeline = FakePipeline(seed=2)
+    new = make_service(db_url, new_pipeline)
+    try:
+        with pytest.raises(ModelMismatch):
+            new.recognize(img((1, 1)))
+        with pytest.raises(ModelMismatch):
+            new.verify("Ann", img((1, 1)))
+        seen = []
+        assert new.reembed(progress=lambda d, t: seen.append((d, t)), batch_size=4) == 6
+        assert seen[0] == (0, 6) and seen[-1] == (6, 6)
+        assert {t.model_id for p in new.list_people() for t in new.person_templates(p.name)} \
+            == {new_pipeline.model_id}
+        faces = new.recognize(img((1, 5), (3, 5)))
+        assert [f.person for f in faces] == ["Ann", "Cid"]
+        # identical to enrolling from scratch with the new model
+        expected = identity_vector(1, 0, 2) @ identity_vector(1, 5, 2)
+        expected = max(expected, identity_vector(1, 1, 2) @ identity_vector(1, 5, 2))
+        assert faces[0].score == pytest.approx(float(expected), abs=1e-5)
+        assert new.reembed() == 0
+    finally:
+        new.close()
+
+
+def test_reembed_can_stop_and_resume(db_url):
+    old = make_service(db_url, FakePipeline(seed=1))
+    enroll_three(old)
+    old.close()
+    new = make_service(db_url, FakePipeline(seed=2))
+    try:
+        calls = iter([False, True])
+        done = new.reembed(should_stop=lambda: next(calls), batch_size=4)
+        assert done == 4
+        with pytest.raises(ModelMismatch):
+            new.recognize(img((1, 1)))
+        assert new.reembed(batch_size=4) == 2
+        assert new.recognize(img((1, 1)))[0].person == "Ann"
+    finally:
+        new.close()
+
+
+def test_export_import_gives_identical_results(svc, tmp_path):
+    enroll_three(svc)
+    svc.enroll("Dee", [img((4, 0))])
+    path = tmp_path / "out" / "gallery.json"
+    t = svc.export_gallery(path)
+    assert (t.people, t.templates) == (4, 7)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    probes = img((1, 9), (2, 9), (4, 9), (8, 1))
+    before = svc.recognize(probes, top_k=4)
+    other = make_service(f"sqlite:///{tmp_path / 'new.sqlite'}")
+    try:
+        t2 = other.import_gallery(path)
+        assert (t2.people, t2.templates) == (4, 7)
+        after = other.recognize(probes, top_k=4)
+        assert after == before
+        assert [p.name for p in other.list_people()] == [p.name for p in svc.list_people()]
+        a = svc.person_templates("Ann")
+        b = other.person_templates("Ann")
+        assert [x.crop_png for x in a] == [x.crop_png for x in b]
+        assert [x.quality for x in a] == [x.quality for x in b]
+        with pytest.raises(DuplicatePerson):
+            other.import_gallery(path)
+        assert other.import_gallery(path, on_conflict="skip").skipped == ["Ann", "Bob", "Cid",
+                                                                           "Dee"]
+        merged = other.import_gallery(path, on_conflict="merge")
+        assert merged.templates == 7 and other.list_people()[0].n_templates == 4
+        assert integrity_check(other.engine) == "ok"
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("content", [
+    b"{not json",
+    json.dumps({"format": "something-else"}).encode(),
+    json.dumps({"format": "faceapp-gallery", "version": 99, "people": []}).encode(),
+    json.dumps({"format": "faceapp-gallery", "version": 1, "people": [
+        {"name": "X", "templates": [{"model_id": "m", "dim": 4, "embedding": "AAAA"}]}]}).encode(),
+])
+def test_import_rejects_bad_files(svc, tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(GalleryError):
+        svc.import_gallery(path)
+    assert svc.list_people() == []
+
+
+def test_people_listing_and_templates(svc):
+    enroll_three(svc)
+    people = svc.list_people()
+    assert [(p.name, p.n_templates) for p in people] == [("Ann", 2), ("Bob", 2), ("Cid", 2)]
+    thumb = load_image(people[1].thumbnail_png)
+    assert thumb.shape == (CROP, CROP, 3) and tuple(thumb[0, 0]) == (2, 0, 0)
+    templates = svc.person_templates("Bob")
+    assert [tuple(load_image(t.crop_png)[0, 0]) for t in templates] == [(2, 0, 0), (2, 1, 0)]
+    assert templates[0].quality["sharpness"] == 80.0
+    assert templates[0].model_id == "fake-model-1"
+    svc.delete_template(templates[0].id)
+    assert svc.list_people()[1].n_templates == 1
+    assert svc.verify("Bob", img((2, 1)), threshold=0.999).match  # the kept template
+
+
+def test_gallery_scores_brute_force(svc):
+    enroll_three(svc)
+    scores, same = svc.gallery_scores()
+    embs, owners = [], []
+    for p in svc.list_people():
+        for t in svc.person_templates(p.name):
+            embs.append(svc._pipeline.embed_crops(load_image(t.crop_png)[None])[0])
+            owners.append(p.id)
+    expected = sorted(
+        (round(float(sum(float(a) * float(b) for a, b in zip(embs[i], embs[j], strict=True))), 5),
+         owners[i] == owners[j])
+        for i in range(len(embs)) for j in range(i + 1, len(embs)))
+    got = sorted((round(float(s), 5), bool(m)) for s, m in zip(scores, same, strict=True))
+    assert got == expected
+    assert int(same.sum()) == 3
+
+
+def test_faces_of_another_model_are_refused(svc):
+    enroll_three(svc)
+    foreign = FakePipeline(seed=5).analyze(img((1, 1)))
+    with pytest.raises(ModelMismatch):
+        svc.recognize(foreign)
+    with pytest.raises(ModelMismatch):
+        svc.verify("Ann", foreign[0])
+    with pytest.raises(ModelMismatch):
+        svc.enroll_faces("Ann", foreign)
+
+
+def test_closed_service_refuses(db_url):
+    svc = make_service(db_url)
+    svc.close()
+    svc.close()
+    with pytest.raises(GalleryError, match="closed"):
+        svc.list_people()
+
+
+def test_gallery_only_service(db_url):
+    svc = make_service(db_url)
+    enroll_three(svc)
+    svc.close()
+    bare = FaceService(open_database(db_url), owns_engine=True)
+    try:
+        assert [p.name for p in bare.list_people()] == ["Ann", "Bob", "Cid"]
+        from faceapp.errors import ModelError
+
+        with pytest.raises(ModelError):
+            bare.recognize(img((1, 1)))
+    finally:
+        bare.close()
