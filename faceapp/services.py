@@ -404,6 +404,12 @@ class FaceService:
     def has_model(self) -> bool:
         return self._pipeline is not None
 
+    @property
+    def pipeline(self) -> FacePipeline:
+        """The loaded ``FacePipeline`` (detector + model), e.g. for ``faceapp.live``
+        (raises :class:`ModelError` when the service has no model)."""
+        return self._require_pipeline()
+
     # ------------------------------------------------------------------ internals
     def _require_pipeline(self) -> FacePipeline:
         if self._pipeline is None:

@@ -6,6 +6,14 @@ from pathlib import Path
 
 import pytest
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: on a 2-core CI machine, torch's default of one thread per core makes
+    the many small forward passes of the suite several times slower (thread hand-offs)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LFW = DATA / "lfw" / "lfw-deepfunneled"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceapp.errors import CameraError
 from faceapp.types import Detection
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.images import load_image
@@ -141,6 +142,16 @@ def test_video_decoding_stops_early_and_is_full_resolution_by_default(hamilton_c
     assert len(frames) == 3
     assert frames[0].shape == (360, 640, 3) and frames[0].dtype == np.uint8
     assert not np.array_equal(frames[0], np.zeros_like(frames[0]))
+
+
+def test_unreadable_videos_raise_camera_error(tmp_path: Path, hamilton_clip: Path) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(hamilton_clip.read_bytes()[:200_000])  # the index (moov) is at the end: lost
+    text = tmp_path / "clip.mp4"
+    text.write_text("no video here\n")
+    for bad in (tmp_path / "missing.mp4", text, cut):
+        with pytest.raises(CameraError, match="cannot open video"):
+            read_video_frames(bad)
 
 
 def test_downscaled_detection_maps_back_to_source_pixels(hamilton_clip: Path, detector: FaceDetector) -> None:

@@ -27,7 +27,10 @@ def test_gui_command_flags(monkeypatch) -> None:
     seen = {}
     monkeypatch.setattr("faceapp.gui.app.run", lambda **kw: seen.update(kw) or 0)
     assert args.func(args) == 0
+    preload = seen.pop("preload")
     assert seen == {"camera": "clip.mp4", "db": "g.sqlite", "model": "m.pt", "device": "cpu"}
+    preload()  # imports the model stack in this (the main) thread
+    assert "faceapp.nn.pipeline" in sys.modules
     assert parser.parse_args(["gui"]).camera is None
 
 

@@ -1,9 +1,146 @@
-"""Commands of this group are registered here (being written)."""
+"""``faceapp bench [frame|embed|gallery|all] [--json] [--video PATH] [--model CKPT] [--quick]``.
+
+Measures the live loop on real video, embedding throughput and 1:K search / gallery
+opening, each against a baseline measured in the same run (see :mod:`faceapp.bench`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+CHOICES = ("frame", "embed", "gallery", "all")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """No command registered yet."""
+    p = sub.add_parser(
+        "bench",
+        help="measure speed: live frame loop, embeddings/s, gallery search (vs baselines)",
+        description="Speed on this machine against baselines measured in the same run. "
+        "JSON keys: frame.fps, frame.latency_ms_p50/p95, embed.per_s_b1/b32, "
+        "embed.baseline_per_s_b1/b32, gallery.search_ms_1e4/1e5/1e6, "
+        "gallery.baseline_search_ms_1e4/1e5/1e6, gallery.open_s_1e5/1e6 (+ ratios, machine).",
+    )
+    p.add_argument("part", nargs="?", default="all", choices=CHOICES, help="what to measure (default all)")
+    p.add_argument("--json", action="store_true", help="print the full JSON result")
+    p.add_argument(
+        "--video",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="video to play (repeatable; default: ../shared/data/face_videos/**/*.mp4)",
+    )
+    p.add_argument(
+        "--model", metavar="CKPT", help="model checkpoint (default: $FACEAPP_MODEL or models/default.pt)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, a few frames (CI smoke run; figures are rough)"
+    )
+    p.add_argument("--max-frames", type=int, metavar="N", help="play at most N frames of each video")
+    p.add_argument(
+        "--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's choice)"
+    )
+    p.add_argument("--detect-every", type=int, metavar="N", help="live loop: run the detector every N frames")
+    p.add_argument(
+        "--detect-max-side",
+        type=int,
+        metavar="PX",
+        help="live loop: longer side of the frame the detector sees (0 = full size)",
+    )
+    p.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON to FILE")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import torch
+
+    from faceapp.bench import PARTS, run_bench
+    from faceapp.live import LiveConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = LiveConfig()
+    if args.detect_every is not None:
+        config = replace(config, detect_every=args.detect_every)
+    if args.detect_max_side is not None:
+        config = replace(config, detect_max_side=args.detect_max_side)
+    parts = PARTS if args.part == "all" else (args.part,)
+    result = run_bench(
+        parts,
+        model_path=args.model,
+        videos=args.video,
+        quick=args.quick,
+        max_frames=args.max_frames,
+        config=config,
+    )
+    text = json.dumps(result, indent=2, default=_jsonable)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        print(_summary(result))
+    return 0
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def _fmt(x: Any, unit: str = "") -> str:
+    if isinstance(x, float) and not math.isfinite(x):
+        return "n/a"
+    return f"{x}{unit}"
+
+
+def _summary(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['usable_cores']} usable cores, torch {m['versions']['torch']} "
+        f"({m['torch_threads']} threads)" + ("  [--quick: rough figures]" if r["quick"] else ""),
+    ]
+    if "frame" in r:
+        f = r["frame"]
+        lines += [
+            f"frame   ({f['frames']} frames {f['frame_size']}; baseline {f['baseline_frames']} frames)",
+            f"  live loop : {_fmt(f['fps'])} fps, latency p50 {_fmt(f['latency_ms_p50'])} ms, "
+            f"p95 {_fmt(f['latency_ms_p95'])} ms",
+            f"  per-frame : {_fmt(f['baseline_fps'])} fps, "
+            f"latency p50 {_fmt(f['baseline_latency_ms_p50'])} ms, "
+            f"p95 {_fmt(f['baseline_latency_ms_p95'])} ms",
+            f"  speed-up  : x{_fmt(f['fps_ratio'])} fps; "
+            f"faces found vs per-frame {_fmt(f['face_recall_vs_baseline'])}, "
+            f"same decision {_fmt(f['decision_agreement_vs_baseline'])}",
+        ]
+    if "embed" in r:
+        e = r["embed"]
+        lines += [
+            f"embed   (ours {e['model']['input_size']}px D={e['model']['embedding_dim']}"
+            f"{' +flip' if e['model']['flip_tta'] else ''}; baseline InceptionResnetV1 160px)",
+            f"  batch 1   : {e['per_s_b1']}/s vs {e['baseline_per_s_b1']}/s (x{e['ratio_b1']})",
+            f"  batch 32  : {e['per_s_b32']}/s vs {e['baseline_per_s_b32']}/s (x{e['ratio_b32']})",
+        ]
+    if "gallery" in r:
+        g = r["gallery"]
+        lines.append(f"gallery (D={g['dim']}; ms per probe, index vs naive NumPy float32)")
+        for key, n in g["templates"].items():
+            lines.append(
+                f"  {n:>9,} : {g[f'search_ms_{key}']} ms vs {g[f'baseline_search_ms_{key}']} ms "
+                f"(x{g[f'ratio_{key}']})"
+            )
+        for key in ("1e5", "1e6"):
+            n = g["templates"][key]
+            lines.append(
+                f"  open {n:>9,} : {g[f'open_s_{key}']} s (snapshot), {g[f'open_rows_s_{key}']} s (rows)"
+            )
+        lines.append(f"  same top-k as the baseline: {g['same_top_k_as_baseline']}")
+    return "\n".join(lines)

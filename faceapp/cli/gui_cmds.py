@@ -22,8 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
+def _preload_model_stack() -> None:
+    """Import torch / torchvision / MTCNN now, in the main thread (see faceapp.gui.app.run)."""
+    import faceapp.nn.pipeline  # noqa: F401
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported only when the GUI is asked for: the other commands must not need Qt.
     from faceapp.gui.app import run
 
-    return run(camera=args.camera, db=args.db, model=args.model, device=args.device)
+    return run(
+        camera=args.camera,
+        db=args.db,
+        model=args.model,
+        device=args.device,
+        preload=_preload_model_stack,
+    )

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--data", required=True, help="image root (e.g. lfw-deepfunneled)")
     e.add_argument("--pairs", required=True, help="pairs*.txt")
     e.add_argument("--scorer", default="distance", help="distance, head (= head_l1), head_l1, head_chi2, all")
-    e.add_argument("--plots", help="folder for roc.png and hist.png")
+    e.add_argument("--plots", help="folder for roc_<scorer>.png and hist_<scorer>.png")
     e.add_argument("--no-calibration", action="store_true", help="do not write calibration.json")
     e.add_argument("--cache-dir", default="cache")
     e.add_argument("--json", action="store_true")

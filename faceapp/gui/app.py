@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
+from PySide6.QtWidgets import QApplication, QSplashScreen
 
 from faceapp.errors import FaceappError
 from faceapp.gui.main_window import MainWindow, ServiceOpener
@@ -58,6 +59,27 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
+def splash(app: QApplication, text: str) -> QSplashScreen:
+    """A small start-up card shown while the model libraries load."""
+    pix = QPixmap(460, 140)
+    pix.fill(QColor(30, 32, 36))
+    p = QPainter(pix)
+    p.setPen(QColor(235, 235, 235))
+    font = QFont(app.font())
+    font.setPointSizeF(font.pointSizeF() * 2)
+    font.setBold(True)
+    p.setFont(font)
+    p.drawText(pix.rect().adjusted(0, 20, 0, -60), Qt.AlignmentFlag.AlignCenter, "faceapp")
+    p.end()
+    card = QSplashScreen(pix)
+    card.showMessage(
+        text, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, QColor(180, 180, 180)
+    )
+    card.show()
+    app.processEvents()
+    return card
+
+
 def run(
     *,
     camera: str | None = None,
@@ -65,13 +87,23 @@ def run(
     model: str | None = None,
     device: str = "cpu",
     store: SettingsStore | None = None,
+    preload: Callable[[], None] | None = None,
 ) -> int:
     """Open the main window and run the event loop; returns the exit code.
 
     ``camera``, ``db`` and ``model`` override the saved settings for this run.
+    ``preload``: imports the model libraries (torch, MTCNN...) in the **main** thread,
+    behind a start-up card, before any worker thread or video decoder runs: importing
+    them for the first time in a worker thread while Qt's video/GL stack is active can
+    crash the process (seen with triton's bundled LLVM under X11). ``faceapp gui`` passes
+    one; the service itself is then opened in a worker.
     """
     check_display()
     app = create_app()
+    if preload is not None:
+        card = splash(app, "Loading the face models…")
+        preload()
+        card.close()
     store = store if store is not None else SettingsStore()
     settings = store.load().with_overrides(camera=camera, db=db, model=model)
     window = MainWindow(settings, store=store, open_service=service_opener(device))

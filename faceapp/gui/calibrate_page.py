@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from faceapp.gui.context import AppContext
+from faceapp.gui.context import AppContext, ServiceInfo
 from faceapp.gui.page import Page, heading
 from faceapp.gui.plots import HistogramPlot, RocPlot
 from faceapp.gui.scoring import roc_points, threshold_for_far
@@ -151,14 +151,15 @@ class CalibratePage(Page):
 
     def _show_current(self) -> None:
         scorer = self.scorer_combo.currentText()
-        service = self.service
-        if service is None or not scorer:
+        if self.service is None or not scorer:
             self.current_label.setText("")
             return
-        try:
-            self.current_label.setText(f"Current τ for {scorer}: {float(service.threshold(scorer)):.4f}")
-        except Exception as err:  # not calibrated yet
-            self.current_label.setText(f"Current τ for {scorer}: none ({err})")
+        tau = self.ctx.info.thresholds.get(scorer)
+        if tau is None:
+            problem = self.ctx.info.problems.get(scorer, "not calibrated")
+            self.current_label.setText(f"Current τ for {scorer}: none ({problem})")
+        else:
+            self.current_label.setText(f"Current τ for {scorer}: {tau:.4f}")
 
     # compute ----------------------------------------------------------------------------
     def compute(self) -> bool:
@@ -233,14 +234,19 @@ class CalibratePage(Page):
         if service is None or tau is None or not scorer:
             return False
 
-        def done(_r: object) -> None:
+        def job(_p: Any, _s: Any) -> ServiceInfo:
+            service.set_threshold(scorer, tau)
+            return ServiceInfo.fetch(service)
+
+        def done(info: ServiceInfo) -> None:
             settings = self.ctx.settings
             if settings.tau is not None and settings.scorer == scorer:
                 # a hand-set τ would hide the one just calibrated
                 self.ctx.set_settings(dataclasses.replace(settings, tau=None))
             self.ctx.show_message(f"τ for {scorer} set to {tau:.4f} and saved.")
-            self.ctx.thresholdChanged.emit()
+            if self.service is service:
+                self.ctx.set_info(info)
             self.applied.emit(scorer, tau)
 
-        self.ctx.run_task(lambda _p, _s: service.set_threshold(scorer, tau), label="Saving τ", on_result=done)
+        self.ctx.run_task(job, label="Saving τ", on_result=done)
         return True

@@ -10,15 +10,48 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import shiboken6
 from PySide6.QtCore import QObject, Signal
 
+from faceapp.errors import FaceappError
 from faceapp.gui.settings import GuiSettings
 from faceapp.gui.workers import ProgressFn, StopFn, Task, TaskRunner, describe_error
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What the pages need to know about the open service, fetched once in a worker so the
+    GUI thread never waits on the service (which serialises its calls).
+
+    ``scorers``: names, ``distance`` first; ``thresholds``: scorer -> τ in effect (stored
+    by the user or calibrated); ``problems``: scorer -> why it has no τ.
+    """
+
+    scorers: tuple[str, ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def fetch(cls, service: Any) -> ServiceInfo:
+        """Ask ``service`` (blocking; call it in a worker). Expected failures become
+        ``problems`` entries, never exceptions."""
+        try:
+            scorers = tuple(service.available_scorers())
+        except FaceappError as err:  # e.g. a gallery opened without a model
+            return cls((), {}, {"": str(err)})
+        thresholds: dict[str, float] = {}
+        problems: dict[str, str] = {}
+        for scorer in scorers:
+            try:
+                thresholds[scorer] = float(service.threshold(scorer))
+            except FaceappError as err:
+                problems[scorer] = str(err)
+        return cls(scorers, thresholds, problems)
 
 
 class AppContext(QObject):
@@ -47,6 +80,7 @@ class AppContext(QObject):
         super().__init__(parent)
         self._settings = settings
         self._service: Any = None
+        self._info = ServiceInfo()
         self._closed = False
         self.runner = runner if runner is not None else TaskRunner(parent=self)
 
@@ -69,9 +103,36 @@ class AppContext(QObject):
         """The open ``faceapp.services.FaceService``, or ``None`` while none is open."""
         return self._service
 
-    def set_service(self, service: Any) -> None:
+    @property
+    def info(self) -> ServiceInfo:
+        """Scorers and thresholds of the open service, as last fetched."""
+        return self._info
+
+    def set_service(self, service: Any, info: ServiceInfo | None = None) -> None:
+        """Install a service. Without ``info`` it is fetched here, synchronously: pass it
+        when the service is busy in another thread (the GUI thread must not wait)."""
         self._service = service
+        if service is None:
+            self._info = ServiceInfo()
+        else:
+            self._info = info if info is not None else ServiceInfo.fetch(service)
         self.serviceChanged.emit(service)
+
+    def set_info(self, info: ServiceInfo) -> None:
+        """New scorers / thresholds (after a calibration): pages re-read them."""
+        self._info = info
+        self.thresholdChanged.emit()
+
+    def refresh_info(self) -> None:
+        """Fetch the service's scorers and thresholds again, in the background."""
+        service = self._service
+        if service is None:
+            return
+        self.run_task(
+            lambda _p, _s: ServiceInfo.fetch(service),
+            label="Reading thresholds",
+            on_result=lambda info: self._service is service and self.set_info(info),
+        )
 
     # settings ------------------------------------------------------------------------
     @property
@@ -84,13 +145,7 @@ class AppContext(QObject):
 
     def scorers(self) -> list[str]:
         """Scorers the open service offers (empty without a service)."""
-        if self._service is None:
-            return []
-        try:
-            return list(self._service.available_scorers())
-        except Exception as err:  # a broken service must not break the page
-            self.show_error(err)
-            return []
+        return list(self._info.scorers)
 
     def current_scorer(self) -> str:
         """The scorer chosen in Settings when the service offers it, else its first one."""
@@ -99,18 +154,17 @@ class AppContext(QObject):
             return self._settings.scorer
         return scorers[0] if scorers else ""
 
-    def threshold(self, scorer: str) -> float | None:
-        """τ for ``scorer``: the one set by hand in Settings, else the calibrated one;
-        ``None`` (with a message) when there is none."""
+    def threshold(self, scorer: str, *, report: bool = True) -> float | None:
+        """τ for ``scorer``: the one set by hand in Settings, else the service's (stored or
+        calibrated); ``None`` when there is none (said in the status bar if ``report``)."""
         if self._service is None or not scorer:
             return None
         if self._settings.tau is not None and self._settings.scorer == scorer:
             return float(self._settings.tau)
-        try:
-            return float(self._service.threshold(scorer))
-        except Exception as err:  # CalibrationError mostly: shown, not fatal
-            self.show_error(err)
-            return None
+        tau = self._info.thresholds.get(scorer)
+        if tau is None and report:
+            self.show_error(self._info.problems.get(scorer, f"no threshold for {scorer}"))
+        return tau
 
     # messages ------------------------------------------------------------------------
     def show_message(self, text: str) -> None:

@@ -38,7 +38,7 @@ from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker
+from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -409,6 +409,7 @@ class EnrollPage(Page):
             lambda _p, _s: list(service.check_enrollment(name, faces)),
             label="Checking enrolment",
             on_result=self._set_warnings,
+            on_error=lambda err: self._set_warnings([f"could not check the faces: {describe_error(err)}"]),
             on_finished=finished,
         )
 

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from faceapp.gui.calibrate_page import CalibratePage
 from faceapp.gui.camera import FrameSource, open_source
-from faceapp.gui.context import AppContext
+from faceapp.gui.context import AppContext, ServiceInfo
 from faceapp.gui.enroll_page import EnrollPage
 from faceapp.gui.page import Page
 from faceapp.gui.people_page import PeoplePage
@@ -278,16 +278,21 @@ class MainWindow(QMainWindow):
             self.settings_page.set_status(f"Could not open: {err}")
             self.serviceReady.emit(None)
 
-        def opened(service: Any) -> None:
+        def opened(result: tuple[Any, ServiceInfo]) -> None:
+            service, info = result
             if self._closing:
                 service.close()
                 return
             self._owns_service = True
-            self.ctx.set_service(service)
+            self.ctx.set_service(service, info)
             self.serviceReady.emit(service)
 
+        def open_it(_p: Any, _s: Any) -> tuple[Any, ServiceInfo]:
+            service = opener(settings)
+            return service, ServiceInfo.fetch(service)
+
         return self.ctx.run_task(
-            lambda _p, _s: opener(settings),
+            open_it,
             label="Opening gallery and model",
             on_result=opened,
             on_error=failed,

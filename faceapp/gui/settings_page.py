@@ -158,19 +158,20 @@ class SettingsPage(Page):
         self.camera_combo.blockSignals(False)
 
     def _show_calibrated(self) -> None:
-        service = self.service
         scorer = self.scorer_combo.currentText()
-        if service is None or not scorer:
+        if self.service is None or not scorer:
             self.calibrated_label.setText("")
             return
-        try:
-            calibrated = float(service.threshold(scorer))
-        except Exception as err:  # not calibrated: say so, keep going
-            self.calibrated_label.setText(f"not calibrated ({err})")
+        tau = self.ctx.info.thresholds.get(scorer)
+        if tau is None:
+            problem = self.ctx.info.problems.get(scorer, "")
+            self.calibrated_label.setText("not calibrated")
+            self.calibrated_label.setToolTip(problem)
             return
-        self.calibrated_label.setText(f"calibrated: {calibrated:.4f}")
+        self.calibrated_label.setText(f"in effect: {tau:.4f}")
+        self.calibrated_label.setToolTip("stored in the gallery, or from the model's calibration")
         if not self.tau_check.isChecked():
-            self.tau_spin.setValue(calibrated)
+            self.tau_spin.setValue(tau)
 
     # values --------------------------------------------------------------------------------
     def load(self, settings: GuiSettings) -> None:

@@ -133,7 +133,8 @@ class CropSet:
     """Aligned crops of an image list.
 
     ``crops``: (N, S, S, 3) uint8; ``status``: (N,) int8 — 0 detected, 1 fallback
-    landmarks (no face found), 2 failed (unreadable: crop is black).
+    landmarks (no face found), 2 failed (unreadable, or no face found and no detected image
+    to take fallback landmarks from: the crop is black).
     """
 
     paths: tuple[Path, ...]
@@ -152,7 +153,16 @@ class CropSet:
 
 
 def file_key(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:20]
+    """20 hex digits of the SHA-1 of the file content.
+
+    A file that cannot be read gets a key derived from its path (prefixed ``unreadable-``),
+    so that it is reported as failed rather than crashing the whole preprocessing; once the
+    file becomes readable its content key differs and it is processed again.
+    """
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()[:20]
+    except OSError:
+        return "unreadable-" + hashlib.sha1(str(path).encode()).hexdigest()[:20]
 
 
 def pick_central_face(detections: Sequence[Detection], shape: tuple[int, ...]) -> Detection | None:
@@ -244,15 +254,16 @@ def build_crop_cache(
             progress(done, len(paths))
     if undetected:
         _fallback_align(undetected, crops, status, landmarks, template)
-    tmp = cache_file.with_name(cache_file.name + ".partial.npz")
-    np.savez(
-        tmp,
-        keys=np.asarray(keys),
-        crops=crops,
-        status=status,
-        landmarks=landmarks,
-    )
-    tmp.replace(cache_file)
+    if todo or not cache_file.exists():  # everything cached already: do not rewrite the file
+        tmp = cache_file.with_name(cache_file.name + ".partial.npz")
+        np.savez(
+            tmp,
+            keys=np.asarray(keys),
+            crops=crops,
+            status=status,
+            landmarks=landmarks,
+        )
+        tmp.replace(cache_file)
     result = CropSet(tuple(Path(p) for p in paths), crops, status)
     log.info("crops for %s: %s", name, result.counts())
     return result

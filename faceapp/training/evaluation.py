@@ -71,11 +71,15 @@ def evaluate_pairs(
     *,
     scorer: str = DISTANCE,
     cache_dir: str | Path = "cache",
+    detector: FaceDetector | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Reports per scorer, and the (scores, same) arrays behind them."""
+    """Reports per scorer, and the (scores, same) arrays behind them.
+
+    ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
+    """
     pairs = read_pairs(pairs_file, data)
     paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    crops = crops_for(model, paths, cache_dir, Path(pairs_file).stem.lower())
+    crops = crops_for(model, paths, cache_dir, Path(pairs_file).stem.lower(), detector)
     index = crops.index()
     emb = model.encoder.embed(crops.crops)
     ia = np.asarray([index[p.a] for p in pairs])
@@ -175,13 +179,17 @@ def evaluate_identification(
     distractor_fraction: float = 0.5,
     seed: int = 0,
     cache_dir: str | Path = "cache",
+    detector: FaceDetector | None = None,
 ) -> dict[str, Any]:
     """Gallery = first image of each enrolled identity; probes = their other images plus every
-    image of the distractor identities (never enrolled). Identities with one image are distractors."""
+    image of the distractor identities (never enrolled). Identities with one image are distractors.
+
+    ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
+    """
     people = list(read_people(people_file)) if people_file else None
     images = scan_identity_folders(data, people)
     name = Path(people_file).stem.lower() if people_file else Path(data).name
-    crops = crops_for(model, list(images.paths), cache_dir, name)
+    crops = crops_for(model, list(images.paths), cache_dir, name, detector)
     ok = crops.status == STATUS_DETECTED
     labels = images.labels
     counts = np.bincount(labels[ok], minlength=len(images.names))
@@ -190,6 +198,11 @@ def evaluate_identification(
     n_distract = round(len(multi) * distractor_fraction)
     distract = set(rng.choice(multi, size=n_distract, replace=False).tolist())
     known = [c for c in multi.tolist() if c not in distract]
+    if not known:
+        raise FaceappError(
+            f"{data}: no identity left for the gallery (identities with >= 2 detected faces: "
+            f"{len(multi)}, distractor fraction {distractor_fraction})"
+        )
     emb = model.encoder.embed(crops.crops[ok])
     lab = labels[ok]
     gallery_rows, probe_rows = [], []

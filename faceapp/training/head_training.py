@@ -41,6 +41,8 @@ def balanced_pairs(
             by_id[int(c)] = rows
     if not by_id:
         raise FaceappError("no identity with two images: cannot form genuine pairs")
+    if len(np.unique(labels)) < 2:
+        raise FaceappError("only one identity: cannot form impostor pairs")
     genuine = [(int(a), int(b)) for rows in by_id.values() for i, a in enumerate(rows) for b in rows[i + 1 :]]
     rng.shuffle(genuine)
     genuine = genuine[: n_pairs // 2]

@@ -233,6 +233,9 @@ class _State:
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
+# Settings that only bound or place a run: a resume may change them.
+_RUN_LIMITS = ("max_minutes", "max_steps", "epochs", "out", "threads", "cache_dir")
+
 
 class Trainer:
     """Runs :class:`TrainConfig` to completion (or to ``max_minutes``), resumable."""
@@ -253,7 +256,10 @@ class Trainer:
             list(self.classifier.parameters()) if self.classifier else []
         )
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sampler = PKBatchSampler(data.train_labels.tolist(), cfg.p, cfg.k, seed=cfg.seed)
+        try:
+            self.sampler = PKBatchSampler(data.train_labels.tolist(), cfg.p, cfg.k, seed=cfg.seed)
+        except ValueError as err:  # too few identities for P x K batches, or bad p / k
+            raise FaceappError(f"cannot build P x K batches from the training data: {err}") from None
         self.singletons = np.flatnonzero(np.bincount(data.train_labels)[data.train_labels] == 1)
         self.state = _State()
         self.out = Path(cfg.out)
@@ -280,9 +286,7 @@ class Trainer:
         blob = torch.load(self.state_path, map_location="cpu", weights_only=True)
         saved = json.loads(blob["config"])
         now = self.cfg.to_dict()
-        differs = {
-            k for k in now if k not in ("max_minutes", "epochs", "out", "threads") and saved.get(k) != now[k]
-        }
+        differs = {k for k in now if k not in _RUN_LIMITS and saved.get(k) != now[k]}
         if differs:
             raise FaceappError(
                 f"cannot resume {self.state_path}: settings differ ({', '.join(sorted(differs))})"
@@ -425,9 +429,11 @@ class Trainer:
                 **metrics,
             }
             self.state.epoch += 1
-            improved = metrics["val_accuracy"] >= self.state.best
+            # No validation pairs (too few held-out identities): keep the latest model.
+            improved = math.isnan(metrics["val_accuracy"]) or metrics["val_accuracy"] >= self.state.best
             if improved:
-                self.state.best = metrics["val_accuracy"]
+                if not math.isnan(metrics["val_accuracy"]):
+                    self.state.best = metrics["val_accuracy"]
                 self._save_model(row)
             row["best"] = improved
             self._log(row)

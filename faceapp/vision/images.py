@@ -177,12 +177,7 @@ def _array_to_rgb(a: np.ndarray, name: str, limits: ImageLimits) -> np.ndarray:
     if a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
-        if (
-            np.issubdtype(a.dtype, np.integer)
-            and a.dtype != np.uint16
-            and a.min() >= 0
-            and a.max() <= 255
-        ):
+        if np.issubdtype(a.dtype, np.integer) and a.dtype != np.uint16 and a.min() >= 0 and a.max() <= 255:
             a = a.astype(np.uint8)  # 8-bit values in a generic integer array (e.g. int64): as they are
         elif np.issubdtype(a.dtype, np.floating) and np.nanmax(a) <= 1.0 and np.nanmin(a) >= 0.0:
             a = np.round(np.nan_to_num(a) * 255.0).astype(np.uint8)

@@ -1,0 +1,461 @@
+"""``faceapp bench``: how fast faceapp is on this machine, against baselines measured in the
+same run.
+
+Three parts, each a JSON-ready dict with stable keys (dotted paths below):
+
+* **frame** (``frame.fps``, ``frame.latency_ms_p50``, ``frame.latency_ms_p95``): real videos
+  (``../shared/data/face_videos/**/*.mp4`` or ``--video``), scaled to 640 px wide, played
+  through :class:`faceapp.live.LiveRecognizer` with a small gallery (faces enrolled from the
+  first frames of each video, plus LFW people as distractors) in a temporary SQLite file,
+  matched through :class:`faceapp.services.FaceService`. ``fps`` = frames / time spent in
+  ``process`` (decoding excluded: a camera delivers decoded frames); latency = time from a
+  frame handed to ``process`` to its decision. The baseline (``frame.baseline_*``) is the
+  naive per-frame pipeline on the same frames: full-resolution detection and embedding of
+  every face on every frame (``LiveConfig.naive()``).
+* **embed** (``embed.per_s_b1``, ``embed.per_s_b32``): aligned crops embedded per second by
+  the model (as configured, flip-TTA included), against facenet-pytorch's
+  InceptionResnetV1 (random weights, 160×160) in the same run (``embed.baseline_*``).
+* **gallery** (``gallery.search_ms_1e4`` … ``_1e6``, ``gallery.open_s_1e5``/``_1e6``):
+  :func:`faceapp.gallery.bench.bench_gallery` (1:K search per probe against a naive NumPy
+  float32 search, and cold opening of a SQLite gallery).
+
+``quick=True`` shrinks every size (for tests and CI): the keys stay, ``quick`` is true and
+``gallery.templates`` tells the sizes actually used. Nothing runs at import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from faceapp import __version__
+from faceapp.config import PROJECT_ROOT, DetectorConfig, resolve_paths
+from faceapp.errors import CalibrationError, CameraError, FaceappError, ModelError
+from faceapp.live import FrameResult, LiveConfig, LiveRecognizer
+from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
+from faceapp.nn.pipeline import FacePipeline
+from faceapp.vision.detection import FaceDetector
+from faceapp.vision.tracking import iou_matrix, max_weight_assignment
+from faceapp.vision.video import iter_video_frames
+
+log = logging.getLogger(__name__)
+
+PARTS = ("frame", "embed", "gallery")
+SCHEMA_VERSION = 1
+FRAME_MAX_SIDE = 640
+DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+GALLERY_SIZES = {"1e4": 10_000, "1e5": 100_000, "1e6": 1_000_000}
+QUICK_GALLERY_SIZES = {"1e4": 1_000, "1e5": 2_000, "1e6": 4_000}
+
+
+# ---------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, torch threads and library versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count() or 1
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    for name in ("facenet_pytorch", "sqlalchemy", "av"):
+        with contextlib.suppress(Exception):
+            mod = __import__(name)
+            versions[name] = str(getattr(mod, "__version__", "?"))
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        versions["facenet_pytorch"] = version("facenet-pytorch")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "faceapp": __version__,
+        "versions": versions,
+    }
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values, dtype=np.float64), q)), 3) if values else float("nan")
+
+
+def _time_call(fn: Callable[[], object], *, min_reps: int, min_seconds: float, warmup: bool = True) -> float:
+    """Median seconds of one call (after one warm-up call unless ``warmup`` is false)."""
+    if warmup:
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if len(times) >= 10 * min_reps and time.perf_counter() - start >= min_seconds:
+            break
+    return float(np.median(times))
+
+
+def default_videos() -> list[Path]:
+    """The sample videos in ``../shared/data/face_videos`` (sorted), if any."""
+    root = DATA_DIR / "face_videos"
+    return sorted(root.rglob("*.mp4")) if root.is_dir() else []
+
+
+def load_model(model_path: str | os.PathLike[str] | None) -> tuple[LoadedModel, Path]:
+    path = resolve_paths(model=model_path).model_path
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: model file not found (train one with `faceapp train`, or pass --model CKPT)"
+        )
+    return load_checkpoint(path), path
+
+
+# ---------------------------------------------------------------------------- embed
+
+
+def bench_embed(model: LoadedModel, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Embeddings per second at batch 1 and 32: ``model`` vs InceptionResnetV1 (random)."""
+    from facenet_pytorch import InceptionResnetV1
+
+    reps, seconds = (1, 0.0) if quick else (20, 3.0)
+    warm = not quick
+    rng = np.random.default_rng(seed)
+    size = model.encoder.input_size
+    crops32 = rng.integers(0, 256, size=(32, size, size, 3), dtype=np.uint8)
+    encoder = model.encoder.eval()
+    ours_b1 = _time_call(lambda: encoder.embed(crops32[:1]), min_reps=reps * 5, min_seconds=seconds)
+    ours_b32 = _time_call(lambda: encoder.embed(crops32), min_reps=reps, min_seconds=seconds, warmup=warm)
+
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        net = InceptionResnetV1(pretrained=None, classify=False).eval()
+    finally:
+        torch.random.set_rng_state(gen_state)
+    base32 = rng.integers(0, 256, size=(32, 160, 160, 3), dtype=np.uint8)
+
+    def baseline(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+            x = (x - 127.5) / 128.0  # facenet-pytorch's fixed_image_standardization
+            return net(x).numpy()
+
+    base_b1 = _time_call(lambda: baseline(base32[:1]), min_reps=reps * 5, min_seconds=seconds)
+    base_b32 = _time_call(lambda: baseline(base32), min_reps=reps, min_seconds=seconds, warmup=warm)
+    cfg = model.encoder.config
+    out = {
+        "per_s_b1": round(1.0 / ours_b1, 2),
+        "per_s_b32": round(32.0 / ours_b32, 2),
+        "baseline_per_s_b1": round(1.0 / base_b1, 2),
+        "baseline_per_s_b32": round(32.0 / base_b32, 2),
+        "model": {
+            "model_id": model.model_id,
+            "backbone": cfg.backbone,
+            "input_size": cfg.input_size,
+            "embedding_dim": cfg.embedding_dim,
+            "flip_tta": cfg.flip_tta,
+            "parameters": int(sum(p.numel() for p in encoder.parameters())),
+        },
+        "baseline_model": "facenet-pytorch InceptionResnetV1, random weights, 160x160 -> 512-D",
+        "baseline_parameters": int(sum(p.numel() for p in net.parameters())),
+    }
+    out["ratio_b1"] = round(out["per_s_b1"] / out["baseline_per_s_b1"], 2)
+    out["ratio_b32"] = round(out["per_s_b32"] / out["baseline_per_s_b32"], 2)
+    return out
+
+
+# ---------------------------------------------------------------------------- gallery
+
+
+def bench_gallery_part(dim: int, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Search and open times from :func:`faceapp.gallery.bench.bench_gallery`, under stable keys."""
+    from faceapp.gallery.bench import bench_gallery
+
+    sizes = QUICK_GALLERY_SIZES if quick else GALLERY_SIZES
+    open_keys = ("1e5", "1e6")
+    raw = bench_gallery(
+        tuple(sizes.values()),
+        dim=dim,
+        seed=seed,
+        open_sizes=tuple(sizes[k] for k in open_keys),
+        probes=5 if quick else 30,
+    )
+    by_n_search = {int(r["templates"]): r for r in raw["search"]}
+    by_n_open = {int(r["templates"]): r for r in raw["open"]}
+    out: dict[str, Any] = {"templates": dict(sizes), "dim": dim}
+    agree = True
+    for key, n in sizes.items():
+        r = by_n_search[n]
+        out[f"search_ms_{key}"] = r["index_ms"]["median"]
+        out[f"baseline_search_ms_{key}"] = r["naive_ms"]["median"]
+        out[f"ratio_{key}"] = round(r["naive_ms"]["median"] / max(r["index_ms"]["median"], 1e-9), 2)
+        agree &= bool(r.get("agree", False))
+    for key in open_keys:
+        r = by_n_open[sizes[key]]
+        out[f"open_s_{key}"] = r["open_from_snapshot_s"]
+        out[f"open_rows_s_{key}"] = r["open_from_rows_s"]
+    out["same_top_k_as_baseline"] = agree
+    out["raw"] = raw
+    return out
+
+
+# ---------------------------------------------------------------------------- frame
+
+
+def _open_bench_service(pipeline: FacePipeline, model_path: Path, db_url: str) -> Any:
+    from faceapp.gallery.database import open_database
+    from faceapp.nn.calibration import Calibration
+    from faceapp.services import FaceService
+
+    calibration = None
+    with contextlib.suppress(CalibrationError):
+        calibration = Calibration.load_for(model_path, pipeline.model_id)
+    return FaceService(open_database(db_url), pipeline, calibration, owns_engine=True)
+
+
+def _enroll_bench_gallery(
+    service: Any, videos: dict[Path, list[np.ndarray]], *, distractors: int, lfw_dir: Path
+) -> dict[str, Any]:
+    """One person per video (its largest face passing the quality gate in up to 3 early
+    frames) plus ``distractors`` LFW people (one image each)."""
+    enrolled: list[str] = []
+    for path, frames in videos.items():
+        faces = []
+        for frame in frames[:60:10]:
+            found = [f for f in service.analyze(frame) if f.quality.ok]
+            if found:
+                faces.append(max(found, key=lambda f: f.detection.area))
+            if len(faces) == 3:
+                break
+        if faces:
+            name = f"{path.stem} (largest face)"
+            service.enroll_faces(name, faces)
+            enrolled.append(name)
+        else:
+            log.warning("%s: no enrollable face in the first frames", path)
+    if lfw_dir.is_dir() and distractors > 0:
+        for person in sorted(p for p in lfw_dir.iterdir() if p.is_dir()):
+            if len(enrolled) >= len(videos) + distractors:
+                break
+            images = sorted(person.glob("*.jpg"))[:1]
+            try:
+                service.enroll(person.name.replace("_", " "), images, largest=True)
+                enrolled.append(person.name)
+            except FaceappError as err:
+                log.debug("distractor %s skipped: %s", person.name, err)
+    templates = sum(p.n_templates for p in service.list_people())
+    return {"people": len(enrolled), "templates": templates}
+
+
+def _bench_threshold(service: Any, scorer: str) -> tuple[float, str]:
+    """τ from the model's calibration; without one, the 99th percentile of the enrolled
+    gallery's impostor scores (a FAR of 1 % on this gallery), so that nothing is typed in."""
+    try:
+        return float(service.threshold(scorer)), "calibration"
+    except CalibrationError:
+        scores, same = service.gallery_scores(scorer)
+        impostor = scores[~same]
+        if impostor.size == 0:
+            raise CalibrationError("no calibration and too few people to measure τ") from None
+        return float(np.quantile(impostor, 0.99)), "gallery impostor scores, FAR 1% (no calibration file)"
+
+
+def _play(recognizer: LiveRecognizer, frames: Sequence[np.ndarray]) -> tuple[list[FrameResult], list[float]]:
+    results, latency = [], []
+    for frame in frames:
+        t = time.perf_counter()
+        results.append(recognizer.process(frame))
+        latency.append((time.perf_counter() - t) * 1000.0)
+    return results, latency
+
+
+def _stage_means(results: Sequence[FrameResult]) -> dict[str, float]:
+    if not results:
+        return {}
+    keys = results[0].timings.to_dict().keys()
+    return {k: round(float(np.mean([r.timings.to_dict()[k] for r in results])), 3) for k in keys}
+
+
+def _compare(ours: Sequence[FrameResult], base: Sequence[FrameResult]) -> tuple[float, float]:
+    """(share of the baseline's faces that the live loop also reports (IoU >= 0.5),
+    share of those with the same decision: same person, or both Unknown)."""
+    total = matched = same = 0
+    for a, b in zip(ours, base, strict=False):
+        total += len(b.faces)
+        if not a.faces or not b.faces:
+            continue
+        pairs = max_weight_assignment(iou_matrix([f.box for f in a.faces], [f.box for f in b.faces]), 0.5)
+        matched += len(pairs)
+        same += sum(a.faces[i].person == b.faces[j].person for i, j in pairs)
+    recall = matched / total if total else float("nan")
+    agreement = same / matched if matched else float("nan")
+    return round(recall, 4), round(agreement, 4)
+
+
+def bench_frame(
+    model: LoadedModel,
+    model_path: Path,
+    *,
+    videos: Sequence[Path] = (),
+    quick: bool = False,
+    max_frames: int | None = None,
+    baseline_frames: int | None = None,
+    config: LiveConfig = LiveConfig(),
+    distractors: int | None = None,
+) -> dict[str, Any]:
+    """The live loop on real videos against the naive per-frame pipeline (same frames)."""
+    paths = [Path(v) for v in videos] or default_videos()
+    if not paths:
+        raise CameraError(f"no video to play: none given and none in {DATA_DIR / 'face_videos'}")
+    if max_frames is None:
+        max_frames = 12 if quick else None
+    if baseline_frames is None:
+        baseline_frames = 4 if quick else 120
+    if distractors is None:
+        distractors = 2 if quick else 20
+
+    decoded: dict[Path, list[np.ndarray]] = {}
+    decode_s = 0.0
+    for p in paths:
+        t = time.perf_counter()
+        decoded[p] = list(iter_video_frames(p, max_side=FRAME_MAX_SIDE, max_frames=max_frames))
+        decode_s += time.perf_counter() - t
+    n_decoded = sum(len(f) for f in decoded.values())
+
+    pipeline = FacePipeline(FaceDetector(DetectorConfig()), model)
+    with tempfile.TemporaryDirectory(prefix="faceapp-bench-frame-") as tmp:
+        service = _open_bench_service(pipeline, model_path, f"sqlite:///{Path(tmp) / 'bench.sqlite'}")
+        try:
+            gallery = _enroll_bench_gallery(
+                service, decoded, distractors=distractors, lfw_dir=DATA_DIR / "lfw" / "lfw-deepfunneled"
+            )
+            tau, tau_source = _bench_threshold(service, config.scorer)
+            live_cfg = replace(config, threshold=tau)
+            base_cfg = LiveConfig.naive(threshold=tau, scorer=config.scorer, top_k=config.top_k)
+            live = LiveRecognizer.from_service(service, live_cfg)
+            naive = LiveRecognizer.from_service(service, base_cfg)
+            # warm-up (first calls allocate and tune kernels), then start clean
+            first = next(iter(decoded.values()))[:3]
+            _play(live, first)
+            _play(naive, first[:1])
+            ours: list[FrameResult] = []
+            ours_lat: list[float] = []
+            base: list[FrameResult] = []
+            base_lat: list[float] = []
+            embedded = detections = 0
+            for frames in decoded.values():
+                live.reset()
+                res, lat = _play(live, frames)
+                ours += res
+                ours_lat += lat
+                embedded += live.stats.embedded_faces
+                detections += live.stats.detections
+                naive.reset()
+                res, lat = _play(naive, frames[:baseline_frames])
+                base += res
+                base_lat += lat
+        finally:
+            service.close()
+
+    fps = len(ours_lat) / (sum(ours_lat) / 1000.0)
+    base_fps = len(base_lat) / (sum(base_lat) / 1000.0)
+    # compare decisions on the frames both loops processed
+    paired_ours: list[FrameResult] = []
+    start = 0
+    for frames in decoded.values():
+        paired_ours += ours[start : start + min(len(frames), baseline_frames)]
+        start += len(frames)
+    recall, agreement = _compare(paired_ours, base)
+    h, w = next(iter(decoded.values()))[0].shape[:2]
+    out: dict[str, Any] = {
+        "fps": round(fps, 2),
+        "latency_ms_p50": _percentile(ours_lat, 50),
+        "latency_ms_p95": _percentile(ours_lat, 95),
+        "latency_ms_max": round(max(ours_lat), 3),
+        "baseline_fps": round(base_fps, 2),
+        "baseline_latency_ms_p50": _percentile(base_lat, 50),
+        "baseline_latency_ms_p95": _percentile(base_lat, 95),
+        "fps_ratio": round(fps / base_fps, 2),
+        "latency_p95_ratio": round(_percentile(base_lat, 95) / max(_percentile(ours_lat, 95), 1e-9), 2),
+        "frames": len(ours_lat),
+        "baseline_frames": len(base_lat),
+        "frame_size": f"{w}x{h}",
+        "videos": [{"path": str(p), "frames": len(f)} for p, f in decoded.items()],
+        "decode_ms_per_frame": round(1000.0 * decode_s / max(1, n_decoded), 3),
+        "stages_ms_mean": _stage_means(ours),
+        "baseline_stages_ms_mean": _stage_means(base),
+        "detect_fraction": round(detections / max(1, len(ours)), 4),
+        "embedded_per_frame": round(embedded / max(1, len(ours)), 4),
+        "faces_per_frame": round(float(np.mean([len(r.faces) for r in ours])), 4),
+        "baseline_faces_per_frame": round(float(np.mean([len(r.faces) for r in base])), 4),
+        "face_recall_vs_baseline": recall,
+        "decision_agreement_vs_baseline": agreement,
+        "gallery_people": gallery["people"],
+        "gallery_templates": gallery["templates"],
+        "threshold": round(tau, 5),
+        "threshold_source": tau_source,
+        "config": {k: v for k, v in asdict(config).items() if k != "threshold"},
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------- all
+
+
+def run_bench(
+    parts: Sequence[str] = PARTS,
+    *,
+    model_path: str | os.PathLike[str] | None = None,
+    videos: Sequence[str | os.PathLike[str]] = (),
+    quick: bool = False,
+    max_frames: int | None = None,
+    config: LiveConfig = LiveConfig(),
+) -> dict[str, Any]:
+    """Run the chosen parts; returns ``{"schema", "quick", "machine", <part>: {...}}``."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {sorted(unknown)} (known: {', '.join(PARTS)})")
+    out: dict[str, Any] = {"schema": SCHEMA_VERSION, "quick": quick, "machine": machine_info()}
+    model: LoadedModel | None = None
+    path: Path | None = None
+    if "frame" in parts or "embed" in parts:
+        model, path = load_model(model_path)
+        out["model"] = {"path": str(path), "model_id": model.model_id}
+    if "embed" in parts:
+        assert model is not None
+        log.info("bench embed")
+        out["embed"] = bench_embed(model, quick=quick)
+    if "frame" in parts:
+        assert model is not None and path is not None
+        log.info("bench frame")
+        out["frame"] = bench_frame(
+            model, path, videos=[Path(v) for v in videos], quick=quick, max_frames=max_frames, config=config
+        )
+    if "gallery" in parts:
+        dim = model.embedding_dim if model is not None else 128
+        log.info("bench gallery (D=%d)", dim)
+        out["gallery"] = bench_gallery_part(dim, quick=quick)
+    out["command"] = " ".join(sys.argv) if sys.argv and sys.argv[0] else ""
+    return out

@@ -1,0 +1,95 @@
+"""``faceapp bench --quick`` produces every stable key (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from faceapp.bench import _compare, run_bench
+from faceapp.cli import main
+from faceapp.live import FrameResult, LiveFace, StageTimes
+
+STABLE_KEYS = {
+    "frame": [
+        "fps", "latency_ms_p50", "latency_ms_p95",
+        "baseline_fps", "baseline_latency_ms_p50", "baseline_latency_ms_p95",
+        "fps_ratio", "latency_p95_ratio", "frames", "baseline_frames",
+        "face_recall_vs_baseline", "decision_agreement_vs_baseline", "stages_ms_mean",
+    ],
+    "embed": [
+        "per_s_b1", "per_s_b32", "baseline_per_s_b1", "baseline_per_s_b32", "ratio_b1", "ratio_b32",
+    ],
+    "gallery": [
+        "search_ms_1e4", "search_ms_1e5", "search_ms_1e6",
+        "baseline_search_ms_1e4", "baseline_search_ms_1e5", "baseline_search_ms_1e6",
+        "ratio_1e4", "ratio_1e5", "ratio_1e6", "open_s_1e5", "open_s_1e6",
+    ],
+    "machine": ["cpu", "cores", "usable_cores", "torch_threads", "versions"],
+}
+
+
+def _positive(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
+    result = run_bench(
+        ("frame", "embed", "gallery"),
+        model_path=small_model_path,
+        videos=[hamilton_clip],
+        quick=True,
+        max_frames=12,
+    )
+    assert result["quick"] is True and result["schema"] == 1
+    for part, keys in STABLE_KEYS.items():
+        missing = [k for k in keys if k not in result[part]]
+        assert not missing, f"{part}: missing {missing}"
+    frame, embed, gallery = result["frame"], result["embed"], result["gallery"]
+    for key in STABLE_KEYS["frame"][:8]:
+        assert _positive(frame[key]), key
+    for key in STABLE_KEYS["embed"] + STABLE_KEYS["gallery"]:
+        assert _positive((embed | gallery)[key]), key
+    assert frame["frames"] == 12 and frame["baseline_frames"] == 4
+    assert frame["fps_ratio"] == pytest.approx(frame["fps"] / frame["baseline_fps"], rel=0.02)
+    assert 0.0 <= frame["face_recall_vs_baseline"] <= 1.0
+    assert frame["gallery_people"] >= 2
+    assert embed["per_s_b32"] > 0 and embed["model"]["input_size"] == 64
+    assert gallery["same_top_k_as_baseline"] is True
+    assert sorted(gallery["templates"]) == ["1e4", "1e5", "1e6"]
+    assert json.loads(json.dumps(result, default=str))  # JSON-ready
+
+
+def test_cli_bench_gallery_json(capsys, tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "gallery", "--quick", "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == printed
+    assert set(STABLE_KEYS["gallery"]) <= set(printed["gallery"])
+    assert "frame" not in printed and "embed" not in printed
+    assert printed["machine"]["usable_cores"] >= 1
+
+
+def test_cli_bench_summary_and_missing_model(capsys, tmp_path):
+    assert main(["bench", "embed", "--quick", "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def face(box, person):
+    return LiveFace(1, box, ((0.0, 0.0),) * 5, 1.0, person, 0.5, 0.3, (), False, 1, True)
+
+
+def test_compare_counts_recall_and_agreement_by_hand():
+    t = StageTimes()
+    ours = [
+        FrameResult(1, (face((0, 0, 10, 10), "a"),), True, 1, t),
+        FrameResult(2, (face((0, 0, 10, 10), None), face((50, 50, 60, 60), "b")), False, 0, t),
+    ]
+    base = [
+        FrameResult(1, (face((1, 0, 11, 10), "a"), face((100, 100, 110, 110), "c")), True, 2, t),
+        FrameResult(2, (face((0, 1, 10, 11), "a"), face((50, 50, 60, 60), "b")), True, 2, t),
+    ]
+    recall, agreement = _compare(ours, base)
+    assert recall == pytest.approx(3 / 4)  # the face at (100, 100) was not reported
+    assert agreement == pytest.approx(2 / 3)  # frame 2's first face: Unknown vs "a"

@@ -1,0 +1,325 @@
+"""Evaluation: the LFW pair protocol, calibration.json, the evaluate CLI and identification.
+
+Real LFW / ORL images, a tiny randomly initialised (seeded) encoder saved to a temp file, and
+the stand-in detector of ``test_trainer`` (MTCNN is too slow on the shared CPU for these tests;
+the crop cache lives in ``tmp_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_trainer import TEMPLATE_FACES, TemplateDetector
+
+from faceapp.cli import main
+from faceapp.errors import FaceappError
+from faceapp.nn.calibration import CALIBRATION_FILE, Calibration, calibration_path_for
+from faceapp.nn.checkpoint import add_head, create_untrained_model, load_checkpoint, save_checkpoint
+from faceapp.nn.encoder import EncoderConfig
+from faceapp.nn.heads import BinaryVerificationHead
+from faceapp.training import evaluation
+from faceapp.training.evaluation import (
+    evaluate_identification,
+    evaluate_pairs,
+    evaluate_pairs_cli,
+    update_calibration,
+)
+from faceapp.vision.alignment import AlignmentTemplate, align_face
+from faceapp.vision.images import load_image
+
+TINY = EncoderConfig(input_size=32, embedding_dim=16, width=8, layers=(1, 1, 1, 1))
+PROTOCOL_KEYS = {
+    "accuracy",
+    "accuracy_std",
+    "auc",
+    "eer",
+    "tar_at_far_0.01",
+    "tar_at_far_0.001",
+    "threshold",
+    "pairs",
+    "scorer",
+}
+REPORT_KEYS = PROTOCOL_KEYS | {
+    "threshold_far_0.01",
+    "threshold_far_0.001",
+    "threshold_eer",
+    "model_id",
+    "pairs_file",
+    "images",
+    "images_without_detected_face",
+}
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    model = create_untrained_model(TINY, seed=3)
+    path = tmp_path / "models" / "tiny.pt"
+    save_checkpoint(path, model.encoder)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_pairs(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20 matched and the first 20 mismatched lines of pairsDevTest.txt."""
+    lines = (data_dir / "lfw" / "pairsDevTest.txt").read_text().splitlines()
+    same = [ln for ln in lines[1:] if len(ln.split()) == 3][:20]
+    diff = [ln for ln in lines[1:] if len(ln.split()) == 4][:20]
+    path = tmp_path_factory.mktemp("pairs") / "pairsSmall.txt"
+    path.write_text("\n".join(["20", *same, *diff]) + "\n")
+    return path
+
+
+@pytest.fixture
+def no_mtcnn(monkeypatch: pytest.MonkeyPatch) -> TemplateDetector:
+    """Every model-derived detector (CLI paths) is the stand-in."""
+    det = TemplateDetector()
+    monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
+    return det
+
+
+def _brute_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    gen, imp = scores[same], scores[~same]
+    total = 0.0
+    for g in gen:
+        for i in imp:
+            total += 1.0 if g > i else 0.5 if g == i else 0.0
+    return total / (len(gen) * len(imp))
+
+
+def _embed_pair_images(model_path: Path, a: Path, b: Path) -> tuple[np.ndarray, np.ndarray]:
+    model = load_checkpoint(model_path)
+    template = AlignmentTemplate.for_size(TINY.input_size)
+    crops = []
+    for p in (a, b):
+        im = load_image(p)
+        crops.append(align_face(im, TEMPLATE_FACES[im.shape[:2]], template).crop)
+    emb = model.encoder.embed(np.stack(crops))
+    return emb[0], emb[1]
+
+
+def test_evaluate_pairs_report(model_path: Path, small_pairs: Path, lfw_dir: Path, tmp_path: Path) -> None:
+    model = load_checkpoint(model_path)
+    det = TemplateDetector()
+    reports, raw = evaluate_pairs(model, lfw_dir, small_pairs, cache_dir=tmp_path / "cache", detector=det)
+    assert len(reports) == 1
+    rep = reports[0]
+    assert set(rep) == REPORT_KEYS
+    lines = [ln.split() for ln in small_pairs.read_text().splitlines()[1:]]
+    files = {(p[0], int(p[1])) for p in lines} | {
+        (p[0], int(p[2])) if len(p) == 3 else (p[2], int(p[3])) for p in lines
+    }
+    assert rep["pairs"] == 40 and rep["images"] == len(files) == det.images
+    assert rep["scorer"] == "distance" and rep["model_id"] == model.model_id
+    assert rep["pairs_file"] == "pairsSmall.txt" and rep["images_without_detected_face"] == 0
+
+    scores, same = raw["distance"]
+    assert same.tolist() == [True] * 20 + [False] * 20
+    # the score of a pair is the cosine of the embeddings of its two aligned images
+    for k in (0, 7, 20, 39):
+        p = lines[k]
+        a = lfw_dir / p[0] / f"{p[0]}_{int(p[1]):04d}.jpg"
+        b = (
+            lfw_dir / p[0] / f"{p[0]}_{int(p[2]):04d}.jpg"
+            if len(p) == 3
+            else lfw_dir / p[2] / f"{p[2]}_{int(p[3]):04d}.jpg"
+        )
+        ea, eb = _embed_pair_images(model_path, a, b)
+        assert scores[k] == pytest.approx(float(ea @ eb), abs=1e-5)
+
+    assert rep["auc"] == pytest.approx(_brute_auc(scores, same), abs=1e-12)
+    # the reported threshold is a best-accuracy threshold over all pairs (brute force)
+    acc_at = [np.mean((scores >= t) == same) for t in [*scores, np.inf]]
+    assert np.mean((scores >= rep["threshold"]) == same) == pytest.approx(max(acc_at))
+    # with 20 impostors, FAR <= 1% means no impostor accepted: TAR = genuine above every impostor
+    tar = float(np.mean(scores[same] > scores[~same].max()))
+    assert rep["tar_at_far_0.01"] == pytest.approx(tar) == rep["tar_at_far_0.001"]
+    assert 0.0 <= rep["accuracy"] <= 1.0 and rep["accuracy_std"] >= 0.0
+    assert 0.0 <= rep["eer"] <= 1.0
+
+    # second evaluation: every crop from the cache
+    det2 = TemplateDetector()
+    again, _ = evaluate_pairs(model, lfw_dir, small_pairs, cache_dir=tmp_path / "cache", detector=det2)
+    assert det2.images == 0 and again == reports
+
+
+def test_calibration_written_beside_the_model(
+    model_path: Path, small_pairs: Path, lfw_dir: Path, tmp_path: Path, no_mtcnn: TemplateDetector
+) -> None:
+    reports = evaluate_pairs_cli(
+        model_path,
+        str(lfw_dir),
+        str(small_pairs),
+        scorer="distance",
+        plots=None,
+        write_calibration=True,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    rep = reports[0]
+    path = model_path.parent / CALIBRATION_FILE
+    assert path == calibration_path_for(model_path) and path.is_file()
+    raw = json.loads(path.read_text())
+    model_id = load_checkpoint(model_path).model_id
+    assert raw["model_id"] == model_id
+    assert raw["source"] == {"pairs": "pairsSmall.txt", "n_pairs": 40}
+    entry = raw["scorers"]["distance"]
+    assert entry["far_0.01"] == rep["threshold_far_0.01"]
+    assert entry["far_0.001"] == rep["threshold_far_0.001"]
+    assert entry["eer"] == rep["threshold_eer"]
+    assert entry["accuracy"] == rep["threshold"]
+    assert entry["metrics"]["auc"] == rep["auc"]
+    cal = Calibration.load_for(model_path, model_id)
+    assert cal.threshold("distance") == rep["threshold_far_0.01"]
+    assert cal.threshold("distance", "eer") == rep["threshold_eer"]
+
+    # a user override survives re-evaluation of the same model ...
+    cal.overrides["distance"] = 0.42
+    cal.save(path)
+    model = load_checkpoint(model_path)
+    update_calibration(model, reports, {"pairs": "again"})
+    again = Calibration.load(path)
+    assert again.overrides == {"distance": 0.42} and again.source == {"pairs": "again"}
+    # ... but a calibration made for other weights is replaced, not merged
+    other = Calibration(
+        model_id="0" * 16, scorers={"head_l1": {"far_0.01": 0.5}}, overrides={"distance": 0.1}
+    )
+    other.save(path)
+    update_calibration(model, reports, {})
+    fresh = Calibration.load(path)
+    assert fresh.model_id == model_id and set(fresh.scorers) == {"distance"} and fresh.overrides == {}
+
+
+def test_evaluate_cli_json_and_plots(
+    model_path: Path,
+    small_pairs: Path,
+    lfw_dir: Path,
+    tmp_path: Path,
+    no_mtcnn: TemplateDetector,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plots = tmp_path / "plots"
+    argv = ["evaluate", "--model", str(model_path), "--data", str(lfw_dir), "--pairs", str(small_pairs)]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--json", "--plots", str(plots)]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= PROTOCOL_KEYS and out["pairs"] == 40 and out["scorer"] == "distance"
+    model = load_checkpoint(model_path)
+    expected, _ = evaluate_pairs(model, lfw_dir, small_pairs, cache_dir=tmp_path / "cache")
+    assert out == json.loads(json.dumps(expected[0]))
+    assert (model_path.parent / CALIBRATION_FILE).is_file()
+    assert sorted(p.name for p in plots.iterdir()) == ["hist_distance.png", "roc_distance.png"]
+    for name, colour in (("roc_distance.png", (200, 30, 30)), ("hist_distance.png", (30, 160, 30))):
+        img = np.asarray(Image.open(plots / name).convert("RGB"))
+        assert img.shape == (480, 640, 3)
+        assert (img == colour).all(axis=2).sum() > 50  # the curve is drawn
+
+    # plain text output
+    assert main([*argv[:-3], "--no-calibration"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy" in text and "tar_at_far_0.01" in text
+
+
+def test_evaluate_cli_scorers(
+    model_path: Path,
+    small_pairs: Path,
+    lfw_dir: Path,
+    tmp_path: Path,
+    no_mtcnn: TemplateDetector,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["evaluate", "--model", str(model_path), "--data", str(lfw_dir), "--pairs", str(small_pairs)]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--json"]
+    assert main([*argv, "--scorer", "head"]) == 2  # no head trained yet: one clear line
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "train-head" in err and len(err.strip().splitlines()) == 1
+    assert not (model_path.parent / CALIBRATION_FILE).exists()
+
+    add_head(model_path, BinaryVerificationHead(TINY.embedding_dim, "l1"))
+    assert main([*argv, "--scorer", "all"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["scorer"] for r in out] == ["distance", "head_l1"]
+    for r in out:
+        assert set(r) >= PROTOCOL_KEYS
+    assert 0.0 < out[1]["threshold"] < 1.0  # a probability threshold
+    cal = json.loads((model_path.parent / CALIBRATION_FILE).read_text())
+    assert set(cal["scorers"]) == {"distance", "head_l1"}
+
+
+# ---------------------------------------------------------------------------- identification
+
+IDENT_KEYS = {"rank1", "rank5", "dir_at_fpir_0.01"}
+
+
+@pytest.fixture(scope="module")
+def orl_people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """people file with 8 ORL subjects (10 images each)."""
+    path = tmp_path_factory.mktemp("orl") / "peopleORL.txt"
+    path.write_text("8\n" + "".join(f"s{i}\t10\n" for i in range(1, 9)))
+    return path
+
+
+def test_evaluate_identification_orl(
+    model_path: Path, data_dir: Path, orl_people: Path, tmp_path: Path
+) -> None:
+    model = load_checkpoint(model_path)
+    det = TemplateDetector()
+    rep = evaluate_identification(
+        model, data_dir / "orl_faces", orl_people, cache_dir=tmp_path / "cache", detector=det
+    )
+    assert det.images == 80  # only the 8 listed subjects
+    assert set(rep) >= IDENT_KEYS
+    # half of the 8 identities are distractors: 4 enrolled (one image each), 4 x 9 known probes,
+    # 4 x 10 distractor probes
+    assert (rep["n_gallery"], rep["n_known_probes"], rep["n_distractor_probes"]) == (4, 36, 40)
+    for k in IDENT_KEYS:
+        assert 0.0 <= rep[k] <= 1.0
+    assert rep["rank1"] <= rep["rank5"] == 1.0  # only 4 gallery identities: the truth is in the top 5
+    assert rep["dir_at_fpir_0.01"] <= rep["rank1"]
+    assert rep["model_id"] == model.model_id and rep["images_without_detected_face"] == 0
+
+
+def test_evaluate_identification_exact_on_duplicates(
+    model_path: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Every probe of an enrolled identity is the very image enrolled: rank-1 must be exact."""
+    root = tmp_path / "dups"
+    for i in range(1, 7):
+        (root / f"s{i}").mkdir(parents=True)
+        for j in range(3):
+            os.symlink(data_dir / "orl_faces" / f"s{i}" / "1.pgm", root / f"s{i}" / f"{j}.pgm")
+    rep = evaluate_identification(
+        load_checkpoint(model_path), root, None, cache_dir=tmp_path / "cache", detector=TemplateDetector()
+    )
+    assert (rep["n_gallery"], rep["n_known_probes"], rep["n_distractor_probes"]) == (3, 6, 9)
+    assert rep["rank1"] == 1.0
+
+
+def test_evaluate_identification_cli(
+    model_path: Path,
+    data_dir: Path,
+    orl_people: Path,
+    tmp_path: Path,
+    no_mtcnn: TemplateDetector,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["evaluate-identification", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
+    argv += ["--people", str(orl_people), "--cache-dir", str(tmp_path / "cache"), "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= IDENT_KEYS and out["n_gallery"] == 4
+    # no identity left to enrol: a clear error, not a traceback
+    assert main([*argv, "--distractor-fraction", "1.0"]) == 2
+    assert "no identity left for the gallery" in capsys.readouterr().err
+    with pytest.raises(FaceappError):
+        evaluate_identification(
+            load_checkpoint(model_path),
+            data_dir / "orl_faces",
+            orl_people,
+            distractor_fraction=1.0,
+            cache_dir=tmp_path / "cache",
+            detector=TemplateDetector(),
+        )
