@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+
 def pytest_configure(config: pytest.Config) -> None:
     """One torch thread: on a 2-core CI machine, torch's default of one thread per core makes
     the many small forward passes of the suite several times slower (thread hand-offs)."""
