@@ -237,6 +237,7 @@ def test_evaluate_cli_scorers(
     err = capsys.readouterr().err
     assert err.startswith("error:") and "train-head" in err and len(err.strip().splitlines()) == 1
     assert not (model_path.parent / CALIBRATION_FILE).exists()
+    assert no_mtcnn.images == 0  # refused before any image was processed
 
     add_head(model_path, BinaryVerificationHead(TINY.embedding_dim, "l1"))
     assert main([*argv, "--scorer", "all"]) == 0
@@ -247,6 +248,15 @@ def test_evaluate_cli_scorers(
     assert 0.0 < out[1]["threshold"] < 1.0  # a probability threshold
     cal = json.loads((model_path.parent / CALIBRATION_FILE).read_text())
     assert set(cal["scorers"]) == {"distance", "head_l1"}
+
+
+def test_too_few_pairs_for_ten_folds(model_path: Path, lfw_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "pairsTiny.txt"
+    f.write_text("9\n" + "".join(f"Al_Gore\t1\t{i}\n" for i in range(2, 9)) + "Al_Gore\t1\tBill_Graham\t1\n")
+    det = TemplateDetector()
+    with pytest.raises(FaceappError, match="too few pairs"):
+        evaluate_pairs(load_checkpoint(model_path), lfw_dir, f, cache_dir=tmp_path / "c", detector=det)
+    assert det.images == 0
 
 
 # ---------------------------------------------------------------------------- identification

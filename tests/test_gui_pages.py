@@ -208,6 +208,7 @@ def test_enroll_flags_duplicate_name_and_known_face(qtbot, window) -> None:
     with qtbot.waitSignal(page.warningsChanged, timeout=3000) as b:
         page.name_edit.setText("Ann")
     assert any("already exists" in w for w in b.args[0])
+    qtbot.waitUntil(lambda: not page.is_checking(), timeout=3000)
     asked: list[str] = []
     page.confirm = lambda title, text: asked.append(text) or False  # type: ignore[method-assign]
     assert page.save() is False  # the user declined after seeing the warnings

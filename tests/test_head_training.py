@@ -70,32 +70,31 @@ def test_balanced_pairs_errors() -> None:
         balanced_pairs(emb, np.zeros(4, dtype=np.int64), 10, np.random.default_rng(0))
 
 
-def _clusters(n_ids: int, per_id: int, dim: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _clusters(centres: np.ndarray, per_id: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) float32 unit embeddings scattered around unit ``centres``, and their labels."""
     rng = np.random.default_rng(seed)
-    centres = _unit(rng.normal(size=(n_ids, dim)))
-    labels = np.repeat(np.arange(n_ids), per_id)
-    emb = _unit(centres[labels] + noise * rng.normal(size=(len(labels), dim)))
+    labels = np.repeat(np.arange(len(centres)), per_id)
+    emb = _unit(centres[labels] + noise * rng.normal(size=(len(labels), centres.shape[1])))
     return emb.astype(np.float32), labels
 
 
 @pytest.mark.parametrize("mode", ["l1", "chi2"])
 def test_fit_head_separable(mode: str) -> None:
-    emb, labels = _clusters(8, 6, 16, 0.15, seed=2)
+    centres = _unit(np.random.default_rng(2).normal(size=(8, 16)))
+    emb, labels = _clusters(centres, 6, 0.08, seed=3)
     pairs, target = balanced_pairs(emb, labels, 400, np.random.default_rng(0))
     head0 = BinaryVerificationHead(16, mode)  # type: ignore[arg-type]
     with torch.no_grad():
         e = torch.as_tensor(emb)
-        loss0 = float(
-            F.binary_cross_entropy_with_logits(head0(e[pairs[:, 0]], e[pairs[:, 1]]), torch.as_tensor(target))
-        )
+        logits0 = head0(e[pairs[:, 0]], e[pairs[:, 1]])
+        loss0 = float(F.binary_cross_entropy_with_logits(logits0, torch.as_tensor(target)))
     head, stats = fit_head(emb, pairs, target, mode, steps=300)  # type: ignore[arg-type]
     assert head.mode == mode and head.name == f"head_{mode}"
     assert stats["train_pairs"] == len(pairs)
     assert stats["train_accuracy"] >= 0.97
     assert stats["train_loss"] < loss0
-    # the fitted head generalises to new pairs from the same identities
-    emb2, labels2 = _clusters(8, 6, 16, 0.15, seed=2)  # same centres ...
-    emb2 = _unit(emb2 + 0.05 * np.random.default_rng(9).normal(size=emb2.shape)).astype(np.float32)
+    # the fitted head generalises to new samples of the same identities
+    emb2, labels2 = _clusters(centres, 6, 0.08, seed=4)
     p2, t2 = balanced_pairs(emb2, labels2, 400, np.random.default_rng(1))
     with torch.no_grad():
         prob = head.probability(torch.as_tensor(emb2[p2[:, 0]]), torch.as_tensor(emb2[p2[:, 1]])).numpy()
@@ -106,7 +105,7 @@ def test_add_head_round_trip(tmp_path: Path) -> None:
     model = create_untrained_model(TINY, seed=1)
     path = tmp_path / "m.pt"
     model_id = save_checkpoint(path, model.encoder)
-    emb, labels = _clusters(4, 4, 16, 0.2, seed=0)
+    emb, labels = _clusters(_unit(np.random.default_rng(0).normal(size=(4, 16))), 4, 0.2, seed=0)
     pairs, target = balanced_pairs(emb, labels, 60, np.random.default_rng(0))
     heads = {}
     for mode in ("l1", "chi2"):

@@ -19,9 +19,13 @@ one segmented reduction, no Python loop over templates or people. Adding templat
 to a growable buffer (amortised O(new rows)); the grouping is restored lazily, once, at the
 next search. Removing a person or templates compacts the buffer in place. No database access.
 
-All score computation goes through :meth:`GalleryIndex.score_rows`, so a quantised
-(int8 / float16) first pass with an exact float32 re-rank of the short list can be slotted
-in there later without changing the callers.
+Large galleries (``len(index) >= quantize_min_rows``, cosine scorer) are identified in two
+passes: an **int8 first pass** (each row stored as int8 with its own scale: a quarter of the
+memory traffic of float32, which is what bounds a 1:K search) ranks the people; then the
+short list is **re-scored exactly in float32**. The short list grows until a bound on the
+int8 rounding error proves that nobody outside it can enter the exact top-k, so the
+result (people and scores) is the same as the exact search, ties aside (see
+:meth:`GalleryIndex.identify`). The int8 copy is built on the first search after a change.
 
 Not thread-safe: one thread at a time (the services layer guarantees it).
 """
@@ -43,6 +47,16 @@ their own ``margin`` to suit the scorer."""
 
 _CHUNK_ELEMENTS = 1 << 24
 """Scores computed per block (P × rows) by a custom scorer, to bound memory."""
+
+QUANTIZE_MIN_ROWS = 50_000
+"""Default size from which :meth:`GalleryIndex.identify` uses the int8 first pass."""
+
+_Q8_BLOCK = 8192
+"""Rows converted from int8 to float32 per block in the first pass (fits in cache)."""
+
+_Q8_MAX_PROBES = 4
+"""More probes at once are searched exactly: one float32 matrix product reads the gallery
+once for all of them, the int8 pass reads it once per probe."""
 
 
 class PairScorer(Protocol):
@@ -105,6 +119,18 @@ class Verification:
     n_templates: int
 
 
+def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the ``k`` best of each row of (P, G), best first."""
+    n_probes, g = scores.shape
+    if k < g:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        top = np.broadcast_to(np.arange(g), (n_probes, g))
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows of (N, D) -> float32 unit rows (a zero row stays zero)."""
     arr = np.asarray(x, dtype=np.float32)
@@ -115,7 +141,13 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 class GalleryIndex:
     """Templates of one ``model_id`` (all of dimension ``dim``), searchable in memory."""
 
-    def __init__(self, model_id: str, dim: int, capacity: int = 1024) -> None:
+    def __init__(
+        self, model_id: str, dim: int, capacity: int = 1024, *,
+        quantize_min_rows: int = QUANTIZE_MIN_ROWS,
+    ) -> None:
+        """``quantize_min_rows``: from this many templates on, :meth:`identify` with the
+        cosine scorer runs the int8 first pass + exact re-rank (a very large value turns it
+        off)."""
         if dim <= 0:
             raise ValueError(f"embedding dimension must be positive, got {dim}")
         self.model_id = model_id
@@ -129,6 +161,9 @@ class GalleryIndex:
         self._people = np.zeros(0, dtype=np.int64)  # (G,) person ids, ascending
         self._starts = np.zeros(0, dtype=np.int64)  # (G,) first row of each person
         self._segments_valid = True
+        self.quantize_min_rows = int(quantize_min_rows)
+        self._q8: np.ndarray | None = None  # (N, D) int8 rows, valid while not None
+        self._q8_scale = np.zeros(0, dtype=np.float32)  # (N,) float32 per-row scale
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -172,6 +207,7 @@ class GalleryIndex:
         index._n = emb.shape[0]
         index._grouped = True
         index._segments_valid = False
+        index._q8 = None
         return index
 
     # ------------------------------------------------------------------ inspection
@@ -254,6 +290,7 @@ class GalleryIndex:
             self._grouped = keys_sorted and after_last
         self._n = hi
         self._segments_valid = False
+        self._q8 = None
 
     def remove_person(self, person_id: int) -> int:
         """Drop every row of ``person_id``; returns how many were removed."""
@@ -276,6 +313,7 @@ class GalleryIndex:
         self._tid[:k] = self._tid[keep]
         self._n = k
         self._segments_valid = False
+        self._q8 = None
         return removed
 
     def _reserve(self, needed: int) -> None:
@@ -300,6 +338,7 @@ class GalleryIndex:
             self._tid[:n] = self._tid[order]
             self._grouped = True
             self._segments_valid = False
+            self._q8 = None
         if not self._segments_valid:
             pid = self._pid[:n]
             if n == 0:
@@ -378,23 +417,29 @@ class GalleryIndex:
         """Top-``k`` people for each of (P, D) probes (one result per probe, in order).
 
         Person score = best template score; candidates sorted by score descending; Unknown
-        (``person_id is None``) when the best score is below ``threshold``.
+        (``person_id is None``) when the best score is below ``threshold``. With the cosine
+        scorer and at least ``quantize_min_rows`` templates, the int8 first pass + exact
+        float32 re-rank gives the same candidates and scores as the exact search.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        people, scores = self.person_scores(probes, model_id=model_id, scorer=scorer)
-        n_probes, g = scores.shape
-        if g == 0:
-            return [Identification((), float(threshold), False, float(margin))] * n_probes
-        kk = min(k, g)
-        if kk < g:
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        q = self._prepare_probes(probes, model_id)
+        if scorer is None and self._n >= max(1, self.quantize_min_rows) and \
+                1 <= q.shape[0] <= _Q8_MAX_PROBES:
+            self._ensure_grouped()
+            people = self._people
+            g = people.shape[0]
+            kk = min(k, g)
+            picked = [self._top_people_q8(row, kk) for row in q]
+            top = np.stack([t for t, _ in picked])
+            top_scores = np.stack([v for _, v in picked])
+            n_probes = q.shape[0]
         else:
-            top = np.broadcast_to(np.arange(g), (n_probes, g))
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
+            people, scores = self.person_scores(q, model_id=model_id, scorer=scorer)
+            n_probes, g = scores.shape
+            if g == 0:
+                return [Identification((), float(threshold), False, float(margin))] * n_probes
+            top, top_scores = _top_k(scores, min(k, g))
         results: list[Identification] = []
         for i in range(n_probes):
             cands = tuple(
@@ -409,6 +454,77 @@ class GalleryIndex:
             results.append(Identification(cands, float(threshold), bool(ambiguous),
                                           float(margin)))
         return results
+
+    # ------------------------------------------------------------------ int8 first pass
+    def _ensure_q8(self) -> None:
+        """(N, D) int8 rows with a per-row scale: row ≈ scale * q8, |error| <= scale / 2."""
+        if self._q8 is not None and self._q8.shape[0] == self._n:
+            return
+        emb = self._emb[: self._n]
+        q8 = np.empty(emb.shape, dtype=np.int8)
+        scale = np.empty(self._n, dtype=np.float32)
+        step = 65_536
+        for lo in range(0, self._n, step):
+            block = emb[lo : lo + step]
+            s = np.abs(block).max(axis=1) / 127.0
+            s[s == 0] = 1.0
+            q8[lo : lo + step] = np.rint(block / s[:, None])
+            scale[lo : lo + step] = s
+        self._q8, self._q8_scale = q8, scale
+
+    def _approx_row_scores(self, probe: np.ndarray) -> np.ndarray:
+        """(N,) float32 first-pass scores scale_i * (q8_i · probe), in cache-sized blocks."""
+        assert self._q8 is not None
+        n = self._n
+        out = np.empty(n, dtype=np.float32)
+        buf = np.empty((min(n, _Q8_BLOCK), self.dim), dtype=np.float32)
+        for lo in range(0, n, _Q8_BLOCK):
+            hi = min(n, lo + _Q8_BLOCK)
+            b = buf[: hi - lo]
+            np.copyto(b, self._q8[lo:hi], casting="unsafe")
+            np.dot(b, probe, out=out[lo:hi])
+        out *= self._q8_scale
+        return out
+
+    def _exact_people(self, probe: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """(C,) exact best-template cosine of the people at group positions ``groups``."""
+        starts = self._starts[groups]
+        ends = np.where(groups + 1 < self._starts.shape[0],
+                        self._starts[np.minimum(groups + 1, self._starts.shape[0] - 1)],
+                        self._n)
+        lengths = ends - starts
+        offsets = np.cumsum(lengths) - lengths
+        rows = np.arange(int(lengths.sum())) - np.repeat(offsets - starts, lengths)
+        scores = self._emb[rows] @ probe
+        return np.maximum.reduceat(scores, offsets)
+
+    def _top_people_q8(self, probe: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``k`` (group positions, scores), best first, for one (D,) unit probe.
+
+        The int8 score of a row differs from its exact score by at most
+        ``eps = max(scale) / 2 * ||probe||_1`` (+ float32 slack). People outside the short
+        list have an exact score <= their int8 score + eps <= (best int8 score outside the
+        list) + eps; once that is below the k-th exact score inside the list, the list holds
+        the exact top-k. Otherwise the list grows (x4), up to everyone.
+        """
+        self._ensure_q8()
+        approx = np.maximum.reduceat(self._approx_row_scores(probe), self._starts)
+        g = approx.shape[0]
+        eps = 0.5 * float(self._q8_scale.max()) * float(np.abs(probe).sum()) + 1e-5
+        c = min(g, max(4 * k, 64))
+        while True:
+            if c >= g:
+                cand = np.arange(g)
+                outside = -np.inf
+            else:
+                part = np.argpartition(-approx, c - 1)
+                cand, rest = part[:c], part[c:]
+                outside = float(approx[rest].max())
+            exact = self._exact_people(probe, cand)
+            top, top_scores = _top_k(exact[None, :], k)
+            if c >= g or outside + eps < float(top_scores[0, -1]):
+                return cand[top[0]], top_scores[0]
+            c = g if 4 * c >= g // 4 else 4 * c
 
     def verify(
         self,

@@ -123,17 +123,6 @@ class AppContext(QObject):
         self._info = info
         self.thresholdChanged.emit()
 
-    def refresh_info(self) -> None:
-        """Fetch the service's scorers and thresholds again, in the background."""
-        service = self._service
-        if service is None:
-            return
-        self.run_task(
-            lambda _p, _s: ServiceInfo.fetch(service),
-            label="Reading thresholds",
-            on_result=lambda info: self._service is service and self.set_info(info),
-        )
-
     # settings ------------------------------------------------------------------------
     @property
     def settings(self) -> GuiSettings:

@@ -185,6 +185,10 @@ class EnrollPage(Page):
     def is_capturing(self) -> bool:
         return self._capturing
 
+    def is_checking(self) -> bool:
+        """A look-alike / duplicate-name check is scheduled or running."""
+        return self._check_timer.isActive() or self._check_running
+
     def guidance(self) -> str:
         return self.view.banner()
 
@@ -432,6 +436,12 @@ class EnrollPage(Page):
             return False
         if not self._samples:
             self.ctx.show_error("No samples yet: capture from the camera or add images.")
+            return False
+        if ask and self.is_checking():
+            # the look-alike check of the current samples has not answered yet
+            self._check_timer.stop()
+            self.run_checks()
+            self.ctx.show_message("Checking the samples against the gallery… press Save again.")
             return False
         if (
             ask

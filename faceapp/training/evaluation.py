@@ -77,19 +77,23 @@ def evaluate_pairs(
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
     """
+    chosen = resolve_scorers(model, scorer)  # an unknown scorer fails before any detection
     pairs = read_pairs(pairs_file, data)
+    same = np.asarray([p.same for p in pairs])
+    try:
+        folds = lfw_folds(same)
+    except ValueError as err:  # fewer than 10 matched or 10 mismatched pairs
+        raise FaceappError(f"{pairs_file}: too few pairs for the 10-fold protocol ({err})") from None
     paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
     crops = crops_for(model, paths, cache_dir, Path(pairs_file).stem.lower(), detector)
     index = crops.index()
     emb = model.encoder.embed(crops.crops)
     ia = np.asarray([index[p.a] for p in pairs])
     ib = np.asarray([index[p.b] for p in pairs])
-    same = np.asarray([p.same for p in pairs])
-    folds = lfw_folds(same)
     counts = crops.counts()
     reports: list[dict[str, Any]] = []
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, sc in resolve_scorers(model, scorer).items():
+    for name, sc in chosen.items():
         scores = sc.score_pairs(emb[ia], emb[ib]).astype(np.float64)
         rep = verification_report(scores, same, folds)
         rep.update(
