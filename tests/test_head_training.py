@@ -88,7 +88,7 @@ def test_fit_head_separable(mode: str) -> None:
         e = torch.as_tensor(emb)
         logits0 = head0(e[pairs[:, 0]], e[pairs[:, 1]])
         loss0 = float(F.binary_cross_entropy_with_logits(logits0, torch.as_tensor(target)))
-    head, stats = fit_head(emb, pairs, target, mode, steps=300)  # type: ignore[arg-type]
+    head, stats = fit_head(emb, pairs, target, mode, max_iter=300)  # type: ignore[arg-type]
     assert head.mode == mode and head.name == f"head_{mode}"
     assert stats["train_pairs"] == len(pairs)
     assert stats["train_accuracy"] >= 0.97
@@ -109,7 +109,7 @@ def test_add_head_round_trip(tmp_path: Path) -> None:
     pairs, target = balanced_pairs(emb, labels, 60, np.random.default_rng(0))
     heads = {}
     for mode in ("l1", "chi2"):
-        heads[mode], stats = fit_head(emb, pairs, target, mode, steps=20)  # type: ignore[arg-type]
+        heads[mode], stats = fit_head(emb, pairs, target, mode, max_iter=20)  # type: ignore[arg-type]
         add_head(path, heads[mode], metrics=stats)
     loaded = load_checkpoint(path)
     assert loaded.model_id == model_id  # heads do not change the encoder's identity

