@@ -390,11 +390,11 @@ def bench_frame(
     recall, agreement = _compare(paired_ours, base)
     h, w = next(iter(decoded.values()))[0].shape[:2]
     out: dict[str, Any] = {
-        "fps": round(fps, 2),
+        "fps": round(fps, 4),
         "latency_ms_p50": _percentile(ours_lat, 50),
         "latency_ms_p95": _percentile(ours_lat, 95),
         "latency_ms_max": round(max(ours_lat), 3),
-        "baseline_fps": round(base_fps, 2),
+        "baseline_fps": round(base_fps, 4),
         "baseline_latency_ms_p50": _percentile(base_lat, 50),
         "baseline_latency_ms_p95": _percentile(base_lat, 95),
         "fps_ratio": round(fps / base_fps, 2),

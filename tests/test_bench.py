@@ -52,7 +52,7 @@ def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
     for key in STABLE_KEYS["embed"] + STABLE_KEYS["gallery"]:
         assert _positive((embed | gallery)[key]), key
     assert frame["frames"] == 12 and frame["baseline_frames"] == 4
-    assert frame["fps_ratio"] == pytest.approx(frame["fps"] / frame["baseline_fps"], rel=0.02)
+    assert frame["fps_ratio"] == pytest.approx(frame["fps"] / frame["baseline_fps"], rel=0.05)
     assert 0.0 <= frame["face_recall_vs_baseline"] <= 1.0
     assert frame["gallery_people"] >= 2
     assert embed["per_s_b32"] > 0 and embed["model"]["input_size"] == 64

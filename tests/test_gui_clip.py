@@ -24,11 +24,16 @@ from faceapp.vision.video import read_video_frames
 
 pytestmark = pytest.mark.gui
 
+# generous: only reached when something is wrong (or the machine is very busy)
+WAIT = 60_000
+
 SINGER = "Hamilton Singer"
 OTHER = "George W Bush"
-ENROLL_FRAMES = tuple(range(100, 124, 2))  # one frontal, sharp face (the singer)
+# one frontal, sharp face (the singer), fed as a ~5 fps loop would see it: poses vary, and
+# the page captures only when the face holds still between two processed frames
+ENROLL_FRAMES = tuple(range(100, 166, 6))
 N_SAMPLES = 3
-LATER_FRAMES = (190, 200, 205)  # the same singer, about three seconds later
+LATER_FRAMES = (192, 198, 204)  # the same singer, about two seconds later
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +67,13 @@ def window(qtbot, tmp_path: Path, pipeline: FacePipeline):
 
 
 def feed(qtbot, page, image: np.ndarray) -> None:
-    qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=20_000)
-    with qtbot.waitSignal(page.worker.statsChanged, timeout=20_000):
+    qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=WAIT)
+    with qtbot.waitSignal(page.worker.statsChanged, timeout=WAIT):
         page.on_frame(image)
 
 
 def idle(qtbot, window: MainWindow) -> None:
-    qtbot.waitUntil(lambda: not window.ctx.runner.is_busy(), timeout=30_000)
+    qtbot.waitUntil(lambda: not window.ctx.runner.is_busy(), timeout=WAIT)
 
 
 def enroll_singer_from_frames(qtbot, window: MainWindow, frames: dict[int, np.ndarray]) -> None:
@@ -85,7 +90,7 @@ def enroll_singer_from_frames(qtbot, window: MainWindow, frames: dict[int, np.nd
             break
     assert len(page.samples()) == N_SAMPLES, guidance
     assert not page.is_capturing()  # capture stops by itself
-    with qtbot.waitSignal(page.saved, timeout=20_000):
+    with qtbot.waitSignal(page.saved, timeout=WAIT):
         assert page.save(ask=False)
     idle(qtbot, window)
 
@@ -93,11 +98,11 @@ def enroll_singer_from_frames(qtbot, window: MainWindow, frames: dict[int, np.nd
 def enroll_other_from_files(qtbot, window: MainWindow, lfw_dir: Path) -> None:
     page = window.enroll_page
     files = sorted((lfw_dir / OTHER.replace(" ", "_")).iterdir())[:2]
-    with qtbot.waitSignal(page.filesAdded, timeout=20_000) as b:
+    with qtbot.waitSignal(page.filesAdded, timeout=WAIT) as b:
         page.add_files(files)
     assert b.args[0] == 2, b.args[1]
     page.name_edit.setText(OTHER)
-    with qtbot.waitSignal(page.saved, timeout=20_000):
+    with qtbot.waitSignal(page.saved, timeout=WAIT):
         assert page.save(ask=False)
     idle(qtbot, window)
 
@@ -105,14 +110,14 @@ def enroll_other_from_files(qtbot, window: MainWindow, lfw_dir: Path) -> None:
 def calibrate(qtbot, window: MainWindow) -> float:
     page = window.calibrate_page
     window.show_page(page)
-    with qtbot.waitSignal(page.scoresReady, timeout=20_000) as b:
+    with qtbot.waitSignal(page.scoresReady, timeout=WAIT) as b:
         assert page.compute()
     scores = b.args[0]
     assert scores.genuine.size == 3 + 1 and scores.impostor.size == N_SAMPLES * 2
     page.set_target_far(0.0001)  # no impostor pair of the gallery accepted
     tau = page.chosen_tau()
     assert tau is not None and tau > scores.impostor.max()
-    with qtbot.waitSignal(page.applied, timeout=20_000):
+    with qtbot.waitSignal(page.applied, timeout=WAIT):
         assert page.apply()
     return tau
 
@@ -126,7 +131,7 @@ def test_enroll_from_clip_then_recognize_later_frames(qtbot, window, clip_frames
 
     page = window.recognize_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.threshold() is not None, timeout=5000)
+    qtbot.waitUntil(lambda: page.threshold() is not None, timeout=WAIT)
     assert page.threshold() == pytest.approx(tau, abs=2e-3)
     for i in LATER_FRAMES[:2]:
         feed(qtbot, page, clip_frames[i])
@@ -144,7 +149,7 @@ def test_verify_accepts_enrolled_and_rejects_other_enrolled(qtbot, window, clip_
 
     page = window.verify_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=5000)
+    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=WAIT)
     page.set_claimed(SINGER)
     assert page.threshold() == pytest.approx(tau)
     for i in LATER_FRAMES:

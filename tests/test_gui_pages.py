@@ -33,6 +33,9 @@ from faceapp.vision.quality import FaceQuality
 
 pytestmark = pytest.mark.gui
 
+# generous: only reached when something is wrong (or the machine is very busy)
+WAIT = 60_000
+
 DIM = 16
 CROP = 16
 TAU = 0.6
@@ -145,13 +148,13 @@ def window(qtbot, service, store):
 
 def feed(qtbot, page, image: np.ndarray) -> None:
     """Show one frame to a live page and wait until its worker has processed it."""
-    qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=3000)
-    with qtbot.waitSignal(page.worker.statsChanged, timeout=3000):
+    qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=WAIT)
+    with qtbot.waitSignal(page.worker.statsChanged, timeout=WAIT):
         page.on_frame(image)
 
 
 def idle(qtbot, window: MainWindow) -> None:
-    qtbot.waitUntil(lambda: not window.ctx.runner.is_busy(), timeout=5000)
+    qtbot.waitUntil(lambda: not window.ctx.runner.is_busy(), timeout=WAIT)
 
 
 def enroll(qtbot, window: MainWindow, name: str, person: int, n: int = 3) -> None:
@@ -169,7 +172,7 @@ def enroll(qtbot, window: MainWindow, name: str, person: int, n: int = 3) -> Non
         variant += 1
         assert variant < 3 * n
     assert not page.is_capturing()
-    with qtbot.waitSignal(page.saved, timeout=5000):
+    with qtbot.waitSignal(page.saved, timeout=WAIT):
         assert page.save(ask=False)
     idle(qtbot, window)
 
@@ -194,7 +197,7 @@ def test_enroll_capture_and_save(qtbot, window, service) -> None:
     people = service.list_people()
     assert [(p.name, p.n_templates) for p in people] == [("Ann Lee", 3)]
     assert window.enroll_page.samples() == []  # cleared after saving
-    qtbot.waitUntil(lambda: window.people_page.model.names() == ["Ann Lee"], timeout=3000)
+    qtbot.waitUntil(lambda: window.people_page.model.names() == ["Ann Lee"], timeout=WAIT)
 
 
 def test_enroll_flags_duplicate_name_and_known_face(qtbot, window) -> None:
@@ -202,13 +205,13 @@ def test_enroll_flags_duplicate_name_and_known_face(qtbot, window) -> None:
     page = window.enroll_page
     page.capture_button.click()
     feed(qtbot, page, frame((1, 9)))  # Ann's face again
-    with qtbot.waitSignal(page.warningsChanged, timeout=3000) as b:
+    with qtbot.waitSignal(page.warningsChanged, timeout=WAIT) as b:
         page.name_edit.setText("Bob")
     assert any("already matches 'Ann'" in w for w in b.args[0])
-    with qtbot.waitSignal(page.warningsChanged, timeout=3000) as b:
+    with qtbot.waitSignal(page.warningsChanged, timeout=WAIT) as b:
         page.name_edit.setText("Ann")
     assert any("already exists" in w for w in b.args[0])
-    qtbot.waitUntil(lambda: not page.is_checking(), timeout=3000)
+    qtbot.waitUntil(lambda: not page.is_checking(), timeout=WAIT)
     asked: list[str] = []
     page.confirm = lambda title, text: asked.append(text) or False  # type: ignore[method-assign]
     assert page.save() is False  # the user declined after seeing the warnings
@@ -224,7 +227,7 @@ def test_enroll_from_files_and_drop(qtbot, window, service, tmp_path: Path) -> N
         files.append(path)
     (tmp_path / "broken.png").write_bytes(b"nope")
     files.append(tmp_path / "broken.png")
-    with qtbot.waitSignal(page.filesAdded, timeout=5000) as b:
+    with qtbot.waitSignal(page.filesAdded, timeout=WAIT) as b:
         page.add_files(files)
     kept, problems = b.args
     assert kept == 2 and len(page.samples()) == 2
@@ -255,7 +258,7 @@ def test_drop_files_on_enroll_page(qtbot, window, tmp_path: Path) -> None:
         Qt.MouseButton.LeftButton,
         Qt.KeyboardModifier.NoModifier,
     )
-    with qtbot.waitSignal(page.filesAdded, timeout=5000) as b:
+    with qtbot.waitSignal(page.filesAdded, timeout=WAIT) as b:
         page.dropEvent(drop)
     assert b.args[0] == 1 and len(page.samples()) == 1
     assert page.thumbs.count() == 1 and page.thumbs.item(0).toolTip() == str(path)
@@ -275,7 +278,7 @@ def test_verify_accepts_claimed_and_rejects_other(qtbot, window) -> None:
     enroll(qtbot, window, "Bob", person=2)
     page = window.verify_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=3000)
+    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=WAIT)
     page.set_claimed("Ann")
     assert page.threshold() == pytest.approx(TAU)
     for v in range(3):
@@ -297,7 +300,7 @@ def test_verify_without_face_shows_guidance(qtbot, window) -> None:
     enroll(qtbot, window, "Ann", person=1)
     page = window.verify_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.person_combo.count() == 1, timeout=3000)
+    qtbot.waitUntil(lambda: page.person_combo.count() == 1, timeout=WAIT)
     feed(qtbot, page, frame())
     assert page.view.banner().startswith("No face")
     assert page.scores() == []
@@ -309,7 +312,7 @@ def test_recognize_labels_and_immediate_threshold(qtbot, window) -> None:
     enroll(qtbot, window, "Bob", person=2)
     page = window.recognize_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.threshold() is not None, timeout=3000)
+    qtbot.waitUntil(lambda: page.threshold() is not None, timeout=WAIT)
     assert page.threshold() == pytest.approx(TAU, abs=2e-3)
     feed(qtbot, page, frame((2, 30), (1, 31), (9, 0)))
     labels = page.labels()
@@ -321,7 +324,7 @@ def test_recognize_labels_and_immediate_threshold(qtbot, window) -> None:
     shown = page.candidates_shown()
     assert shown[0][0] == "Ann" and shown[0][1] >= shown[1][1]
     # raising τ above every score relabels at once, without a new frame
-    with qtbot.waitSignal(page.labelsChanged, timeout=1000) as b:
+    with qtbot.waitSignal(page.labelsChanged, timeout=WAIT) as b:
         page.set_threshold(0.999)
     assert [lab.name for lab in b.args[0]] == [None, None, None]
     page.set_threshold(-0.99)  # everyone passes: the stranger gets their best candidate
@@ -336,7 +339,7 @@ def test_recognize_click_selects_face(qtbot, window) -> None:
     window.resize(1000, 700)
     feed(qtbot, page, frame((9, 0), (1, 3)))
     assert page.selected_face() == 0
-    with qtbot.waitSignal(page.view.faceClicked, timeout=1000) as b:
+    with qtbot.waitSignal(page.view.faceClicked, timeout=WAIT) as b:
         # click in the middle of the second box, mapped to widget coordinates
         rect = page.view._to_widget(page.view.overlays()[1].box)
         pos = QPoint(int(rect.center().x()), int(rect.center().y()))
@@ -352,7 +355,7 @@ def test_people_model_passes_modeltester(qtbot, qtmodeltester, window, service) 
     enroll(qtbot, window, "Bob", person=2, n=2)
     page = window.people_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.model.rowCount() == 2, timeout=3000)
+    qtbot.waitUntil(lambda: page.model.rowCount() == 2, timeout=WAIT)
     qtmodeltester.check(page.model)
     idx = page.model.index(1, 0)
     assert page.model.data(idx) == "Bob"
@@ -370,14 +373,14 @@ def test_delete_person_removes_them_from_recognition(qtbot, window, service) -> 
 
     page = window.people_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.model.rowCount() == 2, timeout=3000)
+    qtbot.waitUntil(lambda: page.model.rowCount() == 2, timeout=WAIT)
     assert page.select_name("Ann")
-    qtbot.waitUntil(lambda: page.templates.count() == 3, timeout=3000)
+    qtbot.waitUntil(lambda: page.templates.count() == 3, timeout=WAIT)
     page.confirm = lambda title, text: False  # type: ignore[method-assign]
     assert page.delete_selected() is False  # declined: nothing happens
     page.confirm = lambda title, text: "3 templates" in text  # type: ignore[method-assign]
     assert page.delete_selected() is True
-    qtbot.waitUntil(lambda: page.model.names() == ["Bob"], timeout=5000)
+    qtbot.waitUntil(lambda: page.model.names() == ["Bob"], timeout=WAIT)
     assert [p.name for p in service.list_people()] == ["Bob"]
 
     window.show_page(rec)
@@ -391,10 +394,10 @@ def test_rename_export_import(qtbot, window, service, tmp_path: Path) -> None:
     enroll(qtbot, window, "Ann", person=1)
     page = window.people_page
     window.show_page(page)
-    qtbot.waitUntil(lambda: page.model.rowCount() == 1, timeout=3000)
+    qtbot.waitUntil(lambda: page.model.rowCount() == 1, timeout=WAIT)
     page.select_name("Ann")
     assert page.rename_selected("Anna")
-    qtbot.waitUntil(lambda: page.model.names() == ["Anna"], timeout=5000)
+    qtbot.waitUntil(lambda: page.model.names() == ["Anna"], timeout=WAIT)
     out = tmp_path / "export.json"
     assert page.export_gallery(str(out))
     idle(qtbot, window)
@@ -403,7 +406,7 @@ def test_rename_export_import(qtbot, window, service, tmp_path: Path) -> None:
     page.confirm = lambda title, text: False  # type: ignore[method-assign]
     assert page.import_gallery(str(out))
     idle(qtbot, window)
-    qtbot.waitUntil(lambda: "skipped Anna" in window.messages[-1][0], timeout=3000)
+    qtbot.waitUntil(lambda: "skipped Anna" in window.messages[-1][0], timeout=WAIT)
     assert [p.n_templates for p in service.list_people()] == [3]
 
 
@@ -414,7 +417,7 @@ def test_calibrate_computes_chooses_and_applies(qtbot, window, service) -> None:
     enroll(qtbot, window, "Cid", person=3)
     page = window.calibrate_page
     window.show_page(page)
-    with qtbot.waitSignal(page.scoresReady, timeout=5000) as b:
+    with qtbot.waitSignal(page.scoresReady, timeout=WAIT) as b:
         assert page.compute()
     s: ScoreSet = b.args[0]
     assert s.genuine.size == 3 * 3 and s.impostor.size == 27  # 9 templates: C(9,2) = 36
@@ -425,10 +428,10 @@ def test_calibrate_computes_chooses_and_applies(qtbot, window, service) -> None:
     cands = sorted(set(s.genuine.tolist()) | set(s.impostor.tolist()))
     ok = [t for t in cands if np.mean(s.impostor >= t) <= 0.1]
     assert tau == pytest.approx(min(ok))
-    with qtbot.waitSignal(page.applied, timeout=5000):
+    with qtbot.waitSignal(page.applied, timeout=WAIT):
         assert page.apply()
     assert service.threshold("distance") == pytest.approx(tau)
-    qtbot.waitUntil(lambda: window.recognize_page.threshold() is not None, timeout=2000)
+    qtbot.waitUntil(lambda: window.recognize_page.threshold() is not None, timeout=WAIT)
     assert window.recognize_page.threshold() == pytest.approx(tau, abs=2e-3)
 
 
@@ -464,7 +467,7 @@ def test_settings_persist(qtbot, window, store) -> None:
     page.tau_check.setChecked(True)
     page.tau_spin.setValue(0.42)
     page.camera_combo.setEditText("/tmp/some_video.mp4")
-    with qtbot.waitSignal(window.ctx.settingsChanged, timeout=1000):
+    with qtbot.waitSignal(window.ctx.settingsChanged, timeout=WAIT):
         page.apply()
     loaded = store.load()
     assert (loaded.samples, loaded.window, loaded.tau) == (9, 11, pytest.approx(0.42))
@@ -484,7 +487,7 @@ def test_missing_camera_shows_message(qtbot, service, store) -> None:
         pytest.skip("a camera is attached; this test is for machines without one")
     w = MainWindow(GuiSettings(camera="0"), store=store, service=service, camera_on=False)
     qtbot.addWidget(w)
-    with qtbot.waitSignal(w.messageShown, timeout=2000) as b:
+    with qtbot.waitSignal(w.messageShown, timeout=WAIT) as b:
         w.set_camera_wanted(True)  # Enroll is a live page: the camera starts
     assert b.args[1] is True and "No camera" in b.args[0]
     assert "No camera" in w.enroll_page.view.placeholder()
@@ -498,7 +501,7 @@ def test_bad_video_file_shows_message(qtbot, service, store, tmp_path: Path) -> 
     bad.write_bytes(b"\x00garbage" * 100)
     w = MainWindow(GuiSettings(camera=str(bad)), store=store, service=service, camera_on=False)
     qtbot.addWidget(w)
-    with qtbot.waitSignal(w.messageShown, timeout=5000) as b:
+    with qtbot.waitSignal(w.messageShown, timeout=WAIT) as b:
         w.set_camera_wanted(True)
     assert b.args[1] is True and "bad.mp4" in b.args[0]
     w.show_page("Recognize")
@@ -511,7 +514,7 @@ def test_video_file_frames_reach_the_page(qtbot, service, store, data_dir: Path)
     qtbot.addWidget(w)
     w.show_page("Recognize")
     w.set_camera_wanted(True)
-    qtbot.waitUntil(lambda: w.recognize_page.worker.processed >= 2, timeout=5000)
+    qtbot.waitUntil(lambda: w.recognize_page.worker.processed >= 2, timeout=WAIT)
     assert w.recognize_page.view.has_frame()
     stats = w.recognize_page.last_stats()
     assert stats is not None and stats.processed >= 2
@@ -538,11 +541,11 @@ def test_long_task_shows_progress_and_cancels(qtbot, window) -> None:
 
     window.show()
     task = window.ctx.run_task(job, label="Long job", show_progress=True)
-    qtbot.waitUntil(lambda: window.progress.isVisible() and window.progress.value() > 0, timeout=3000)
+    qtbot.waitUntil(lambda: window.progress.isVisible() and window.progress.value() > 0, timeout=WAIT)
     assert window.cancel_button.isVisible()
-    with qtbot.waitSignal(task.aborted, timeout=3000):
+    with qtbot.waitSignal(task.aborted, timeout=WAIT):
         window.cancel_button.click()
-    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=3000)
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=WAIT)
     assert window.messages[-1] == ("Long job: cancelled", False)
 
 
@@ -554,7 +557,7 @@ def test_service_open_failure_is_a_message(qtbot, store) -> None:
 
     w = MainWindow(GuiSettings(), store=store, open_service=boom, camera_on=False)
     qtbot.addWidget(w)
-    with qtbot.waitSignal(w.serviceReady, timeout=3000) as b:
+    with qtbot.waitSignal(w.serviceReady, timeout=WAIT) as b:
         w.open_service_async()
     assert b.args == [None]
     assert w.messages[-1] == ("models/default.pt: no such model", True)
@@ -566,9 +569,9 @@ def test_service_opens_in_background(qtbot, store, service) -> None:
     w = MainWindow(GuiSettings(), store=store, open_service=lambda s: service, camera_on=False)
     qtbot.addWidget(w)
     assert w.ctx.service is None
-    with qtbot.waitSignal(w.serviceReady, timeout=3000):
+    with qtbot.waitSignal(w.serviceReady, timeout=WAIT):
         w.open_service_async()
     assert w.ctx.service is service
     assert "fake-gui-model" in w.service_label.text()
-    qtbot.waitUntil(lambda: w.recognize_page.scorer_combo.count() == 1, timeout=2000)
+    qtbot.waitUntil(lambda: w.recognize_page.scorer_combo.count() == 1, timeout=WAIT)
     w.shutdown()

@@ -53,9 +53,9 @@ def test_quantized_identify_equals_loops_and_exact(seed, dtype):
         assert (a.person_id, a.ambiguous) == (b.person_id, b.ambiguous)
 
 
-def test_near_ties_force_the_short_list_to_grow(monkeypatch):
-    """800 people within the int8 error of each other: only the growing short list (bounded
-    by the rounding-error certificate) finds the exact order."""
+def test_near_ties_widen_the_short_list(monkeypatch):
+    """800 people within the int8 error of each other: only a short list widened by the
+    rounding-error certificate finds the exact order."""
     rng = np.random.default_rng(5)
     d = 16
     base = rng.standard_normal(d)
@@ -76,7 +76,7 @@ def test_near_ties_force_the_short_list_to_grow(monkeypatch):
     assert [c.person_id for c in res.candidates] == [c.person_id for c in ref.candidates]
     expected = loop_top_k(emb, pids, base, 5)
     np.testing.assert_allclose([c.score for c in res.candidates], [s for _, s in expected], atol=1e-6)
-    assert len(sizes) >= 2 and sizes[-1] > sizes[0]  # the short list grew
+    assert max(sizes) >= 100  # the error bound widened the short list far beyond k
 
 
 def test_quantized_copy_follows_changes_and_many_probes_use_exact():

@@ -55,16 +55,13 @@ def feed(app: QApplication, page, frame: np.ndarray) -> None:
 
 
 def main() -> int:
-    from faceapp.config import DetectorConfig, default_model_path
-    from faceapp.gallery import open_database
+    from faceapp.config import default_model_path
     from faceapp.gui.app import create_app
     from faceapp.gui.main_window import MainWindow
     from faceapp.gui.settings import GuiSettings, SettingsStore
-    from faceapp.nn.checkpoint import create_untrained_model, load_checkpoint, save_checkpoint
+    from faceapp.nn.checkpoint import create_untrained_model, save_checkpoint
     from faceapp.nn.encoder import EncoderConfig
-    from faceapp.nn.pipeline import FacePipeline
     from faceapp.services import FaceService
-    from faceapp.vision.detection import FaceDetector
     from faceapp.vision.video import read_video_frames
 
     app = create_app(sys.argv[:1])
@@ -76,12 +73,12 @@ def main() -> int:
             EncoderConfig(input_size=64, embedding_dim=32, width=8, layers=(1, 1, 1, 1))
         )
         save_checkpoint(model_path, model.encoder)
-    pipeline = FacePipeline(FaceDetector(DetectorConfig(min_face_size=40)), load_checkpoint(model_path))
-    service = FaceService(open_database(f"sqlite:///{tmp / 'g.sqlite'}"), pipeline, None, owns_engine=True)
+    # the real way the app opens the gallery and the model (with its calibration.json)
+    service = FaceService.open(db_url=str(tmp / "g.sqlite"), model_path=model_path)
     frames = read_video_frames(CLIP, max_frames=245)
 
     # gallery: the singer from clip frames, others from LFW files
-    singer = [f for i in (100, 112, 124, 136) for f in pipeline.analyze(frames[i])[:1]]
+    singer = [f for i in (100, 112, 124, 136) for f in service.analyze(frames[i])[:1]]
     service.enroll_faces("Hamilton singer", singer, sources=[f"clip frame {i}" for i in (100, 112, 124, 136)])
     for name in OTHERS:
         files = sorted((LFW / name).iterdir())[:3]
@@ -107,15 +104,18 @@ def main() -> int:
         w.grab().save(str(path))
         print("saved", path)
 
-    # Calibrate first: the other pages then use the calibrated τ
+    # Calibrate: the gallery's score distributions; a τ is applied only when the model has
+    # no calibration of its own (the random stand-in model)
     cal = w.calibrate_page
     w.show_page(cal)
     cal.compute()
     pump(app, lambda: cal.scores() is not None)
     cal.set_target_far(0.01)
-    cal.apply()
+    if not w.ctx.info.thresholds:
+        cal.apply()
+        pump(app, lambda: bool(w.ctx.info.thresholds))
     pump(app, lambda: not w.ctx.runner.is_busy())
-    shot("calibrate", f"τ for distance set to {cal.chosen_tau():.4f} and saved.")
+    shot("calibrate")
 
     enroll = w.enroll_page
     w.show_page(enroll)

@@ -32,8 +32,14 @@ Not thread-safe: one thread at a time (the services layer guarantees it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import ctypes
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -51,8 +57,8 @@ _CHUNK_ELEMENTS = 1 << 24
 QUANTIZE_MIN_ROWS = 50_000
 """Default size from which :meth:`GalleryIndex.identify` uses the int8 first pass."""
 
-_Q8_BLOCK = 8192
-"""Rows converted from int8 to float32 per block in the first pass (fits in cache)."""
+_Q8_BLOCK = 4096
+"""Rows converted from int8 to float32 per block in the first pass (2 MB: stays in cache)."""
 
 _Q8_MAX_PROBES = 4
 """More probes at once are searched exactly: one float32 matrix product reads the gallery
@@ -117,6 +123,70 @@ class Verification:
     threshold: float
     match: bool
     n_templates: int
+
+
+def _q8_workers(n_rows: int) -> int:
+    """Threads for an int8 pass over ``n_rows`` rows: one per core (at most 4) when NumPy's
+    BLAS can be kept to one thread inside each of them, else 1 (nested BLAS threads on top
+    of ours would oversubscribe the cores)."""
+    if n_rows < 8 * _Q8_BLOCK or _blas_thread_setter() is None:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_BLAS_SETTER: list[Callable[[int], int] | None] = []
+
+
+def _blas_thread_setter() -> Callable[[int], int] | None:
+    """OpenBLAS's ``openblas_set_num_threads_local`` from NumPy's bundled library (sets the
+    BLAS thread count of the calling thread only), or ``None`` when NumPy uses another BLAS.
+    Looked up once, on first use."""
+    with _POOL_LOCK:
+        if not _BLAS_SETTER:
+            setter = None
+            libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
+            for lib in sorted(libs.glob("*openblas*.so*")) if libs.is_dir() else []:
+                with contextlib.suppress(OSError, AttributeError):
+                    fn = ctypes.CDLL(str(lib)).openblas_set_num_threads_local
+                    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                    setter = fn
+                    break
+            _BLAS_SETTER.append(setter)
+        return _BLAS_SETTER[0]
+
+
+def _one_blas_thread() -> None:
+    setter = _blas_thread_setter()
+    if setter is not None:
+        setter(1)
+
+
+def _q8_pool() -> ThreadPoolExecutor:
+    """The process-wide pool of the int8 pass, created on first use (never at import);
+    its threads run BLAS single-threaded."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="faceapp-q8",
+                                       initializer=_one_blas_thread)
+        return _POOL
+
+
+def _approx_block(q8: np.ndarray, probe: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
+    """out[lo:hi] = float32(q8[lo:hi]) @ probe, through a cache-sized float32 buffer
+    (NumPy releases the GIL in both steps, so blocks of several threads run in parallel)."""
+    buf = np.empty((min(hi - lo, _Q8_BLOCK), q8.shape[1]), dtype=np.float32)
+    for start in range(lo, hi, _Q8_BLOCK):
+        stop = min(hi, start + _Q8_BLOCK)
+        b = buf[: stop - start]
+        np.copyto(b, q8[start:stop], casting="unsafe")
+        np.dot(b, probe, out=out[start:stop])
 
 
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -473,16 +543,20 @@ class GalleryIndex:
         self._q8, self._q8_scale = q8, scale
 
     def _approx_row_scores(self, probe: np.ndarray) -> np.ndarray:
-        """(N,) float32 first-pass scores scale_i * (q8_i · probe), in cache-sized blocks."""
+        """(N,) float32 first-pass scores scale_i * (q8_i · probe): int8 blocks converted to
+        float32 in cache and multiplied there, the rows split over the CPU cores."""
         assert self._q8 is not None
         n = self._n
         out = np.empty(n, dtype=np.float32)
-        buf = np.empty((min(n, _Q8_BLOCK), self.dim), dtype=np.float32)
-        for lo in range(0, n, _Q8_BLOCK):
-            hi = min(n, lo + _Q8_BLOCK)
-            b = buf[: hi - lo]
-            np.copyto(b, self._q8[lo:hi], casting="unsafe")
-            np.dot(b, probe, out=out[lo:hi])
+        workers = _q8_workers(n)
+        if workers == 1:
+            _approx_block(self._q8, probe, 0, n, out)
+        else:
+            step = -(-n // workers)
+            futures = [_q8_pool().submit(_approx_block, self._q8, probe, lo, min(n, lo + step), out)
+                       for lo in range(0, n, step)]
+            for f in futures:
+                f.result()
         out *= self._q8_scale
         return out
 
@@ -502,29 +576,35 @@ class GalleryIndex:
         """Exact top-``k`` (group positions, scores), best first, for one (D,) unit probe.
 
         The int8 score of a row differs from its exact score by at most
-        ``eps = max(scale) / 2 * ||probe||_1`` (+ float32 slack). People outside the short
-        list have an exact score <= their int8 score + eps <= (best int8 score outside the
-        list) + eps; once that is below the k-th exact score inside the list, the list holds
-        the exact top-k. Otherwise the list grows (x4), up to everyone.
+        ``eps = max(scale) / 2 * ||probe||_1`` (+ float32 slack). The short list is every
+        person with a row whose int8 score reaches a cut-off (first guessed from a strided
+        sample of the int8 scores); any row below it has an exact score < cut-off + eps.
+        Once that is below the k-th exact score of the short list, the list holds the exact
+        top-k; otherwise the cut-off is lowered to that k-th score minus eps (which then
+        proves it) and the list is rebuilt once more.
         """
         self._ensure_q8()
-        approx = np.maximum.reduceat(self._approx_row_scores(probe), self._starts)
-        g = approx.shape[0]
+        approx = self._approx_row_scores(probe)
+        n, g = approx.shape[0], self._starts.shape[0]
         eps = 0.5 * float(self._q8_scale.max()) * float(np.abs(probe).sum()) + 1e-5
-        c = min(g, max(4 * k, 64))
+        # first cut-off from a strided sample: about (2 + 4k) * stride rows above it
+        stride = max(1, n // 16_384)
+        sample = approx[::stride]
+        j = 2 + (4 * k) // stride
+        cutoff = float(np.partition(sample, -j)[-j]) if j <= sample.shape[0] else -np.inf
         while True:
-            if c >= g:
-                cand = np.arange(g)
-                outside = -np.inf
-            else:
-                part = np.argpartition(-approx, c - 1)
-                cand, rest = part[:c], part[c:]
-                outside = float(approx[rest].max())
-            exact = self._exact_people(probe, cand)
+            rows = np.flatnonzero(approx >= cutoff)
+            groups = np.unique(np.searchsorted(self._starts, rows, side="right") - 1)
+            if groups.shape[0] < k:  # too few people above it: a lower cut-off
+                j *= 4
+                cutoff = float(np.partition(sample, -j)[-j]) if j <= sample.shape[0] else -np.inf
+                continue
+            exact = self._exact_people(probe, groups)
             top, top_scores = _top_k(exact[None, :], k)
-            if c >= g or outside + eps < float(top_scores[0, -1]):
-                return cand[top[0]], top_scores[0]
-            c = g if 4 * c >= g // 4 else 4 * c
+            kth = float(top_scores[0, -1])
+            if groups.shape[0] == g or cutoff + eps < kth:
+                return groups[top[0]], top_scores[0]
+            cutoff = kth - eps - 1e-6  # proves the next list (its k-th can only rise)
 
     def verify(
         self,

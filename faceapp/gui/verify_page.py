@@ -205,7 +205,7 @@ class VerifyPage(Page):
 
             def process(frame: np.ndarray) -> VerifyFrame:
                 try:
-                    result = service.verify(name, frame, scorer=scorer, threshold=tau)
+                    result = service.verify(name, frame, scorer=scorer, threshold=tau, log_event=False)
                 except NoFaceFound:
                     return VerifyFrame(None, None)
                 box = getattr(result, "box", None)
