@@ -125,13 +125,7 @@ class CalibratePage(Page):
         self.far_combo.setCurrentIndex(idx)
 
     def on_service_changed(self, service: Any) -> None:
-        self.scorer_combo.blockSignals(True)
-        self.scorer_combo.clear()
-        self.scorer_combo.addItems(self.ctx.scorers())
-        current = self.ctx.current_scorer()
-        if current:
-            self.scorer_combo.setCurrentText(current)
-        self.scorer_combo.blockSignals(False)
+        self.refill_scorers(self.scorer_combo)
         self.compute_button.setEnabled(service is not None)
         self._invalidate()
 

@@ -39,6 +39,16 @@ class Page(QWidget):
     def on_service_changed(self, service: Any) -> None:
         """A service was opened (or closed: ``None``)."""
 
+    def refill_scorers(self, combo: Any) -> None:
+        """Fill a scorer QComboBox with the service's scorers, selecting the current one, silently."""
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(self.ctx.scorers())
+        current = self.ctx.current_scorer()
+        if current:
+            combo.setCurrentText(current)
+        combo.blockSignals(False)
+
     def activated(self) -> None:
         """The page became visible."""
 

@@ -155,13 +155,7 @@ class RecognizePage(Page):
 
     # configuration ------------------------------------------------------------------------
     def on_service_changed(self, service: Any) -> None:
-        self.scorer_combo.blockSignals(True)
-        self.scorer_combo.clear()
-        self.scorer_combo.addItems(self.ctx.scorers())
-        current = self.ctx.current_scorer()
-        if current:
-            self.scorer_combo.setCurrentText(current)
-        self.scorer_combo.blockSignals(False)
+        self.refill_scorers(self.scorer_combo)
         self._reconfigure()
 
     def _reconfigure(self) -> None:
