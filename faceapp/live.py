@@ -34,6 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -49,7 +50,15 @@ from faceapp.types import Box, Detection, Point
 from faceapp.vision.alignment import align_face
 from faceapp.vision.images import resize_max_side
 from faceapp.vision.quality import assess_quality
-from faceapp.vision.tracking import IouTracker, Track, TrackerConfig, box_iou, shape_change
+from faceapp.vision.tracking import (
+    IouTracker,
+    Track,
+    TrackerConfig,
+    TrackUpdate,
+    box_iou,
+    iou_matrix,
+    shape_change,
+)
 
 if TYPE_CHECKING:
     from faceapp.services import FaceService
@@ -67,7 +76,11 @@ class LiveConfig:
     ``detect_max_side``: frames are downscaled so that their longer side is at most this
     before detection (0 = detect at full resolution; MTCNN's ``min_face_size`` then applies
     to the downscaled frame). ``detect_every``: run the detector every N frames (1 = every
-    frame, no tracking in between). ``track_min_score``: O-Net face probability below which
+    frame, no tracking in between). ``async_detect``: run the detector on a background
+    thread, beside the tracking loop, so that no frame waits for it; its detections (of a
+    frame a few frames old) only add faces that no track covers yet, after an O-Net check on
+    the current frame (off: the detector runs inside :meth:`LiveRecognizer.process`).
+    ``track_min_score``: O-Net face probability below which
     a tracked face is lost (``None`` = the detector's last-stage threshold).
     ``reembed_iou``: re-embed a face when the IoU of its box with the box it had when last
     embedded falls below this; ``reembed_shape``: ... or when its landmark shape changed
@@ -81,6 +94,7 @@ class LiveConfig:
 
     detect_max_side: int = 320
     detect_every: int = 5
+    async_detect: bool = True
     track_min_score: float | None = None
     reembed_iou: float = 0.6
     reembed_shape: float = 0.08
@@ -105,7 +119,7 @@ class LiveConfig:
     def naive(cls, **overrides: object) -> LiveConfig:
         """The per-frame pipeline without any speed-up: full-resolution detection and
         embedding of every face on every frame (the benchmark's baseline)."""
-        base = cls(detect_max_side=0, detect_every=1, always_embed=True)
+        base = cls(detect_max_side=0, detect_every=1, always_embed=True, async_detect=False)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
@@ -182,8 +196,10 @@ class FrameResult:
     """Everything decided about one frame.
 
     ``index``: 1-based frame number since the last reset; ``faces``: tracked faces observed
-    in this frame (``()`` when there is none), largest first; ``detected``: the detector ran
-    on this frame; ``n_embedded``: faces embedded on this frame; ``timings``: per stage.
+    in this frame (``()`` when there is none), largest first; ``detected``: detections were
+    used on this frame (synchronous mode: the detector ran on it; asynchronous mode: the
+    results of a detection started on an earlier frame arrived); ``n_embedded``: faces
+    embedded on this frame; ``timings``: per stage.
     """
 
     index: int
@@ -359,17 +375,29 @@ class LandmarkRefiner:
         for x1, y1, x2, y2 in boxes:
             bw, bh = x2 - x1, y2 - y1
             side = max(bw, bh)
-            sx1, sy1 = x1 + bw * 0.5 - side * 0.5, y1 + bh * 0.5 - side * 0.5
-            squares.append((sx1, sy1, sx1 + side, sy1 + side))
-            # MTCNN's pad(): truncated integer corners clipped to [1, w] x [1, h], crop [x-1:ex]
-            xi, yi = max(1, int(sx1)), max(1, int(sy1))
-            exi, eyi = min(w, int(sx1 + side)), min(h, int(sy1 + side))
-            ok = side > 1 and exi > xi - 1 and eyi > yi - 1
-            valid.append(ok)
+            ok = bool(np.isfinite(side)) and side >= 2
             if ok:
-                crop = torch.from_numpy(np.ascontiguousarray(frame[yi - 1 : eyi, xi - 1 : exi]))
-                crop = crop.to(self.device).permute(2, 0, 1).unsqueeze(0).float()
-                crops.append(F.interpolate(crop, size=(self.INPUT, self.INPUT), mode="area"))
+                # the square crop around the box, in whole pixels; parts outside the frame are
+                # zero-padded (not squeezed), so a face cut by the frame edge keeps its shape
+                s_px = round(side)
+                x0 = math.floor(x1 + bw * 0.5 - s_px * 0.5)
+                y0 = math.floor(y1 + bh * 0.5 - s_px * 0.5)
+                fx0, fx1 = max(0, x0), min(w, x0 + s_px)
+                fy0, fy1 = max(0, y0), min(h, y0 + s_px)
+                ok = fx1 > fx0 and fy1 > fy0
+            valid.append(ok)
+            if not ok:
+                squares.append((0.0, 0.0, 0.0, 0.0))
+                continue
+            squares.append((float(x0), float(y0), float(s_px), 0.0))
+            part = frame[fy0:fy1, fx0:fx1]
+            if part.shape[:2] != (s_px, s_px):
+                canvas = np.zeros((s_px, s_px, 3), dtype=np.uint8)
+                canvas[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0] = part
+                part = canvas
+            crop = torch.from_numpy(np.ascontiguousarray(part)).to(self.device)
+            crop = crop.permute(2, 0, 1).unsqueeze(0).float()
+            crops.append(F.interpolate(crop, size=(self.INPUT, self.INPUT), mode="area"))
         if not crops:
             return [_empty_detection(b) for b in boxes]
         with torch.inference_mode():
@@ -384,12 +412,19 @@ class LandmarkRefiner:
             if not ok:
                 out.append(_empty_detection(box))
                 continue
-            sx1, sy1, sx2, sy2 = sq
-            bw, bh = sx2 - sx1 + 1.0, sy2 - sy1 + 1.0  # MTCNN's "+1" box size convention
-            px = bw * pts_np[k, :5] + sx1 - 1.0
-            py = bh * pts_np[k, 5:] + sy1 - 1.0
+            # O-Net's outputs are relative to the crop (MTCNN's conventions: landmarks as
+            # fractions of the side from the crop's first pixel, box offsets from the
+            # 1-based corners of the crop)
+            x0, y0, side_px = sq[0], sq[1], sq[2]
+            px = side_px * pts_np[k, :5] + x0
+            py = side_px * pts_np[k, 5:] + y0
             r = reg_np[k]
-            new_box = (sx1 + r[0] * bw, sy1 + r[1] * bh, sx2 + r[2] * bw, sy2 + r[3] * bh)
+            new_box = (
+                x0 + 1.0 + r[0] * side_px,
+                y0 + 1.0 + r[1] * side_px,
+                x0 + side_px + r[2] * side_px,
+                y0 + side_px + r[3] * side_px,
+            )
             landmarks = tuple((float(x), float(y)) for x, y in zip(px, py, strict=True))
             if not (np.all(np.isfinite(new_box)) and np.all(np.isfinite(px)) and np.all(np.isfinite(py))):
                 out.append(_empty_detection(box))
@@ -402,6 +437,24 @@ class LandmarkRefiner:
                     )
                 )
             k += 1
+        return out
+
+    def refine_until(
+        self, frame: np.ndarray, boxes: Sequence[Box], min_score: float, max_passes: int = 2
+    ) -> list[Detection]:
+        """:meth:`refine`, then again from the refined box for the faces still below
+        ``min_score``, up to ``max_passes`` passes (O-Net's box regression converges over a
+        few passes when the start box is off, e.g. a fast face or a detection some frames
+        old). One detection per input box; callers still check ``score >= min_score``."""
+        out = self.refine(frame, boxes)
+        for _ in range(max_passes - 1):
+            retry = [i for i, d in enumerate(out) if d.score < min_score and d.area > 0]
+            if not retry:
+                break
+            again = self.refine(frame, [out[i].box for i in retry])
+            for i, d in zip(retry, again, strict=True):
+                if d.score > out[i].score:
+                    out[i] = d
         return out
 
 
@@ -433,6 +486,9 @@ class LiveStats:
     embedded_faces: int = 0
     embed_batches: int = 0
     tracks_created: int = 0
+    new_face_latency_ms: list[float] = field(default_factory=list)
+    """Per new track: time from the start of ``process`` on the frame its detector ran on
+    to its first decision (includes the wait for an asynchronous detection)."""
 
 
 class LiveRecognizer:
@@ -473,6 +529,10 @@ class LiveRecognizer:
         self._last_detect = -(10**9)
         self._detect_next = True
         self.stats = LiveStats()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[list[Detection]] | None = None
+        self._pending_start = 0.0  # perf_counter at the start of the frame being detected
+        self._born: dict[int, float] = {}  # new track -> start time of its detection frame
 
     @classmethod
     def from_service(
@@ -509,6 +569,21 @@ class LiveRecognizer:
         self._last_detect = -(10**9)
         self._detect_next = True
         self.stats = LiveStats()
+        self._pending = None  # a detection still running belongs to the old stream
+        self._born.clear()
+
+    def close(self) -> None:
+        """Stop the background detection thread (idempotent; ``process`` restarts it)."""
+        self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> LiveRecognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def forget_decisions(self) -> None:
         """Keep the tracks but embed every face again on the next frame (e.g. after the
@@ -538,40 +613,25 @@ class LiveRecognizer:
         index = self._frame
         self.stats.frames += 1
         cfg = self.config
-        detect_ms = track_ms = 0.0
-
-        detected = (
-            cfg.detect_every == 1
-            or self._detect_next
-            or index - self._last_detect >= cfg.detect_every
-            or self.refiner is None
-        )
-        if detected:
+        detect_ms = 0.0
+        if self.refiner is None or cfg.detect_every == 1:
+            detected, detect_ms, update = True, *self._detect_sync(frame, index, t_start)
             t = time.perf_counter()
-            detections = self._detect(frame)
-            detect_ms = _ms_since(t)
+        elif cfg.async_detect:
             t = time.perf_counter()
-            update = self.tracker.associate(index, detections)
-            self._last_detect = index
-            self._detect_next = False
-            self.stats.detections += 1
-            self.stats.tracks_created += len(update.created)
+            update = self._track(frame, index)
+            detected = self._collect_async(frame, index)
+            self._submit_async(frame, index, t_start)
+        elif self._detect_next or index - self._last_detect >= cfg.detect_every:
+            detected, detect_ms, update = True, *self._detect_sync(frame, index, t_start)
+            t = time.perf_counter()
         else:
+            detected = False
             t = time.perf_counter()
-            live = self.tracker.observed()
-            assert self.refiner is not None
-            refined = self.refiner.refine(frame, [tr.predicted(index).box for tr in live])
-            observations = {
-                tr.track_id: d
-                for tr, d in zip(live, refined, strict=True)
-                if d.score >= self._track_min_score
-            }
-            lost = [tr.track_id for tr in live if tr.track_id not in observations]
-            update = self.tracker.observe(index, observations, lost)
-            if lost:
-                self._detect_next = True  # a face was lost: look for it again at once
+            update = self._track(frame, index)
         for track_id in update.removed:
             self._decisions.pop(track_id, None)
+            self._born.pop(track_id, None)
         track_ms = _ms_since(t)
 
         observed = sorted(self.tracker.observed(), key=lambda tr: -tr.detection.area)
@@ -584,6 +644,84 @@ class LiveRecognizer:
         return FrameResult(index, faces, detected, len(todo), timings)
 
     # ------------------------------------------------------------------ stages
+    def _detect_sync(self, frame: np.ndarray, index: int, t_start: float) -> tuple[float, TrackUpdate]:
+        """Detect on this frame and associate (synchronous mode). Returns (ms, update)."""
+        t = time.perf_counter()
+        detections = self._detect(frame)
+        detect_ms = _ms_since(t)
+        update = self.tracker.associate(index, detections)
+        self._last_detect = index
+        self._detect_next = False
+        self.stats.detections += 1
+        self.stats.tracks_created += len(update.created)
+        for track_id in update.created:
+            self._born[track_id] = t_start
+        return detect_ms, update
+
+    def _track(self, frame: np.ndarray, index: int) -> TrackUpdate:
+        """Refresh every observed track with O-Net on its predicted box; lost ones miss."""
+        live = self.tracker.observed()
+        waiting = [tr.track_id for tr in self.tracker.tracks if tr.misses > 0]  # age them out
+        if not live:
+            return self.tracker.observe(index, {}, waiting)
+        assert self.refiner is not None
+        refined = self.refiner.refine_until(
+            frame, [tr.predicted(index).box for tr in live], self._track_min_score, max_passes=2
+        )
+        observations = {
+            tr.track_id: d for tr, d in zip(live, refined, strict=True) if d.score >= self._track_min_score
+        }
+        lost = [tr.track_id for tr in live if tr.track_id not in observations]
+        if lost:
+            self._detect_next = True  # a face was lost: look for it again at once
+        return self.tracker.observe(index, observations, lost + waiting)
+
+    def _submit_async(self, frame: np.ndarray, index: int, t_start: float) -> None:
+        """Start a background detection on a copy of this frame when one is due: every
+        ``detect_every`` frames, at once after a track was lost, and continuously while no face
+        is tracked."""
+        if self._pending is not None:
+            return
+        due = (
+            self._detect_next
+            or index - self._last_detect >= self.config.detect_every
+            or not self.tracker.observed()  # nobody tracked: keep looking, the loop is idle
+        )
+        if not due:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceapp-live-detect")
+        self._pending = self._executor.submit(self._detect, np.array(frame, copy=True))
+        self._pending_start = t_start
+        self._last_detect = index
+        self._detect_next = False
+
+    def _collect_async(self, frame: np.ndarray, index: int) -> bool:
+        """Take finished background detections: faces no track covers are checked with
+        O-Net on the current frame (their box is a few frames old) and become tracks."""
+        pending = self._pending
+        if pending is None or not pending.done():
+            return False
+        self._pending = None
+        detections = pending.result()  # re-raises a detector failure here
+        self.stats.detections += 1
+        covered = [t.box for t in self.tracker.observed()]
+        fresh = [
+            d
+            for d in detections
+            if not covered or float(iou_matrix(covered, [d.box]).max()) < self.config.tracker.min_iou
+        ]
+        if fresh:
+            assert self.refiner is not None
+            checked = self.refiner.refine_until(
+                frame, [d.box for d in fresh], self._track_min_score, max_passes=3
+            )
+            update = self.tracker.spawn(index, [d for d in checked if d.score >= self._track_min_score])
+            self.stats.tracks_created += len(update.created)
+            for track_id in update.created:
+                self._born[track_id] = self._pending_start
+        return True
+
     def _detect(self, frame: np.ndarray) -> list[Detection]:
         side = self.config.detect_max_side
         if side and max(frame.shape[:2]) > side:
@@ -639,8 +777,12 @@ class LiveRecognizer:
             for tr, a, e in zip(kept, aligned, emb, strict=True)
         ]
         results = self.matcher.match(faces)
+        now = time.perf_counter()
         for tr, res in zip(kept, results, strict=True):
             self._decisions[tr.track_id] = _Decision(res, index, tr.box, tr.detection.landmarks)
+            born = self._born.pop(tr.track_id, None)
+            if born is not None:
+                self.stats.new_face_latency_ms.append((now - born) * 1000.0)
         return align_ms, embed_ms, _ms_since(t)
 
     def _face(self, track: Track, index: int) -> LiveFace:

@@ -15,7 +15,8 @@ STABLE_KEYS = {
     "frame": [
         "fps", "latency_ms_p50", "latency_ms_p95",
         "baseline_fps", "baseline_latency_ms_p50", "baseline_latency_ms_p95",
-        "fps_ratio", "latency_p95_ratio", "frames", "baseline_frames",
+        "fps_ratio", "latency_p95_ratio", "capacity_fps", "baseline_capacity_fps",
+        "frames", "processed", "dropped", "baseline_processed", "new_face_latency_ms_p50",
         "face_recall_vs_baseline", "decision_agreement_vs_baseline", "stages_ms_mean",
     ],
     "embed": [
@@ -47,11 +48,12 @@ def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
         missing = [k for k in keys if k not in result[part]]
         assert not missing, f"{part}: missing {missing}"
     frame, embed, gallery = result["frame"], result["embed"], result["gallery"]
-    for key in STABLE_KEYS["frame"][:8]:
+    for key in STABLE_KEYS["frame"][:10]:
         assert _positive(frame[key]), key
     for key in STABLE_KEYS["embed"] + STABLE_KEYS["gallery"]:
         assert _positive((embed | gallery)[key]), key
-    assert frame["frames"] == 12 and frame["baseline_frames"] == 4
+    assert frame["frames"] == 12 and frame["processed"] + frame["dropped"] == 12
+    assert 1 <= frame["baseline_processed"] <= 12 and len(frame["videos"]) == 1
     assert frame["fps_ratio"] == pytest.approx(frame["fps"] / frame["baseline_fps"], rel=0.05)
     assert 0.0 <= frame["face_recall_vs_baseline"] <= 1.0
     assert frame["gallery_people"] >= 2

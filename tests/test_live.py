@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def matcher_for(index: GalleryIndex, threshold: float) -> IndexMatcher:
 
 
 def test_tracks_are_stable_and_the_embedder_runs_rarely(pipeline, singer_gallery, frames, refiner):
-    config = LiveConfig(detect_every=5)
+    config = LiveConfig(detect_every=5, async_detect=False)
     live = LiveRecognizer(pipeline, matcher_for(singer_gallery, threshold=0.0), config, refiner=refiner)
     results = [live.process(f) for f in frames]
 
@@ -102,7 +103,10 @@ def test_tracks_are_stable_and_the_embedder_runs_rarely(pipeline, singer_gallery
 
 def test_tracked_boxes_agree_with_fresh_detections(pipeline, singer_gallery, frames, refiner, detector):
     live = LiveRecognizer(
-        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(detect_every=10), refiner=refiner
+        pipeline,
+        matcher_for(singer_gallery, 0.0),
+        LiveConfig(detect_every=10, async_detect=False),
+        refiner=refiner,
     )
     checked = 0
     for i, frame in enumerate(frames[:16]):
@@ -131,7 +135,10 @@ def test_naive_config_detects_and_embeds_everything(pipeline, singer_gallery, fr
 
 def test_threshold_changes_apply_at_once_without_reembedding(pipeline, singer_gallery, frames, refiner):
     live = LiveRecognizer(
-        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(detect_every=5), refiner=refiner
+        pipeline,
+        matcher_for(singer_gallery, 0.0),
+        LiveConfig(detect_every=5, async_detect=False),
+        refiner=refiner,
     )
     for f in frames[:3]:
         r = live.process(f)
@@ -152,7 +159,10 @@ def test_threshold_changes_apply_at_once_without_reembedding(pipeline, singer_ga
 
 def test_forget_decisions_and_reset(pipeline, singer_gallery, frames, refiner):
     live = LiveRecognizer(
-        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(detect_every=5), refiner=refiner
+        pipeline,
+        matcher_for(singer_gallery, 0.0),
+        LiveConfig(detect_every=5, async_detect=False),
+        refiner=refiner,
     )
     live.process(frames[0])
     r = live.process(frames[1])
@@ -183,14 +193,22 @@ def test_refiner_on_real_faces_and_background(frames, detector, refiner):
 
 
 def test_bad_frames_and_foreign_models(pipeline, singer_gallery, frames, refiner):
-    live = LiveRecognizer(pipeline, matcher_for(singer_gallery, 0.0), refiner=refiner)
+    live = LiveRecognizer(
+        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(async_detect=False), refiner=refiner
+    )
     with pytest.raises(InvalidImage):
         live.process(frames[0].astype(np.float32))
     with pytest.raises(InvalidImage):
         live.process(frames[0][:, :, 0])
-    other = GalleryIndex.from_arrays("another-model", np.array([1]), np.array([1]),
-                                     np.ones((1, singer_gallery.dim), np.float32))
-    foreign = LiveRecognizer(pipeline, IndexMatcher(other, {1: "x"}, threshold=0.0), refiner=refiner)
+    other = GalleryIndex.from_arrays(
+        "another-model", np.array([1]), np.array([1]), np.ones((1, singer_gallery.dim), np.float32)
+    )
+    foreign = LiveRecognizer(
+        pipeline,
+        IndexMatcher(other, {1: "x"}, threshold=0.0),
+        LiveConfig(async_detect=False),
+        refiner=refiner,
+    )
     with pytest.raises(ModelMismatch):
         foreign.process(frames[0])
 
@@ -206,7 +224,9 @@ def test_through_the_face_service(tmp_path, detector, model, frames, refiner):
         assert report.to_dict()
         n_events = len(service.events())
         # one person, no calibration file: an explicit τ below every cosine keeps him known
-        live = LiveRecognizer.from_service(service, LiveConfig(threshold=-1.0, top_k=2), refiner=refiner)
+        live = LiveRecognizer.from_service(
+            service, LiveConfig(threshold=-1.0, top_k=2, async_detect=False), refiner=refiner
+        )
         results = [live.process(f) for f in frames[12:20]]
         assert all(r.faces and r.faces[0].person == "Lin-Manuel" for r in results)
         assert len(service.events()) == n_events  # live decisions write no event rows
@@ -214,3 +234,25 @@ def test_through_the_face_service(tmp_path, detector, model, frames, refiner):
         assert d["faces"][0]["person"] == results[0].faces[0].person and "timings" in d
     finally:
         service.close()
+
+
+def test_background_detection_never_blocks_a_frame(pipeline, singer_gallery, frames, refiner):
+    shot = frames[:20]  # the first shot (a cut to a close-up follows)
+    with LiveRecognizer(
+        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(detect_every=5), refiner=refiner
+    ) as live:
+        results = []
+        for f in shot:
+            results.append(live.process(f))
+            time.sleep(0.03)  # a camera delivers ~30 frames/s; detection runs meanwhile
+        assert all(r.timings.detect_ms == 0.0 for r in results)
+        assert any(r.detected for r in results)
+        with_faces = [r for r in results if r.faces]
+        assert len(with_faces) >= 5
+        first = results.index(with_faces[0])
+        assert all(r.faces for r in results[first:])  # once found, the singer stays tracked
+        largest = [r.faces[0].track_id for r in with_faces]
+        assert sum(a != b for a, b in itertools.pairwise(largest)) == 0
+        assert sum(pipeline.embedded) < sum(len(r.faces) for r in results) / 3
+        assert live.stats.new_face_latency_ms and min(live.stats.new_face_latency_ms) > 0
+    assert live._executor is None  # closed by the context manager

@@ -260,3 +260,26 @@ def test_shape_change_degenerate_inputs():
     assert shape_change(a, np.zeros((5, 2))) == math.inf
     with pytest.raises(ValueError):
         shape_change(a, a[:4])
+
+
+def test_spawn_adds_only_faces_no_track_covers():
+    tracker = IouTracker(TrackerConfig(min_iou=0.3))
+    (ta,) = tracker.associate(1, [det((0, 0, 40, 40))]).created
+    before = tracker.get(ta)
+    up = tracker.spawn(5, [det((2, 0, 42, 40)), det((100, 0, 140, 40)), det((101, 1, 141, 41))])
+    assert len(up.created) == 1 and up.missed == () and up.removed == ()
+    assert tracker.get(ta) == before  # existing tracks are neither moved nor missed
+    (tb,) = up.created
+    assert tracker.get(tb).box == (100.0, 0.0, 140.0, 40.0) and tracker.get(tb).first_frame == 5
+    assert tracker.spawn(6, []).created == ()
+
+
+def test_spawn_revives_a_missed_track_at_its_predicted_place():
+    tracker = IouTracker(TrackerConfig(min_iou=0.3, max_misses=3))
+    (t,) = tracker.associate(1, [det((0, 0, 40, 40))]).created
+    tracker.associate(2, [det((10, 0, 50, 40))])  # moving right ~5 px/frame (smoothed)
+    tracker.observe(3, {}, lost=[t])
+    assert tracker.observed() == ()
+    up = tracker.spawn(4, [det((21, 0, 61, 40))])
+    assert up.updated == (t,) and up.created == ()
+    assert tracker.get(t).misses == 0 and tracker.get(t).box == (21.0, 0.0, 61.0, 40.0)

@@ -111,9 +111,11 @@ def _summary(r: dict[str, Any]) -> str:
     if "frame" in r:
         f = r["frame"]
         lines += [
-            f"frame   ({f['frames']} frames {f['frame_size']}; baseline {f['baseline_frames']} frames)",
+            f"frame   ({f['frames']} frames {f['frame_size']} played in real time; decided: "
+            f"live {f['processed']}, per-frame {f['baseline_processed']})",
             f"  live loop : {_fmt(f['fps'])} fps, latency p50 {_fmt(f['latency_ms_p50'])} ms, "
-            f"p95 {_fmt(f['latency_ms_p95'])} ms",
+            f"p95 {_fmt(f['latency_ms_p95'])} ms; new face decided in p50 "
+            f"{_fmt(f['new_face_latency_ms_p50'])} ms, p95 {_fmt(f['new_face_latency_ms_p95'])} ms",
             f"  per-frame : {_fmt(f['baseline_fps'])} fps, "
             f"latency p50 {_fmt(f['baseline_latency_ms_p50'])} ms, "
             f"p95 {_fmt(f['baseline_latency_ms_p95'])} ms",

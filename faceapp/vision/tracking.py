@@ -296,6 +296,32 @@ class IouTracker:
         removed += self._merge_duplicates()
         return TrackUpdate(tuple(observations), (), missed, tuple(removed))
 
+    def spawn(self, frame: int, detections: Sequence[Detection]) -> TrackUpdate:
+        """Add faces from detections that no observed track covers (IoU < ``min_iou``), e.g.
+        late detections from a detector running beside the tracking loop: they never move
+        or miss observed tracks. A detection over the predicted box of a recently missed
+        track revives that track (its identity is kept); any other starts a new track.
+        Detections are taken largest first."""
+        created: list[int] = []
+        revived: list[int] = []
+        for det in sorted(detections, key=lambda d: -d.area):
+            observed = self.observed()
+            if (
+                observed
+                and float(iou_matrix([t.box for t in observed], [det.box]).max()) >= self.config.min_iou
+            ):
+                continue
+            missed = [t for t in self.tracks if t.misses > 0]
+            if missed:
+                ious = iou_matrix([t.predicted(frame).box for t in missed], [det.box])[:, 0]
+                best = int(np.argmax(ious))
+                if ious[best] >= self.config.min_iou:
+                    self._observe(missed[best], frame, det)
+                    revived.append(missed[best].track_id)
+                    continue
+            created.append(self._create(frame, det))
+        return TrackUpdate(updated=tuple(revived), created=tuple(created))
+
     def _create(self, frame: int, det: Detection) -> int:
         track_id = self._next_id
         self._next_id += 1
