@@ -92,7 +92,7 @@ class LiveConfig:
     the model's calibration or the gallery's stored τ).
     """
 
-    detect_max_side: int = 320
+    detect_max_side: int = 480
     detect_every: int = 5
     async_detect: bool = True
     track_min_score: float | None = None
