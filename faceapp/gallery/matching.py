@@ -21,9 +21,10 @@ next search. Removing a person or templates compacts the buffer in place. No dat
 
 Large galleries (``len(index) >= quantize_min_rows``, cosine scorer) are identified in two
 passes: an **int8 first pass** (each row stored as int8 with its own scale: a quarter of the
-memory traffic of float32, which is what bounds a 1:K search) ranks the people; then the
-short list is **re-scored exactly in float32**. The short list grows until a bound on the
-int8 rounding error proves that nobody outside it can enter the exact top-k, so the
+memory traffic of float32, which is what bounds a 1:K search; see
+:mod:`faceapp.gallery.quantized` for the kernels and their error bounds) ranks the people;
+then the short list is **re-scored exactly in float32**. The short list grows until the
+first pass's error bound proves that nobody outside it can enter the exact top-k, so the
 result (people and scores) is the same as the exact search, ties aside (see
 :meth:`GalleryIndex.identify`). The int8 copy is built on the first search after a change.
 
@@ -32,19 +33,14 @@ Not thread-safe: one thread at a time (the services layer guarantees it).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from faceapp.errors import ModelMismatch, PersonNotFound
+from faceapp.gallery.quantized import FirstPass, Int8Rows, default_first_pass, quantize_rows
 
 DEFAULT_AMBIGUITY_MARGIN = 0.03
 """Default margin for :attr:`Identification.ambiguous`: a tie-break tolerance on the score
@@ -56,9 +52,6 @@ _CHUNK_ELEMENTS = 1 << 24
 
 QUANTIZE_MIN_ROWS = 50_000
 """Default size from which :meth:`GalleryIndex.identify` uses the int8 first pass."""
-
-_Q8_BLOCK = 4096
-"""Rows converted from int8 to float32 per block in the first pass (2 MB: stays in cache)."""
 
 _Q8_MAX_PROBES = 4
 """More probes at once are searched exactly: one float32 matrix product reads the gallery
@@ -125,70 +118,6 @@ class Verification:
     n_templates: int
 
 
-def _q8_workers(n_rows: int) -> int:
-    """Threads for an int8 pass over ``n_rows`` rows: one per core (at most 4) when NumPy's
-    BLAS can be kept to one thread inside each of them, else 1 (nested BLAS threads on top
-    of ours would oversubscribe the cores)."""
-    if n_rows < 8 * _Q8_BLOCK or _blas_thread_setter() is None:
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-_BLAS_SETTER: list[Callable[[int], int] | None] = []
-
-
-def _blas_thread_setter() -> Callable[[int], int] | None:
-    """OpenBLAS's ``openblas_set_num_threads_local`` from NumPy's bundled library (sets the
-    BLAS thread count of the calling thread only), or ``None`` when NumPy uses another BLAS.
-    Looked up once, on first use."""
-    with _POOL_LOCK:
-        if not _BLAS_SETTER:
-            setter = None
-            libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-            for lib in sorted(libs.glob("*openblas*.so*")) if libs.is_dir() else []:
-                with contextlib.suppress(OSError, AttributeError):
-                    fn = ctypes.CDLL(str(lib)).openblas_set_num_threads_local
-                    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                    setter = fn
-                    break
-            _BLAS_SETTER.append(setter)
-        return _BLAS_SETTER[0]
-
-
-def _one_blas_thread() -> None:
-    setter = _blas_thread_setter()
-    if setter is not None:
-        setter(1)
-
-
-def _q8_pool() -> ThreadPoolExecutor:
-    """The process-wide pool of the int8 pass, created on first use (never at import);
-    its threads run BLAS single-threaded."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="faceapp-q8",
-                                       initializer=_one_blas_thread)
-        return _POOL
-
-
-def _approx_block(q8: np.ndarray, probe: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
-    """out[lo:hi] = float32(q8[lo:hi]) @ probe, through a cache-sized float32 buffer
-    (NumPy releases the GIL in both steps, so blocks of several threads run in parallel)."""
-    buf = np.empty((min(hi - lo, _Q8_BLOCK), q8.shape[1]), dtype=np.float32)
-    for start in range(lo, hi, _Q8_BLOCK):
-        stop = min(hi, start + _Q8_BLOCK)
-        b = buf[: stop - start]
-        np.copyto(b, q8[start:stop], casting="unsafe")
-        np.dot(b, probe, out=out[start:stop])
-
-
 def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Column indices and values of the ``k`` best of each row of (P, G), best first."""
     n_probes, g = scores.shape
@@ -214,10 +143,12 @@ class GalleryIndex:
     def __init__(
         self, model_id: str, dim: int, capacity: int = 1024, *,
         quantize_min_rows: int = QUANTIZE_MIN_ROWS,
+        first_pass: FirstPass | None = None,
     ) -> None:
         """``quantize_min_rows``: from this many templates on, :meth:`identify` with the
         cosine scorer runs the int8 first pass + exact re-rank (a very large value turns it
-        off)."""
+        off). ``first_pass``: how the int8 rows are scored
+        (:mod:`faceapp.gallery.quantized`; ``None`` = the fastest one that works here)."""
         if dim <= 0:
             raise ValueError(f"embedding dimension must be positive, got {dim}")
         self.model_id = model_id
@@ -232,8 +163,8 @@ class GalleryIndex:
         self._starts = np.zeros(0, dtype=np.int64)  # (G,) first row of each person
         self._segments_valid = True
         self.quantize_min_rows = int(quantize_min_rows)
-        self._q8: np.ndarray | None = None  # (N, D) int8 rows, valid while not None
-        self._q8_scale = np.zeros(0, dtype=np.float32)  # (N,) float32 per-row scale
+        self.first_pass = first_pass
+        self._q8: Int8Rows | None = None  # int8 copy of the rows, valid while not None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -526,39 +457,12 @@ class GalleryIndex:
         return results
 
     # ------------------------------------------------------------------ int8 first pass
-    def _ensure_q8(self) -> None:
-        """(N, D) int8 rows with a per-row scale: row ≈ scale * q8, |error| <= scale / 2."""
-        if self._q8 is not None and self._q8.shape[0] == self._n:
-            return
-        emb = self._emb[: self._n]
-        q8 = np.empty(emb.shape, dtype=np.int8)
-        scale = np.empty(self._n, dtype=np.float32)
-        step = 65_536
-        for lo in range(0, self._n, step):
-            block = emb[lo : lo + step]
-            s = np.abs(block).max(axis=1) / 127.0
-            s[s == 0] = 1.0
-            q8[lo : lo + step] = np.rint(block / s[:, None])
-            scale[lo : lo + step] = s
-        self._q8, self._q8_scale = q8, scale
-
-    def _approx_row_scores(self, probe: np.ndarray) -> np.ndarray:
-        """(N,) float32 first-pass scores scale_i * (q8_i · probe): int8 blocks converted to
-        float32 in cache and multiplied there, the rows split over the CPU cores."""
-        assert self._q8 is not None
-        n = self._n
-        out = np.empty(n, dtype=np.float32)
-        workers = _q8_workers(n)
-        if workers == 1:
-            _approx_block(self._q8, probe, 0, n, out)
-        else:
-            step = -(-n // workers)
-            futures = [_q8_pool().submit(_approx_block, self._q8, probe, lo, min(n, lo + step), out)
-                       for lo in range(0, n, step)]
-            for f in futures:
-                f.result()
-        out *= self._q8_scale
-        return out
+    def _ensure_q8(self) -> Int8Rows:
+        """The int8 copy of the rows (:func:`~faceapp.gallery.quantized.quantize_rows`),
+        rebuilt after a change."""
+        if self._q8 is None or len(self._q8) != self._n:
+            self._q8 = quantize_rows(self._emb[: self._n])
+        return self._q8
 
     def _exact_people(self, probe: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """(C,) exact best-template cosine of the people at group positions ``groups``."""
@@ -575,18 +479,19 @@ class GalleryIndex:
     def _top_people_q8(self, probe: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` (group positions, scores), best first, for one (D,) unit probe.
 
-        The int8 score of a row differs from its exact score by at most
-        ``eps = max(scale) / 2 * ||probe||_1`` (+ float32 slack). The short list is every
+        The first-pass score of a row differs from its exact score by at most ``eps``
+        (the first pass's ``error_bound``). The short list is every
         person with a row whose int8 score reaches a cut-off (first guessed from a strided
         sample of the int8 scores); any row below it has an exact score < cut-off + eps.
         Once that is below the k-th exact score of the short list, the list holds the exact
         top-k; otherwise the cut-off is lowered to that k-th score minus eps (which then
         proves it) and the list is rebuilt once more.
         """
-        self._ensure_q8()
-        approx = self._approx_row_scores(probe)
+        rows = self._ensure_q8()
+        first_pass = self.first_pass if self.first_pass is not None else default_first_pass()
+        approx = first_pass.scores(rows, probe)
         n, g = approx.shape[0], self._starts.shape[0]
-        eps = 0.5 * float(self._q8_scale.max()) * float(np.abs(probe).sum()) + 1e-5
+        eps = first_pass.error_bound(rows, probe)
         # first cut-off from a strided sample: about (2 + 4k) * stride rows above it
         stride = max(1, n // 16_384)
         sample = approx[::stride]
