@@ -175,6 +175,19 @@ class RecognizedFace:
 
 
 @dataclass(frozen=True)
+class PairScores:
+    """Scores of a labelled pairs file: ``scores`` (M,) float64 and ``same`` (M,) bool for
+    the M pairs whose two images both gave a face; ``skipped``: pairs left out;
+    ``images``: distinct images read; ``problems``: (path, reason) of each image left out."""
+
+    scores: np.ndarray
+    same: np.ndarray
+    skipped: int
+    images: int
+    problems: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class PersonSummary:
     """``thumbnail_png``: PNG of the person's first stored crop (``b""`` if none)."""
 
@@ -564,6 +577,13 @@ class FaceService:
         return self._analyze(image)
 
     @_serialised
+    def load_index(self) -> int:
+        """Load the search index of the current model now (from its snapshot when valid)
+        rather than at the first search; returns its number of templates. For start-up."""
+        with self._read("load index") as (s, repo):
+            return len(self._sync(s, repo))
+
+    @_serialised
     def available_scorers(self) -> list[str]:
         """Scorer names of the loaded model (``distance`` first)."""
         names = sorted(self._scorer_map())
@@ -868,6 +888,77 @@ class FaceService:
         with self._read("gallery scores") as (s, repo):
             index = self._comparable_index(s, repo)
         return index.pair_scores(scorer_obj, max_templates=max_templates)
+
+    def pair_scores(
+        self,
+        pairs_file: str | Path,
+        image_root: str | Path,
+        scorer: str = DISTANCE,
+        *,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+        batch_size: int = 32,
+    ) -> PairScores:
+        """Scores of a verification protocol file (LFW ``pairs*.txt`` format, image paths
+        under ``image_root``) with the current model, for calibrating τ on labelled pairs.
+
+        Each distinct image is read once, its central face (the labelled person; see
+        :func:`~faceapp.training.datasets.pick_central_face`) aligned and embedded in
+        batches. A pair with an image that cannot be read or shows no usable face is
+        left out and counted. ``should_stop()`` is polled between batches (then
+        :class:`~faceapp.errors.FaceappError` "stopped"); ``progress(done, total)`` counts
+        images. No database access: safe beside the live pages.
+
+        Raises:
+            FaceappError: unreadable or malformed pairs file; fewer than one genuine and one
+                impostor pair left; stopped.
+            CalibrationError: unknown scorer.
+        """
+        from faceapp.training.datasets import pick_central_face, read_pairs
+
+        pipeline = self._require_pipeline()
+        self._scorer(scorer)  # an unknown scorer fails before any image is read
+        score_pairs = self._scorer_map()[scorer].score_pairs  # type: ignore[attr-defined]
+        pairs = read_pairs(pairs_file, image_root)
+        paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
+        row: dict[Path, int] = {}
+        crops: list[np.ndarray] = []
+        problems: list[tuple[str, str]] = []
+        embeddings: list[np.ndarray] = []
+        if progress is not None:
+            progress(0, len(paths))
+        for start in range(0, len(paths), max(1, batch_size)):
+            if should_stop is not None and should_stop():
+                raise FaceappError(f"{pairs_file}: scoring stopped")
+            for path in paths[start : start + batch_size]:
+                try:
+                    image = load_image(path)
+                except InvalidImage as err:
+                    problems.append((str(path), err.reason))
+                    continue
+                face = pick_central_face(pipeline.detect(image), image.shape)
+                if face is None:
+                    problems.append((str(path), "no face"))
+                    continue
+                row[path] = len(row)
+                crops.append(pipeline.align(image, [face])[0].crop)
+            if crops:
+                embeddings.append(np.asarray(pipeline.embed_crops(np.stack(crops)), dtype=np.float32))
+                crops = []
+            if progress is not None:
+                progress(min(start + batch_size, len(paths)), len(paths))
+        kept = [p for p in pairs if p.a in row and p.b in row]
+        same = np.asarray([p.same for p in kept], dtype=bool)
+        if not same.any() or same.all():
+            raise FaceappError(
+                f"{pairs_file}: {int(same.sum())} genuine and {int((~same).sum())} impostor pairs "
+                f"with a face in both images: both kinds are needed"
+            )
+        emb = np.concatenate(embeddings)
+        ia = np.asarray([row[p.a] for p in kept])
+        ib = np.asarray([row[p.b] for p in kept])
+        scores = np.asarray(score_pairs(emb[ia], emb[ib]), dtype=np.float64)
+        return PairScores(scores, same, len(pairs) - len(kept), len(paths), tuple(problems))
 
     # ------------------------------------------------------------------ people
     @_serialised

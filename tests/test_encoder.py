@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,11 @@ def test_embed_is_deterministic_and_independent_of_the_batch() -> None:
     np.testing.assert_allclose(enc.embed(crops, batch_size=2), first, atol=1e-5)
     for i in (0, 4):  # eval-mode BatchNorm: a crop's embedding does not depend on its batch mates
         np.testing.assert_allclose(enc.embed(crops[i : i + 1])[0], first[i], atol=1e-5)
+    frozen = crops.copy()
+    frozen.flags.writeable = False  # e.g. a crop kept in a frozen dataclass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(enc.embed(frozen), first)
 
 
 def test_embed_uses_eval_mode_and_restores_the_training_flag() -> None:

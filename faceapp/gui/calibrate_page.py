@@ -1,7 +1,8 @@
 """Calibrate page: genuine / impostor score distributions, ROC, τ for a target FAR, apply.
 
 Scores come from the gallery (every pair of templates: same person = genuine, different
-people = impostor), computed in the background. The chosen τ is the lowest score whose
+people = impostor) or from a labelled pairs file (LFW ``pairs*.txt`` format, with its image
+folder), computed in the background. The chosen τ is the lowest score whose
 false-accept rate on these pairs is at most the target; *Apply* stores it through the
 service so verification and recognition use it from then on.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -25,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceapp.errors import FaceappError
 from faceapp.gui.context import AppContext, ServiceInfo
 from faceapp.gui.page import Page, heading
 from faceapp.gui.plots import HistogramPlot, RocPlot
@@ -67,6 +71,11 @@ class CalibratePage(Page):
             self.far_combo.addItem(f"{far:g}  ({far * 100:g} %)", far)
         self.far_combo.setCurrentIndex(1)
         self.compute_button = QPushButton("Compute from gallery")
+        self.pairs_button = QPushButton("From a pairs file…")
+        self.pairs_button.setToolTip(
+            "Labelled pairs in the LFW format (e.g. pairsDevTest.txt), then the folder that "
+            "holds one sub-folder of images per person"
+        )
         self.apply_button = QPushButton("Apply τ")
         self.apply_button.setEnabled(False)
         self.info = QLabel(
@@ -85,6 +94,7 @@ class CalibratePage(Page):
         form.addRow("Target false-accept rate", self.far_combo)
         buttons = QHBoxLayout()
         buttons.addWidget(self.compute_button)
+        buttons.addWidget(self.pairs_button)
         buttons.addWidget(self.apply_button)
         buttons.addStretch(1)
         plots = QHBoxLayout()
@@ -100,6 +110,7 @@ class CalibratePage(Page):
         layout.addLayout(plots, 1)
 
         self.compute_button.clicked.connect(lambda: self.compute())
+        self.pairs_button.clicked.connect(lambda: self.ask_pairs())
         self.apply_button.clicked.connect(lambda: self.apply())
         self.far_combo.currentIndexChanged.connect(lambda _i: self._choose())
         self.scorer_combo.currentTextChanged.connect(lambda _t: self._scorer_changed())
@@ -127,6 +138,7 @@ class CalibratePage(Page):
     def on_service_changed(self, service: Any) -> None:
         self.refill_scorers(self.scorer_combo)
         self.compute_button.setEnabled(service is not None)
+        self.pairs_button.setEnabled(service is not None)
         self._invalidate()
 
     def _scorer_changed(self) -> None:
@@ -174,7 +186,61 @@ class CalibratePage(Page):
             job,
             label="Scoring gallery pairs",
             on_result=self.set_scores,
-            on_finished=lambda: self.compute_button.setEnabled(self.service is not None),
+            on_finished=lambda: (self.compute_button.setEnabled(self.service is not None),
+                                 self.pairs_button.setEnabled(self.service is not None)),
+            show_progress=True,
+        )
+        return True
+
+    def ask_pairs(self) -> bool:
+        """Ask for a pairs file, then its image folder, and score it (background)."""
+        pairs = self.ask_open_file("Labelled pairs file (LFW format)", "Pairs files (*.txt);;All files (*)")
+        if pairs is None:
+            return False
+        root = self.ask_directory("Folder with one sub-folder of images per person", str(Path(pairs).parent))
+        if root is None:
+            return False
+        return self.compute_from_pairs(pairs, root)
+
+    def ask_directory(self, title: str, start: str) -> str | None:
+        path = QFileDialog.getExistingDirectory(self, title, start)
+        return path or None
+
+    def compute_from_pairs(self, pairs_file: str | Path, image_root: str | Path) -> bool:
+        """Score the labelled pairs of ``pairs_file`` (images under ``image_root``) with the
+        current model (background, with progress and Cancel)."""
+        service = self.service
+        scorer = self.scorer_combo.currentText()
+        if service is None or not scorer:
+            return False
+        name = Path(pairs_file).name
+        self.compute_button.setEnabled(False)
+        self.pairs_button.setEnabled(False)
+
+        def job(progress: Any, stop: Any) -> ScoreSet | None:
+            try:
+                result = service.pair_scores(pairs_file, image_root, scorer=scorer,
+                                             progress=progress, should_stop=stop)
+            except FaceappError:
+                if stop():
+                    return None  # cancelled: the task reports it as such
+                raise
+            if result.skipped:
+                log.info("%s: %d pairs left out (%d images without a usable face)",
+                         name, result.skipped, len(result.problems))
+            left_out = f", {result.skipped} pairs left out (no usable face)" if result.skipped else ""
+            return ScoreSet(scorer, result.scores[result.same], result.scores[~result.same],
+                            f"pairs file {name}{left_out}")
+
+        def enable() -> None:
+            self.compute_button.setEnabled(self.service is not None)
+            self.pairs_button.setEnabled(self.service is not None)
+
+        self.ctx.run_task(
+            job,
+            label=f"Scoring {name}",
+            on_result=self.set_scores,
+            on_finished=enable,
             show_progress=True,
         )
         return True

@@ -151,6 +151,8 @@ class Encoder(nn.Module):
 
     def preprocess(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 normalised, on the encoder's device."""
+        if isinstance(crops, np.ndarray) and not crops.flags.writeable:
+            crops = crops.copy()  # torch cannot wrap a read-only array (a view of a frozen crop)
         t = torch.as_tensor(crops)
         if t.ndim != 4 or t.shape[-1] != 3 or t.shape[1] != self.input_size or t.shape[2] != self.input_size:
             raise ModelError(
