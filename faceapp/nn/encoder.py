@@ -181,9 +181,12 @@ class Encoder(nn.Module):
             out = []
             for i in range(0, len(crops), batch_size):
                 x = self.preprocess(crops[i : i + batch_size])
-                z = self(x)
-                if self.config.flip_tta:
-                    z = F.normalize(z + self(torch.flip(x, dims=[3])), dim=1)
+                if self.config.flip_tta:  # crops and mirrors in one forward pass
+                    n = x.shape[0]
+                    z = self(torch.cat([x, torch.flip(x, dims=[3])]))
+                    z = F.normalize(z[:n] + z[n:], dim=1)
+                else:
+                    z = self(x)
                 out.append(z.float().cpu().numpy())
             if not out:
                 return np.zeros((0, self.embedding_dim), dtype=np.float32)
