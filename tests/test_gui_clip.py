@@ -2,7 +2,9 @@
 
 The shipped model (``models/default.pt``) is used when present, else a small random
 encoder: templates of the same face in nearby frames are close even then. τ is never
-typed in: it is calibrated from the gallery through the Calibrate page.
+typed in: it is calibrated from the gallery through the Calibrate page. The Recognize page
+runs the live loop (``faceapp.live``) with its default settings: detection in the
+background every few frames, tracking in between, embeddings reused.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from faceapp.config import DetectorConfig, default_model_path
 from faceapp.gallery import open_database
 from faceapp.gui.main_window import MainWindow
+from faceapp.gui.recognize_page import UNKNOWN
 from faceapp.gui.settings import GuiSettings, SettingsStore
 from faceapp.nn.checkpoint import load_checkpoint
 from faceapp.nn.pipeline import FacePipeline
@@ -34,12 +37,16 @@ OTHER = "George W Bush"
 ENROLL_FRAMES = tuple(range(100, 166, 6))
 N_SAMPLES = 3
 LATER_FRAMES = (192, 198, 204)  # the same singer, about two seconds later
+LIVE_FRAMES = tuple(range(192, 212))  # consecutive frames, as the camera loop gives them
+HOLD_FRAME = 200  # a frontal view of the singer, shown as by a paused camera
+AFTER_DELETE = tuple(range(212, 224))
 
 
 @pytest.fixture(scope="module")
 def clip_frames(hamilton_clip: Path) -> dict[int, np.ndarray]:
-    frames = read_video_frames(hamilton_clip, max_frames=max(LATER_FRAMES) + 1)
-    return {i: frames[i] for i in (*ENROLL_FRAMES, *LATER_FRAMES)}
+    wanted = (*ENROLL_FRAMES, *LATER_FRAMES, *LIVE_FRAMES, *AFTER_DELETE)
+    frames = read_video_frames(hamilton_clip, max_frames=max(wanted) + 1)
+    return {i: frames[i] for i in wanted}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +77,17 @@ def feed(qtbot, page, image: np.ndarray) -> None:
     qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=WAIT)
     with qtbot.waitSignal(page.worker.statsChanged, timeout=WAIT):
         page.on_frame(image)
+
+
+def start_stream(qtbot, page, image: np.ndarray) -> None:
+    """Show ``image`` as a still camera would, until the recognizer (whose detector runs in
+    the background) reports a face."""
+
+    def seen() -> bool:
+        feed(qtbot, page, image)
+        return bool(page.labels())
+
+    qtbot.waitUntil(seen, timeout=WAIT)
 
 
 def idle(qtbot, window: MainWindow) -> None:
@@ -122,7 +140,7 @@ def calibrate(qtbot, window: MainWindow) -> float:
     return tau
 
 
-def test_enroll_from_clip_then_recognize_later_frames(qtbot, window, clip_frames, lfw_dir) -> None:
+def test_enroll_from_clip_then_recognize_live_frames(qtbot, window, clip_frames, lfw_dir) -> None:
     enroll_singer_from_frames(qtbot, window, clip_frames)
     enroll_other_from_files(qtbot, window, lfw_dir)
     tau = calibrate(qtbot, window)
@@ -133,13 +151,62 @@ def test_enroll_from_clip_then_recognize_later_frames(qtbot, window, clip_frames
     window.show_page(page)
     qtbot.waitUntil(lambda: page.threshold() is not None, timeout=WAIT)
     assert page.threshold() == pytest.approx(tau, abs=2e-3)
-    for i in LATER_FRAMES[:2]:
+    start_stream(qtbot, page, clip_frames[LIVE_FRAMES[0]])
+    recognizer = page.recognizer()
+    names: list[str | None] = []
+    embedded = 0
+    for i in LIVE_FRAMES[1:]:
         feed(qtbot, page, clip_frames[i])
+        embedded += page.last_frame_result().n_embedded
         labels = page.labels()
-        assert labels, f"no face found in frame {i}"
-        assert labels[0].name == SINGER, labels[0]
-        assert labels[0].text.startswith(SINGER)
-        assert [c[0] for c in labels[0].candidates] == [SINGER, OTHER]
+        names.append(labels[0].name if labels else None)
+        if labels and labels[0].name == SINGER:
+            assert labels[0].text.startswith(SINGER)
+            assert [c[0] for c in labels[0].candidates] == [SINGER, OTHER]
+    assert page.recognizer() is recognizer  # one recognizer for the whole stream
+    assert names.count(SINGER) >= 2 * len(names) // 3, names
+    assert embedded < len(names)  # tracked faces keep their embedding
+    assert page.last_stats().n_embedded == page.last_frame_result().n_embedded
+
+    # the slider relabels at once, without a new frame
+    top = page.labels()[0]
+    assert top.candidates[0][0] == SINGER, top
+    with qtbot.waitSignal(page.labelsChanged, timeout=WAIT) as b:
+        page.set_threshold(top.score + 1e-3)
+    assert b.args[0][0].name is None
+    with qtbot.waitSignal(page.labelsChanged, timeout=WAIT) as b:
+        page.set_threshold(top.score - 1e-3)
+    assert b.args[0][0].name == SINGER
+    page.set_threshold(tau)
+
+    # a paused camera: the face is embedded at most once more, then its decision is reused
+    for _ in range(3):
+        feed(qtbot, page, clip_frames[HOLD_FRAME])
+    assert page.last_frame_result().n_embedded == 0
+    assert page.labels()[0].name == SINGER
+
+    # the singer is deleted (through the People page's actions, while Recognize stays on
+    # screen, as when a gallery task finishes in the background): from the next frame on,
+    # they are Unknown
+    people_page = window.people_page
+    qtbot.waitUntil(lambda: people_page.model.rowCount() == 2, timeout=WAIT)
+    assert people_page.select_name(SINGER)
+    qtbot.waitUntil(lambda: people_page.templates.count() == N_SAMPLES, timeout=WAIT)
+    people_page.confirm = lambda title, text: True  # type: ignore[method-assign]
+    assert people_page.delete_selected()
+    qtbot.waitUntil(lambda: people_page.model.names() == [OTHER], timeout=WAIT)
+    assert window.current_page() is page
+    # the same picture again: the tracked face is embedded again all the same
+    feed(qtbot, page, clip_frames[HOLD_FRAME])
+    assert page.last_frame_result().n_embedded >= 1
+    after = page.labels()[:1]
+    for i in AFTER_DELETE:
+        feed(qtbot, page, clip_frames[i])
+        after.extend(page.labels()[:1])
+    assert after, "the singer is still in view"
+    for lab in after:
+        assert lab.name is None and lab.text.startswith(UNKNOWN), lab
+        assert SINGER not in [c[0] for c in lab.candidates]
 
 
 def test_verify_accepts_enrolled_and_rejects_other_enrolled(qtbot, window, clip_frames, lfw_dir) -> None:

@@ -3,7 +3,10 @@ deterministic stand-in face pipeline (fast, exact). The real detector and model 
 Hamilton clip are exercised in ``test_gui_clip.py``.
 
 A frame encodes its faces in its first pixels: row r, column 0 = (person, variant, flags)
-(flags 1 = blurred), column 1 channel 0 = face size; person 0 ends the list.
+(flags 1 = blurred), column 1 channel 0 = face size; person 0 ends the list. Face r's box
+is painted in the colour (person, variant, 0), so that the live recognizer's alignment
+(real, from the fake landmarks) gives a crop from which the stand-in encoder reads the
+identity back.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
+from faceapp.config import QualityConfig
 from faceapp.gallery import open_database
 from faceapp.gui.calibrate_page import ScoreSet
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.main_window import MainWindow
-from faceapp.gui.recognize_page import UNKNOWN
+from faceapp.gui.recognize_page import UNKNOWN, LiveFrameStats
 from faceapp.gui.scoring import roc_points, threshold_for_far
 from faceapp.gui.settings import GuiSettings, SettingsStore
+from faceapp.live import LiveConfig
 from faceapp.nn.calibration import Calibration
 from faceapp.nn.scoring import CosineScorer
 from faceapp.services import FaceService
 from faceapp.types import AlignedFace, Detection
+from faceapp.vision.alignment import AlignmentTemplate
 from faceapp.vision.quality import FaceQuality
 
 pytestmark = pytest.mark.gui
@@ -39,6 +45,9 @@ WAIT = 60_000
 DIM = 16
 CROP = 16
 TAU = 0.6
+# the stand-in pipeline has no O-Net to track with: detect every frame, synchronously
+# (faces are still matched to the previous frame's tracks, and their decisions reused)
+FAKE_LIVE = LiveConfig(detect_every=1, async_detect=False)
 
 
 @dataclass(frozen=True)
@@ -63,29 +72,47 @@ def identity_vector(person: int, variant: int) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def face_box(r: int, size: float) -> tuple[float, float, float, float]:
+    x = 10.0 + 60.0 * r
+    return (x, 10.0, x + size, 10.0 + size)
+
+
 class FakePipeline:
+    """What ``FaceService`` and ``faceapp.live.LiveRecognizer`` use of a ``FacePipeline``."""
+
     def __init__(self) -> None:
         self.model = FakeModel("fake-gui-model")
         self.model_id = self.model.model_id
+        self.detector = None
+        self.quality = QualityConfig()
+        self.template = AlignmentTemplate.for_size(CROP)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         return np.stack([identity_vector(int(c[0, 0, 0]), int(c[0, 0, 1])) for c in crops])
 
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Face r's landmarks are the template's, scaled onto its box: the aligned crop is
+        the box (painted in the face's colour)."""
+        out = []
+        for r in range(image.shape[0]):
+            if int(image[r, 0, 0]) == 0:
+                break
+            box = face_box(r, float(image[r, 1, 0]))
+            scale = (box[2] - box[0]) / CROP
+            landmarks = tuple(
+                (box[0] + (px + 0.5) * scale - 0.5, box[1] + (py + 0.5) * scale - 0.5)
+                for px, py in self.template.points
+            )
+            out.append(Detection(box=box, score=0.99, landmarks=landmarks))  # type: ignore[arg-type]
+        return out
+
     def analyze(self, image: np.ndarray) -> list[FakeFace]:
         faces = []
-        for r in range(image.shape[0]):
+        for r, det in enumerate(self.detect(image)):
             person, variant, flags = (int(v) for v in image[r, 0])
-            if person == 0:
-                break
-            size = float(image[r, 1, 0])
+            size = det.box[2] - det.box[0]
             crop = np.random.default_rng([person, variant]).integers(0, 255, (CROP, CROP, 3), dtype=np.uint8)
             crop[0, 0] = (person, variant, 0)
-            x = 10.0 + 60.0 * r
-            det = Detection(
-                box=(x, 10.0, x + size, 10.0 + size),
-                score=0.99,
-                landmarks=((1, 1), (2, 1), (1.5, 2), (1, 3), (2, 3)),
-            )
             blurred = bool(flags & 1)
             quality = FaceQuality(
                 ok=not blurred,
@@ -113,6 +140,8 @@ def frame(*faces: tuple[int, ...]) -> np.ndarray:
     for r, f in enumerate(faces):
         a[r, 0] = (f[0], f[1], f[2] if len(f) > 2 else 0)
         a[r, 1, 0] = f[3] if len(f) > 3 else 50
+        x1, y1, x2, y2 = (int(v) for v in face_box(r, float(a[r, 1, 0])))
+        a[y1:y2, x1:x2] = (f[0], f[1], 0)
     return a
 
 
@@ -142,6 +171,7 @@ def window(qtbot, service, store):
         GuiSettings(camera="0", samples=3, window=3), store=store, service=service, camera_on=False
     )
     qtbot.addWidget(w)
+    w.recognize_page.set_live_config(FAKE_LIVE)
     yield w
     w.shutdown()
 
@@ -330,6 +360,78 @@ def test_recognize_labels_and_immediate_threshold(qtbot, window) -> None:
     page.set_threshold(-0.99)  # everyone passes: the stranger gets their best candidate
     assert [lab.name for lab in page.labels()][:2] == ["Bob", "Ann"]
     assert page.labels()[2].name == page.labels()[2].candidates[0][0]
+
+
+def test_recognize_reuses_recognizer_and_embeddings(qtbot, window) -> None:
+    enroll(qtbot, window, "Ann", person=1)
+    page = window.recognize_page
+    window.show_page(page)
+    qtbot.waitUntil(lambda: page.threshold() is not None, timeout=WAIT)
+    embedded, recognizers = [], []
+    for _ in range(3):  # Ann holds still: embedded once, then tracked
+        feed(qtbot, page, frame((1, 7)))
+        embedded.append(page.last_frame_result().n_embedded)
+        recognizers.append(page.recognizer())
+        assert [lab.name for lab in page.labels()] == ["Ann"]
+    assert embedded == [1, 0, 0]
+    assert recognizers[0] is not None and all(r is recognizers[0] for r in recognizers)
+    stats = page.last_stats()
+    assert isinstance(stats, LiveFrameStats) and stats.processed == 3 and stats.n_embedded == 0
+    assert "embed" in stats.text()
+    # the slider's τ reaches the recognizer, and relabels at once from the candidates
+    with qtbot.waitSignal(page.labelsChanged, timeout=WAIT) as b:
+        page.set_threshold(0.999)
+    assert [lab.name for lab in b.args[0]] == [None]
+    assert page.recognizer().threshold == pytest.approx(0.999)
+    page.set_threshold(TAU)
+    assert [lab.name for lab in page.labels()] == ["Ann"]
+
+    # the gallery changes while the page is shown (e.g. an import finishing): the tracked
+    # face is embedded again
+    window.ctx.service.enroll("Bob", [frame((2, 0))])
+    window.ctx.galleryChanged.emit()
+    feed(qtbot, page, frame((1, 7)))
+    assert page.recognizer() is recognizers[0]
+    result = page.last_frame_result()
+    assert result.index == 4 and result.n_embedded == 1
+    assert [c[0] for c in page.labels()[0].candidates] == ["Ann", "Bob"]
+    # the camera stops, or the page is shown again: the next frame starts a new stream
+    page.on_camera_stopped()
+    assert page.labels() == []
+    feed(qtbot, page, frame((1, 7)))
+    result = page.last_frame_result()
+    assert result.index == 1 and result.n_embedded == 1
+    feed(qtbot, page, frame((1, 7)))
+    window.show_page(window.people_page)
+    window.show_page(page)
+    feed(qtbot, page, frame((1, 7)))
+    assert page.last_frame_result().index == 1
+
+
+def test_recognizer_closed_when_replaced_and_at_shutdown(qtbot, window) -> None:
+    page = window.recognize_page
+    window.show_page(page)
+    feed(qtbot, page, frame((1, 0)))
+    closed: list[int] = []
+
+    def watch(recognizer, tag: int) -> None:
+        close = recognizer.close
+        recognizer.close = lambda: (closed.append(tag), close())
+
+    first = page.recognizer()
+    watch(first, 1)
+    page.set_live_config(FAKE_LIVE)  # a new configuration: a new recognizer
+    assert page.recognizer() is None
+    idle(qtbot, window)
+    assert closed == [1]
+    feed(qtbot, page, frame((1, 0)))
+    second = page.recognizer()
+    assert second is not None and second is not first
+    assert page.last_frame_result().index == 1
+    watch(second, 2)
+    window.shutdown()
+    assert closed == [1, 2]
+    assert not page.worker.is_running()
 
 
 def test_recognize_click_selects_face(qtbot, window) -> None:

@@ -46,34 +46,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     h = sub.add_parser("train-head", help="train the binary verification head of a model")
     h.add_argument("data")
-    h.add_argument("--model", default=str(default_model_path()))
+    _model_options(h)
     h.add_argument("--people", help="people*.txt: training identities")
     h.add_argument("--mode", default="l1", choices=["l1", "chi2"])
     h.add_argument("--pairs", type=int, default=20000, help="balanced training pairs")
     h.add_argument("--seed", type=int, default=0)
-    h.add_argument("--cache-dir", default="cache")
-    h.add_argument("--json", action="store_true")
     h.set_defaults(func=_train_head)
 
     e = sub.add_parser("evaluate", help="LFW-protocol verification: 10-fold accuracy, AUC, EER, TAR@FAR")
-    e.add_argument("--model", default=str(default_model_path()))
-    e.add_argument("--data", required=True, help="image root (e.g. lfw-deepfunneled)")
+    _model_options(e, data=True)
     e.add_argument("--pairs", required=True, help="pairs*.txt")
     e.add_argument("--scorer", default="distance", help="distance, head (= head_l1), head_l1, head_chi2, all")
     e.add_argument("--plots", help="folder for roc_<scorer>.png and hist_<scorer>.png")
     e.add_argument("--no-calibration", action="store_true", help="do not write calibration.json")
-    e.add_argument("--cache-dir", default="cache")
-    e.add_argument("--json", action="store_true")
     e.set_defaults(func=_evaluate)
 
     i = sub.add_parser("evaluate-identification", help="closed/open-set identification: rank-1/5, DIR@FPIR")
-    i.add_argument("--model", default=str(default_model_path()))
-    i.add_argument("--data", required=True)
+    _model_options(i, data=True)
     i.add_argument("--people", help="people*.txt: the identities to use")
     i.add_argument("--distractor-fraction", type=float, default=0.5, help="share of identities kept out")
     i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--cache-dir", default="cache")
-    i.add_argument("--json", action="store_true")
     i.set_defaults(func=_evaluate_identification)
 
     m = sub.add_parser(
@@ -82,6 +74,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     m.add_argument("source", help="vggface2 | casia-webface (download) or a local weights file")
     m.add_argument("--out", required=True)
     m.set_defaults(func=_import_pretrained)
+
+
+def _model_options(p: argparse.ArgumentParser, *, data: bool = False) -> None:
+    """Options shared by the commands that run a trained model on a dataset."""
+    p.add_argument("--model", default=str(default_model_path()))
+    if data:
+        p.add_argument("--data", required=True, help="image root (e.g. lfw-deepfunneled)")
+    p.add_argument("--cache-dir", default="cache", help="aligned-crop cache folder")
+    p.add_argument("--json", action="store_true")
 
 
 def _print(obj: Any, as_json: bool) -> None:

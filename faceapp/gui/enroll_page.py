@@ -38,7 +38,7 @@ from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker, describe_error
+from faceapp.gui.workers import FrameResult, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,8 @@ class EnrollPage(Page):
         self._last_capture = 0.0
         self._check_pending = False
         self._check_running = False
-        self._stats: FrameStats | None = None
 
-        self.worker = FrameWorker(parent=self)
-        self.worker.resultReady.connect(self._on_result)
-        self.worker.errorOccurred.connect(self._on_worker_error)
-        self.worker.statsChanged.connect(self._on_stats)
-        self.worker.start()
+        self.worker = self.start_frame_worker(self._on_result)
 
         self.view = VideoView()
         self.name_edit = QLineEdit()
@@ -192,9 +187,6 @@ class EnrollPage(Page):
     def guidance(self) -> str:
         return self.view.banner()
 
-    def last_stats(self) -> FrameStats | None:
-        return self._stats
-
     def on_service_changed(self, service: Any) -> None:
         self.worker.set_process(service.analyze if service is not None else None)
         enabled = service is not None
@@ -226,13 +218,6 @@ class EnrollPage(Page):
     def on_camera_stopped(self) -> None:
         self.view.set_overlays([])
         self.view.set_banner("")
-
-    def _on_stats(self, stats: FrameStats) -> None:
-        self._stats = stats
-        self.statsChanged.emit(stats)
-
-    def _on_worker_error(self, message: str) -> None:
-        self.view.set_banner(message, BAD)
 
     def _on_result(self, result: FrameResult) -> None:
         faces = list(result.value)

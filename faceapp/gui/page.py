@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,14 +11,16 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QMessageBox, QWidget
 
 from faceapp.gui.context import AppContext
-from faceapp.gui.workers import FrameStats
+from faceapp.gui.video_view import BAD
+from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker
 
 
 class Page(QWidget):
     """One page of the main window.
 
     Live pages (``live = True``) receive camera frames through :meth:`on_frame` while they
-    are shown, and report loop statistics with ``statsChanged(FrameStats)``.
+    are shown, and report loop statistics with ``statsChanged(FrameStats)``; they process
+    frames on a :class:`FrameWorker` made by :meth:`start_frame_worker`.
     User dialogs go through :meth:`confirm`, :meth:`ask_text`, :meth:`ask_open_files`,
     :meth:`ask_save_file` so tests can replace them.
     """
@@ -29,6 +32,7 @@ class Page(QWidget):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
+        self._stats: FrameStats | None = None
         ctx.serviceChanged.connect(self.on_service_changed)
 
     @property
@@ -68,7 +72,30 @@ class Page(QWidget):
         """The window closes: stop threads, wait for them."""
 
     def last_stats(self) -> FrameStats | None:
-        return None
+        """The live loop's latest statistics (``None`` before the first processed frame)."""
+        return self._stats
+
+    # live frames --------------------------------------------------------------------------
+    def start_frame_worker(self, on_result: Callable[[FrameResult], None]) -> FrameWorker:
+        """A started :class:`FrameWorker` owned by this page: its results go to
+        ``on_result``, its errors to :meth:`_on_worker_error`, its statistics to
+        :meth:`_on_stats`. Install the processing callable with ``set_process``."""
+        worker = FrameWorker(parent=self)
+        worker.resultReady.connect(on_result)
+        worker.errorOccurred.connect(self._on_worker_error)
+        worker.statsChanged.connect(self._on_stats)
+        worker.start()
+        return worker
+
+    def _on_stats(self, stats: FrameStats) -> None:
+        self._stats = stats
+        self.statsChanged.emit(stats)
+
+    def _on_worker_error(self, message: str) -> None:
+        """A frame could not be processed: the message goes on the page's video view."""
+        view = getattr(self, "view", None)
+        if view is not None:
+            view.set_banner(message, BAD)
 
     # dialogs ----------------------------------------------------------------------------
     def confirm(self, title: str, text: str) -> bool:

@@ -1,14 +1,19 @@
 """Recognize page (1:K): every face in view labelled with a name and a score, or "Unknown".
 
-The worker asks ``service.recognize(frame, top_k=...)`` for each face's best candidates;
-labels are decided here against the τ slider, so moving it relabels the faces at once,
-without waiting for the next frame. Clicking a face (or :meth:`select_face`) lists its
-top candidates.
+Frames go through the fast live loop, :class:`faceapp.live.LiveRecognizer` (one per open
+service and scorer, reused across frames): it detects on a downscaled copy every few
+frames, tracks faces in between and embeds only new or changed faces, so the boxes follow
+the faces on every processed frame. It runs on the page's frame worker; the page only
+sends it requests (:class:`LiveSession`). Labels are decided here from each face's top
+candidates against the τ slider, so moving it relabels the faces at once, without waiting
+for the next frame. Clicking a face (or :meth:`select_face`) lists its top candidates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +32,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceapp.errors import FaceappError
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import candidate_pairs, passes, score_range
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker
+from faceapp.gui.workers import FrameResult, FrameStats, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +64,89 @@ class FaceLabel:
         return f"{self.name}{'?' if self.ambiguous else ''} {self.score:.2f}"
 
 
+@dataclass(frozen=True)
+class LiveFrameStats(FrameStats):
+    """:class:`FrameStats` plus what the live recognizer did on the latest frame: per-stage
+    milliseconds (``detect_ms`` is 0 while detection runs in the background) and the
+    number of faces embedded on it."""
+
+    detect_ms: float = 0.0
+    track_ms: float = 0.0
+    embed_ms: float = 0.0
+    match_ms: float = 0.0
+    n_embedded: int = 0
+
+    def text(self) -> str:
+        stages = f"track {self.track_ms:3.0f} · embed {self.embed_ms:3.0f} ({self.n_embedded})"
+        if self.detect_ms > 0:
+            stages = f"detect {self.detect_ms:3.0f} · " + stages
+        return f"{super().text()} · {stages} ms"
+
+
+class LiveSession:
+    """One :class:`faceapp.live.LiveRecognizer` driven by a frame worker (Qt-free).
+
+    The recognizer is only used from the worker's thread: :meth:`process` runs there, and
+    the GUI thread's requests (:meth:`request_reset`, :meth:`request_forget`) are applied
+    at the start of the next frame. :meth:`set_threshold` only stores a number.
+    :meth:`close` waits for a frame in progress, then stops the recognizer's detection
+    thread; a closed session processes nothing (``process`` returns ``None``).
+    """
+
+    def __init__(self, recognizer: Any) -> None:
+        self.recognizer = recognizer
+        self._running = threading.Lock()  # held while a frame is processed
+        self._requests = threading.Lock()
+        self._reset = False
+        self._forget = False
+        self._closed = False
+
+    def process(self, frame: np.ndarray) -> Any:
+        """The recognizer's ``FrameResult`` for an ``(H, W, 3) uint8`` RGB frame (worker thread)."""
+        with self._running:
+            if self._closed:
+                return None
+            with self._requests:
+                reset, forget = self._reset, self._forget
+                self._reset = self._forget = False
+            if reset:
+                self.recognizer.reset()
+            elif forget:
+                self.recognizer.forget_decisions()
+            return self.recognizer.process(frame)
+
+    def request_reset(self) -> None:
+        """A new stream: forget every track before the next frame."""
+        with self._requests:
+            self._reset = True
+
+    def request_forget(self) -> None:
+        """The gallery changed: embed every face again on the next frame."""
+        with self._requests:
+            self._forget = True
+
+    def set_threshold(self, tau: float | None) -> None:
+        self.recognizer.set_threshold(tau)
+
+    def close(self) -> None:
+        """Stop the recognizer once no frame is in progress (blocks until then; idempotent)."""
+        with self._running:
+            self._closed = True
+            self.recognizer.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
 class RecognizePage(Page):
     """Live 1:K identification with an immediate τ slider.
 
     Signals: ``labelsChanged(list[FaceLabel])`` after every result or τ change.
+
+    ``live_config``: the :class:`faceapp.live.LiveConfig` of the recognizer (``None``: its
+    defaults); its ``top_k``, ``scorer`` and ``threshold`` are set by the page. Change it
+    with :meth:`set_live_config`.
     """
 
     title = "Recognize"
@@ -75,13 +160,12 @@ class RecognizePage(Page):
         self._selected = -1
         self._tau: float | None = None
         self._range = (-1.0, 1.0)
-        self._stats: FrameStats | None = None
+        self.live_config: Any = None
+        self._live_key: tuple[Any, str] | None = None  # (service, scorer) the session is for
+        self._session: LiveSession | None = None
+        self._last_frame: Any = None  # the recognizer's latest FrameResult
 
-        self.worker = FrameWorker(parent=self)
-        self.worker.resultReady.connect(self._on_result)
-        self.worker.errorOccurred.connect(self._on_worker_error)
-        self.worker.statsChanged.connect(self._on_stats)
-        self.worker.start()
+        self.worker = self.start_frame_worker(self._on_result)
 
         self.view = VideoView()
         self.scorer_combo = QComboBox()
@@ -118,6 +202,7 @@ class RecognizePage(Page):
         self.view.faceClicked.connect(self.select_face)
         ctx.thresholdChanged.connect(self._reconfigure)
         ctx.settingsChanged.connect(lambda _s: self._reconfigure())
+        ctx.galleryChanged.connect(self._on_gallery_changed)
         self.on_service_changed(ctx.service)
 
     # state --------------------------------------------------------------------------------
@@ -138,8 +223,13 @@ class RecognizePage(Page):
     def threshold(self) -> float | None:
         return self._tau
 
-    def last_stats(self) -> FrameStats | None:
-        return self._stats
+    def recognizer(self) -> Any:
+        """The live recognizer in use (``None`` until the first frame after a (re)configuration)."""
+        return self._session.recognizer if self._session is not None else None
+
+    def last_frame_result(self) -> Any:
+        """The recognizer's ``FrameResult`` of the latest processed frame (``None`` before one)."""
+        return self._last_frame
 
     def set_threshold(self, tau: float) -> None:
         """Move the slider to (the step nearest) ``tau``; labels update immediately."""
@@ -148,7 +238,7 @@ class RecognizePage(Page):
         self.tau_slider.blockSignals(True)
         self.tau_slider.setValue(round((tau - lo) / (hi - lo) * SLIDER_STEPS))
         self.tau_slider.blockSignals(False)
-        self._relabel()
+        self._tau_changed()
 
     def set_scorer(self, scorer: str) -> None:
         self.scorer_combo.setCurrentIndex(self.scorer_combo.findText(scorer))
@@ -158,12 +248,20 @@ class RecognizePage(Page):
         self.refill_scorers(self.scorer_combo)
         self._reconfigure()
 
+    def set_live_config(self, config: Any) -> None:
+        """Use ``config`` (a ``faceapp.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        self.live_config = config
+        self._retire_session()
+
     def _reconfigure(self) -> None:
         service = self.service
         scorer = self.scorer_combo.currentText()
         self._faces = []
-        if service is None or not scorer:
-            self.worker.set_process(None)
+        key = None if service is None or not scorer else (service, scorer)
+        if key != self._live_key:  # one recognizer per (service, scorer)
+            self._retire_session()
+            self._live_key = key
+        if key is None:
             self._tau = None
             self.tau_slider.setEnabled(False)
             self.view.set_banner("Open a gallery first (Settings)." if service is None else "")
@@ -175,40 +273,92 @@ class RecognizePage(Page):
         self.set_threshold(tau if tau is not None else sum(self._range) / 2)
         self.view.set_banner("")
 
-        def process(frame: np.ndarray) -> list[Any]:
-            # τ only decides the service's own labels, which are redrawn here from the
-            # candidates with the slider's current value; the slider's τ is passed so that
-            # an uncalibrated model still gives candidates.
-            return list(
-                service.recognize(frame, top_k=TOP_K, scorer=scorer, threshold=self._tau, log_event=False)
-            )
-
-        self.worker.set_process(process)
-
     def _on_slider(self, value: int) -> None:
         lo, hi = self._range
         self._tau = lo + (hi - lo) * value / SLIDER_STEPS
+        self._tau_changed()
+
+    def _tau_changed(self) -> None:
+        if self._session is not None:
+            self._session.set_threshold(self._tau)
         self._relabel()
+
+    def _ensure_session(self) -> LiveSession | None:
+        """The live session for the current (service, scorer), built on first use (in the
+        GUI thread: the service's model libraries are loaded by then)."""
+        if self._session is not None or self._live_key is None:
+            return self._session
+        service, scorer = self._live_key
+        # imported here, not at the top: importing the GUI must not load torch
+        from faceapp.live import LiveConfig, LiveRecognizer
+
+        base = self.live_config if self.live_config is not None else LiveConfig()
+        # τ only decides the recognizer's own labels, which are redrawn here from the
+        # candidates with the slider's current value; the slider's τ is passed so that an
+        # uncalibrated model still gives candidates
+        config = dataclasses.replace(base, top_k=TOP_K, scorer=scorer, threshold=self._tau)
+        try:
+            recognizer = LiveRecognizer.from_service(service, config)
+        except FaceappError as err:
+            self._live_key = None  # retried after the next (re)configuration
+            self.view.set_banner(describe_error(err), BAD)
+            return None
+        self._session = LiveSession(recognizer)
+        self.worker.set_process(self._session.process)
+        return self._session
+
+    def _retire_session(self) -> None:
+        """Stop using the current session; it is closed once its frame in flight is done."""
+        old, self._session = self._session, None
+        self.worker.set_process(None)
+        if old is not None:
+            self.ctx.run_task(lambda _progress, _stop: old.close(), label="Closing the live recognizer")
+
+    def _on_gallery_changed(self) -> None:
+        if self._session is not None:
+            self._session.request_forget()
 
     # live loop ----------------------------------------------------------------------------
     def on_frame(self, frame: np.ndarray) -> None:
         self.view.set_frame(frame)
-        self.worker.submit(frame)
+        if self._ensure_session() is not None:
+            self.worker.submit(frame)
 
     def on_camera_stopped(self) -> None:
+        self._new_stream()
+
+    def activated(self) -> None:
+        # frames were missed while another page was shown: tracks and decisions are stale
+        self._new_stream()
+
+    def _new_stream(self) -> None:
         self._faces = []
+        self._last_frame = None
+        if self._session is not None:
+            self._session.request_reset()  # applied before the next frame
         self._relabel()
 
     def _on_stats(self, stats: FrameStats) -> None:
-        self._stats = stats
-        self.statsChanged.emit(stats)
-
-    def _on_worker_error(self, message: str) -> None:
-        self.view.set_banner(message, BAD)
+        live = self._last_frame
+        if live is not None:
+            t = live.timings
+            stats = LiveFrameStats(
+                **{f.name: getattr(stats, f.name) for f in dataclasses.fields(FrameStats)},
+                detect_ms=float(t.detect_ms),
+                track_ms=float(t.track_ms),
+                embed_ms=float(t.align_ms + t.embed_ms),
+                match_ms=float(t.match_ms),
+                n_embedded=int(live.n_embedded),
+            )
+        super()._on_stats(stats)
 
     def _on_result(self, result: FrameResult) -> None:
+        live = result.value
+        if live is None:  # processed by a session closed meanwhile
+            return
         self.view.set_banner("")
-        self._faces = list(result.value)
+        self._last_frame = live
+        self._faces = list(live.faces)
         if self._selected >= len(self._faces):
             self._selected = -1
         if self._selected < 0 and self._faces:
@@ -275,4 +425,7 @@ class RecognizePage(Page):
         self.worker.start()
 
     def shutdown(self) -> None:
-        self.worker.stop()
+        self.worker.stop()  # no frame in flight any more: the recognizer can close here
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()

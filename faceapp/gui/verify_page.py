@@ -30,7 +30,7 @@ from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import ScoreWindow, passes
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker
+from faceapp.gui.workers import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,8 @@ class VerifyPage(Page):
         self._window = ScoreWindow(ctx.settings.window)
         self._decision = WAITING
         self._tau: float | None = None
-        self._stats: FrameStats | None = None
 
-        self.worker = FrameWorker(parent=self)
-        self.worker.resultReady.connect(self._on_result)
-        self.worker.errorOccurred.connect(self._on_worker_error)
-        self.worker.statsChanged.connect(self._on_stats)
-        self.worker.start()
+        self.worker = self.start_frame_worker(self._on_result)
 
         self.view = VideoView()
         self.person_combo = QComboBox()
@@ -135,9 +130,6 @@ class VerifyPage(Page):
 
     def threshold(self) -> float | None:
         return self._tau
-
-    def last_stats(self) -> FrameStats | None:
-        return self._stats
 
     def set_claimed(self, name: str) -> None:
         self.person_combo.setCurrentIndex(self.person_combo.findText(name))
@@ -225,13 +217,6 @@ class VerifyPage(Page):
     def on_camera_stopped(self) -> None:
         self.view.set_overlays([])
         self.reset()
-
-    def _on_stats(self, stats: FrameStats) -> None:
-        self._stats = stats
-        self.statsChanged.emit(stats)
-
-    def _on_worker_error(self, message: str) -> None:
-        self.view.set_banner(message, BAD)
 
     def _on_result(self, result: FrameResult) -> None:
         vf: VerifyFrame = result.value
