@@ -62,3 +62,11 @@ def small_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "small.pt"
     save_checkpoint(path, model.encoder)
     return path
+
+
+@pytest.fixture(scope="module")
+def lfw_tree(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 identities of symlinked LFW images (``fakes.PEOPLE``), plus one faceless image."""
+    from fakes import make_lfw_tree
+
+    return make_lfw_tree(lfw_dir, tmp_path_factory.mktemp("lfw-tiny"))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_services import FakePipeline, calibration_for, img
+from fakes import FakePipeline, calibration_for, img
 
 from faceapp.cli import gallery_cmds, main
 from faceapp.config import PROJECT_ROOT

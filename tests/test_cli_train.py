@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_trainer import PEOPLE, TemplateDetector, lfw_tree  # noqa: F401 - lfw_tree is a fixture
+from fakes import PEOPLE, TemplateDetector
 
 from faceapp.cli import main
 from faceapp.nn.checkpoint import load_checkpoint
@@ -29,7 +29,7 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _train_argv(lfw_tree: Path, tmp_path: Path, *extra: str) -> list[str]:  # noqa: F811
+def _train_argv(lfw_tree: Path, tmp_path: Path, *extra: str) -> list[str]:
     people = tmp_path / "peopleTiny.txt"
     if not people.exists():
         people.write_text(f"{len(PEOPLE)}\n" + "".join(f"{n}\t9\n" for n in PEOPLE))
@@ -65,7 +65,7 @@ def _train_argv(lfw_tree: Path, tmp_path: Path, *extra: str) -> list[str]:  # no
 
 
 def test_train_resume_and_refusals(
-    lfw_tree: Path,  # noqa: F811
+    lfw_tree: Path,
     tmp_path: Path,
     stub_detector: TemplateDetector,
     capsys: pytest.CaptureFixture[str],
@@ -111,7 +111,7 @@ def test_train_resume_and_refusals(
 
 
 def test_train_argument_errors(
-    lfw_tree: Path,  # noqa: F811
+    lfw_tree: Path,
     tmp_path: Path,
     stub_detector: TemplateDetector,
     capsys: pytest.CaptureFixture[str],

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import TEMPLATE_FACES, TemplateDetector
 from PIL import Image
-from test_trainer import TEMPLATE_FACES, TemplateDetector
 
 from faceapp.cli import main
 from faceapp.errors import FaceappError

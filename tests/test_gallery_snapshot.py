@@ -7,7 +7,7 @@ import stat
 
 import numpy as np
 import pytest
-from test_services import FakePipeline, enroll_three, img, make_service
+from fakes import FakePipeline, enroll_three, img, make_service
 
 import faceapp.services as services
 from faceapp.gallery import GalleryRepository, NewTemplate, open_database, write_session

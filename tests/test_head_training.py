@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_trainer import TemplateDetector
+from fakes import TemplateDetector
 
 from faceapp.cli import main
 from faceapp.errors import FaceappError, ModelMismatch

@@ -12,10 +12,10 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from fakes import CROP, FakePipeline, calibration_for, enroll_three, identity_vector, img, make_service
 
 from faceapp.errors import (
     CalibrationError,
@@ -28,100 +28,8 @@ from faceapp.errors import (
     QualityRejected,
 )
 from faceapp.gallery import integrity_check, open_database
-from faceapp.nn.calibration import Calibration
-from faceapp.nn.scoring import CosineScorer
 from faceapp.services import FaceService
-from faceapp.types import AlignedFace, Detection
 from faceapp.vision.images import load_image
-from faceapp.vision.quality import FaceQuality
-
-DIM = 16
-CROP = 16
-
-
-@dataclass(frozen=True)
-class FakeFace:
-    detection: Detection
-    aligned: AlignedFace
-    embedding: np.ndarray
-    quality: FaceQuality
-    model_id: str
-
-
-class FakeEncoder:
-    input_size = CROP
-    embedding_dim = DIM
-
-
-class FakeModel:
-    def __init__(self, model_id: str) -> None:
-        self.model_id = model_id
-        self.encoder = FakeEncoder()
-        self.embedding_dim = DIM
-        self.heads: dict = {}
-
-
-def identity_vector(person: int, variant: int, seed: int) -> np.ndarray:
-    base = np.random.default_rng([seed, person]).standard_normal(DIM)
-    noise = np.random.default_rng([seed, person, variant]).standard_normal(DIM)
-    v = base + 0.25 * noise
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-class FakePipeline:
-    """Image row r, column 0 holds face r: (person code, variant, flags); flags: 1 = blurred.
-    Column 1, channel 0 is the face size. A row with person code 0 ends the list."""
-
-    def __init__(self, seed: int = 1) -> None:
-        self.seed = seed
-        self.model = FakeModel(f"fake-model-{seed}")
-        self.model_id = self.model.model_id
-        self.calls = 0
-
-    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        return np.stack([identity_vector(int(c[0, 0, 0]), int(c[0, 0, 1]), self.seed)
-                         for c in crops])
-
-    def analyze(self, image: np.ndarray) -> list[FakeFace]:
-        self.calls += 1
-        faces = []
-        for r in range(image.shape[0]):
-            person, variant, flags = (int(v) for v in image[r, 0])
-            if person == 0:
-                break
-            size = float(image[r, 1, 0])
-            crop = np.random.default_rng([person, variant]).integers(
-                0, 255, (CROP, CROP, 3), dtype=np.uint8)
-            crop[0, 0] = (person, variant, 0)
-            box = (10.0 * r, 0.0, 10.0 * r + size, size)
-            det = Detection(box=box, score=0.99,
-                            landmarks=((1, 1), (2, 1), (1.5, 2), (1, 3), (2, 3)))
-            blurred = bool(flags & 1)
-            quality = FaceQuality(ok=not blurred, reasons=("too blurred",) if blurred else (),
-                                  face_px=size, sharpness=5.0 if blurred else 80.0, yaw=0.0,
-                                  score=0.99)
-            faces.append(FakeFace(det, AlignedFace(crop, det, np.eye(2, 3)),
-                                  self.embed_crops(crop[None])[0], quality, self.model_id))
-        return faces
-
-
-def img(*faces: tuple[int, int] | tuple[int, int, int] | tuple[int, int, int, int]) -> np.ndarray:
-    """An image holding faces (person, variant[, flags[, size]])."""
-    a = np.zeros((max(1, len(faces)) + 1, 4, 3), dtype=np.uint8)
-    for r, f in enumerate(faces):
-        person, variant = f[0], f[1]
-        flags = f[2] if len(f) > 2 else 0
-        size = f[3] if len(f) > 3 else 100
-        a[r, 0] = (person, variant, flags)
-        a[r, 1, 0] = size
-    return a
-
-
-def calibration_for(pipeline: FakePipeline, tau: float = 0.6) -> Calibration:
-    return Calibration(
-        model_id=pipeline.model_id,
-        scorers={"distance": {"far_0.01": tau, "far_0.001": tau + 0.1, "eer": tau - 0.1}},
-    )
 
 
 @pytest.fixture
@@ -129,23 +37,11 @@ def db_url(tmp_path):
     return f"sqlite:///{tmp_path / 'g.sqlite'}"
 
 
-def make_service(db_url, pipeline=None, calibration="auto", **kw) -> FaceService:
-    pipeline = pipeline or FakePipeline()
-    cal = calibration_for(pipeline) if calibration == "auto" else calibration
-    return FaceService(open_database(db_url), pipeline, cal,
-                       scorers={"distance": CosineScorer()}, owns_engine=True, **kw)
-
-
 @pytest.fixture
 def svc(db_url):
     service = make_service(db_url)
     yield service
     service.close()
-
-
-def enroll_three(svc: FaceService) -> None:
-    for person, name in ((1, "Ann"), (2, "Bob"), (3, "Cid")):
-        svc.enroll(name, [img((person, 0)), img((person, 1))])
 
 
 def brute_force_best(svc, probe: np.ndarray) -> dict[str, float]:

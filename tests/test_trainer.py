@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,74 +19,20 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from fakes import PEOPLE, TemplateDetector
 
-from faceapp.config import DetectorConfig
 from faceapp.errors import FaceappError
 from faceapp.nn.checkpoint import load_checkpoint
 from faceapp.nn.encoder import EncoderConfig
 from faceapp.training.augment import AugmentConfig
 from faceapp.training.datasets import build_crop_cache, scan_identity_folders
 from faceapp.training.trainer import PreparedData, TrainConfig, Trainer, prepare_data, train
-from faceapp.types import Detection
 from faceapp.vision.alignment import AlignmentTemplate
 
-# People of LFW View-1 training (peopleDevTrain.txt) with 6-9 images each, alphabetical.
-PEOPLE = (
-    "Al_Gore",
-    "Al_Sharpton",
-    "Amelia_Vega",
-    "Ana_Guevara",
-    "Angela_Bassett",
-    "Arminio_Fraga",
-    "Bill_Graham",
-    "Billy_Crystal",
-)
-# One face where MTCNN puts it (median landmarks (x, y) of the real detections) on 16
-# LFW-deepfunneled images (every 300th person, 250x250) and on ORL s1..s16/1.pgm (112x92).
-TEMPLATE_FACES = {
-    (250, 250): Detection(
-        (82.0, 64.0, 176.0, 187.0),
-        0.99,
-        ((104.9, 114.2), (147.3, 112.9), (125.3, 138.5), (108.2, 157.9), (146.4, 157.3)),
-    ),
-    (112, 92): Detection(
-        (8.0, 22.0, 84.0, 108.0),
-        0.99,
-        ((28.9, 51.5), (63.1, 51.5), (45.8, 68.2), (30.5, 87.0), (61.0, 86.6)),
-    ),
-}
 NO_AUGMENT = AugmentConfig(
     flip=0, scale=0, rotate_deg=0, translate=0, brightness=0, contrast=0, saturation=0, grey=0
 )
 TINY = EncoderConfig(input_size=32, embedding_dim=16, width=8, layers=(1, 1, 1, 1))
-
-
-class TemplateDetector:
-    """Stand-in for MTCNN (also used by the evaluation, head-training and CLI tests): one face
-    as in :data:`TEMPLATE_FACES` on LFW and ORL images, no face in images of any other size.
-    Counts the images it is shown."""
-
-    def __init__(self) -> None:
-        self.config = DetectorConfig(min_face_size=40)
-        self.images = 0
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        self.images += len(images)
-        faces = [TEMPLATE_FACES.get(im.shape[:2]) for im in images]
-        return [[f] if f is not None else [] for f in faces]
-
-
-@pytest.fixture(scope="module")
-def lfw_tree(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """8 identities of symlinked LFW images, plus one faceless 100x100 image in the first."""
-    root = tmp_path_factory.mktemp("lfw-tiny")
-    for name in PEOPLE:
-        (root / name).mkdir()
-        for f in sorted((lfw_dir / name).glob("*.jpg")):
-            os.symlink(f, root / name / f.name)
-    Image.new("RGB", (100, 100), (90, 90, 90)).save(root / PEOPLE[0] / "zz_blank.png")
-    return root
 
 
 def make_cfg(root: Path, out: Path, **kw: Any) -> TrainConfig:
