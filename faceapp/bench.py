@@ -20,19 +20,27 @@ Three parts, each a JSON-ready dict with stable keys (dotted paths below):
 * **gallery** (``gallery.search_ms_1e4`` … ``_1e6``, ``gallery.open_s_1e5``/``_1e6``):
   :func:`faceapp.gallery.bench.bench_gallery` (1:K search per probe against a naive NumPy
   float32 search, and cold opening of a SQLite gallery).
+* **startup** (``startup.window_s_1e5``, ``startup.first_paint_s_1e5``,
+  ``startup.window_s_empty``, ...): seconds from launching ``faceapp gui`` (a child process,
+  offscreen Qt) until its main window is usable with a 10⁵-template gallery of the model
+  (model, search index and People list loaded), against the same app on an empty gallery
+  in the same run; see :func:`bench_startup`. Target: ``STARTUP_TARGET_S``.
 
 ``quick=True`` shrinks every size (for tests and CI): the keys stay, ``quick`` is true and
-``gallery.templates`` tells the sizes actually used. Nothing runs at import.
+``gallery.templates`` / ``startup.templates`` tell the sizes actually used. Nothing runs at import.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -54,7 +62,7 @@ from faceapp.vision.video import iter_video_frames
 
 log = logging.getLogger(__name__)
 
-PARTS = ("frame", "embed", "gallery")
+PARTS = ("frame", "embed", "gallery", "startup")
 SCHEMA_VERSION = 1
 FRAME_MAX_SIDE = 640
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
@@ -528,7 +536,7 @@ def run_bench(
     out: dict[str, Any] = {"schema": SCHEMA_VERSION, "quick": quick, "machine": machine_info()}
     model: LoadedModel | None = None
     path: Path | None = None
-    if "frame" in parts or "embed" in parts:
+    if "frame" in parts or "embed" in parts or "startup" in parts:
         model, path = load_model(model_path)
         out["model"] = {"path": str(path), "model_id": model.model_id}
     if "embed" in parts:
@@ -545,5 +553,202 @@ def run_bench(
         dim = model.embedding_dim if model is not None else 128
         log.info("bench gallery (D=%d)", dim)
         out["gallery"] = bench_gallery_part(dim, quick=quick)
+    if "startup" in parts:
+        assert model is not None and path is not None
+        log.info("bench startup")
+        out["startup"] = bench_startup(model, path, quick=quick)
     out["command"] = " ".join(sys.argv) if sys.argv and sys.argv[0] else ""
+    return out
+
+
+# ---------------------------------------------------------------------------- startup
+
+
+def build_startup_gallery(
+    path: Path, n: int, *, model_id: str, dim: int, per_person: int = 4, seed: int = 0
+) -> dict[str, Any]:
+    """A SQLite gallery at ``path`` with ``n`` synthetic unit templates of ``model_id``
+    (``per_person`` per person, D = ``dim``; no crops), made with the gallery bench's
+    generator and bulk insert. ``n = 0``: an empty gallery. Returns its sizes."""
+    from faceapp.gallery.bench import synthetic_gallery
+    from faceapp.gallery.database import open_database, write_session
+    from faceapp.gallery.repository import GalleryRepository
+
+    t0 = time.perf_counter()
+    engine = open_database(f"sqlite:///{path}")
+    n_people = 0
+    try:
+        if n > 0:
+            emb, pids = synthetic_gallery(n, dim, per_person, seed)
+            n_people = int(pids[-1]) + 1
+            with write_session(engine) as s:
+                s.connection().exec_driver_sql(
+                    "INSERT INTO person (id, name, created, updated) VALUES (?, ?, ?, ?)",
+                    [
+                        (i + 1, f"person {i:07d}", "2024-01-01 00:00:00.000000", "2024-01-01 00:00:00.000000")
+                        for i in range(n_people)
+                    ],
+                )
+                GalleryRepository(s).bulk_add_templates(pids + 1, emb, model_id)
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+    return {"templates": n, "people": n_people, "build_s": round(time.perf_counter() - t0, 3)}
+
+
+STARTUP_TARGET_S = 3.0
+"""Issue 6: the main window is usable at most this long after launch (10⁵ templates)."""
+STARTUP_TEMPLATES = 100_000
+QUICK_STARTUP_TEMPLATES = 2_000
+STARTUP_STAGES = (
+    ("python_qt", None, "run"),
+    ("card", "run", "card_shown"),
+    ("model_imports", "card_shown", "preloaded"),
+    ("window", "preloaded", "window_shown"),
+    ("service", "window_shown", "service"),
+    ("people", "service", "people"),
+    ("settle", "people", "usable"),
+)
+"""(name, from mark, to mark) of the start-up stages reported in ``startup.stages_s_*``."""
+
+
+def launch_app(
+    db: Path, model_path: Path, *, workdir: Path, timeout: float = 300.0
+) -> dict[str, Any]:
+    """Start ``faceapp gui --exit-when-ready`` on ``db`` in a child process (offscreen Qt,
+    fresh settings in ``workdir``, the camera pointed at a missing file so that no device is
+    opened) and return its start-up record (see ``faceapp.gui.app.StartupProbe``): marks in
+    seconds since the spawn, plus ``parent_ready_s`` (when the parent read the record) and
+    ``exit_s`` (when the child had exited)."""
+    env = dict(os.environ)
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        XDG_CONFIG_HOME=str(workdir / "config"),
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [
+        sys.executable, "-m", "faceapp", "gui",
+        "--db", str(db), "--model", str(model_path),
+        "--camera", str(workdir / "no-camera.mp4"),
+        "--exit-when-ready",
+    ]  # fmt: skip
+    with tempfile.TemporaryFile(mode="w+") as err:
+        t0 = time.time()
+        env["FACEAPP_LAUNCH_T0"] = repr(t0)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=workdir
+        )
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        record: dict[str, Any] | None = None
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                with contextlib.suppress(ValueError):
+                    parsed = json.loads(line)
+                    if isinstance(parsed, dict) and "startup" in parsed:
+                        record = parsed["startup"]
+                        record["parent_ready_s"] = round(time.time() - t0, 4)
+            code = proc.wait()
+            exit_s = round(time.time() - t0, 4)
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    if record is None or code != 0 or record.get("exit_code") != 0:
+        tail = "\n".join(stderr.strip().splitlines()[-5:])
+        reason = (record or {}).get("error") or tail or f"exit code {code}"
+        raise FaceappError(f"the app did not start on {db}: {reason}")
+    record["exit_s"] = exit_s
+    return record
+
+
+def _stages(seconds: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for name, start, stop in STARTUP_STAGES:
+        if stop in seconds and (start is None or start in seconds):
+            out[name] = round(seconds[stop] - (seconds[start] if start else 0.0), 3)
+    return out
+
+
+def _median(values: Sequence[float]) -> float:
+    return round(float(np.median(values)), 3) if values else float("nan")
+
+
+def bench_startup(
+    model: LoadedModel,
+    model_path: Path,
+    *,
+    quick: bool = False,
+    launches: int | None = None,
+    templates: int | None = None,
+) -> dict[str, Any]:
+    """Seconds from launching ``faceapp gui`` to a usable main window, with a 10⁵-template
+    gallery (``window_s_1e5``) and, as the baseline in the same run, an empty one
+    (``window_s_empty``); medians over ``launches`` launches each (default 3; 1 with
+    ``quick``, whose gallery has ``QUICK_STARTUP_TEMPLATES`` templates).
+
+    *Usable*: the main window is shown, the model is loaded, the gallery's search index is
+    loaded (``templates_loaded_*`` = its size, checked against the gallery built) and the
+    People list is filled, so that Recognize / Verify / People all work; no start-up task is
+    left. ``first_paint_s_*``: the start-up card is painted. ``cpu_s_*``: CPU seconds the app
+    used until usable (all threads; less sensitive than wall time to other load on the
+    machine). Without ``quick`` every gallery gets one untimed launch first (it writes the
+    index snapshot, as any first launch does, and warms the OS file cache); its time is
+    ``first_launch_s_1e5``. With ``quick`` the single launch is also the first one.
+    """
+    n = templates if templates is not None else (QUICK_STARTUP_TEMPLATES if quick else STARTUP_TEMPLATES)
+    launches = launches if launches is not None else (1 if quick else 3)
+    key = "1e5"
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    out: dict[str, Any] = {
+        "templates": {key: n, "empty": 0},
+        "target_s": STARTUP_TARGET_S,
+        "launches": launches,
+        "model_id": model.model_id,
+    }
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="faceapp-bench-startup-") as tmp:
+        work = Path(tmp)
+        for name, size in (("empty", 0), (key, n)):
+            db = work / f"gallery_{name}.sqlite"
+            built = build_startup_gallery(db, size, model_id=model.model_id, dim=model.embedding_dim)
+            out[f"people_{name}"] = built["people"]
+            out[f"build_s_{name}"] = built["build_s"]
+            first: dict[str, Any] | None = None
+            if not quick:
+                log.info("bench startup: first launch (%s)", name)
+                first = launch_app(db, model_path, workdir=work)
+            records = []
+            for i in range(launches):
+                log.info("bench startup: launch %d/%d (%s)", i + 1, launches, name)
+                records.append(launch_app(db, model_path, workdir=work))
+            runs[name] = records
+            first = first or records[0]
+            out[f"first_launch_s_{name}"] = round(first["seconds"]["usable"], 3)
+    for name, records in runs.items():
+        secs = [r["seconds"] for r in records]
+        out[f"window_s_{name}"] = _median([s["usable"] for s in secs])
+        out[f"first_paint_s_{name}"] = _median([s["first_paint"] for s in secs])
+        out[f"window_shown_s_{name}"] = _median([s["window_shown"] for s in secs])
+        out[f"cpu_s_{name}"] = _median([r["cpu_s"]["usable"] for r in records])
+        out[f"exit_s_{name}"] = _median([r["exit_s"] for r in records])
+        stages = [_stages(s) for s in secs]
+        out[f"stages_s_{name}"] = {k: _median([st[k] for st in stages]) for k in stages[0]}
+        loaded = {int(r.get("templates_loaded", -1)) for r in records}
+        listed = {int(r.get("templates_listed", -1)) for r in records}
+        out[f"templates_loaded_{name}"] = loaded.pop() if len(loaded) == 1 else sorted(loaded)
+        out[f"templates_listed_{name}"] = listed.pop() if len(listed) == 1 else sorted(listed)
+        out[f"people_listed_{name}"] = int(records[0].get("people_listed", -1))
+    out["meets_target"] = bool(out[f"window_s_{key}"] <= STARTUP_TARGET_S)
+    out["overhead_s_1e5_vs_empty"] = round(out[f"window_s_{key}"] - out["window_s_empty"], 3)
+    out["load_average"] = {
+        "before": [round(x, 2) for x in load_before],
+        "after": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else [],
+    }
+    out["raw"] = runs
     return out

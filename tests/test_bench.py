@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from faceapp.bench import _compare, run_bench
+from faceapp.bench import QUICK_STARTUP_TEMPLATES, STARTUP_STAGES, _compare, _stages, run_bench
 from faceapp.cli import main
 from faceapp.live import FrameResult, LiveFace, StageTimes
 
@@ -28,6 +28,10 @@ STABLE_KEYS = {
         "ratio_1e4", "ratio_1e5", "ratio_1e6", "open_s_1e5", "open_s_1e6",
     ],
     "machine": ["cpu", "cores", "usable_cores", "torch_threads", "versions"],
+    "startup": [
+        "window_s_1e5", "first_paint_s_1e5", "window_shown_s_1e5", "cpu_s_1e5", "first_launch_s_1e5",
+        "window_s_empty", "first_paint_s_empty", "window_shown_s_empty", "cpu_s_empty", "target_s",
+    ],
 }
 
 
@@ -45,6 +49,8 @@ def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
     )
     assert result["quick"] is True and result["schema"] == 1
     for part, keys in STABLE_KEYS.items():
+        if part == "startup":
+            continue  # test_quick_startup_bench_launches_the_app
         missing = [k for k in keys if k not in result[part]]
         assert not missing, f"{part}: missing {missing}"
     frame, embed, gallery = result["frame"], result["embed"], result["gallery"]
@@ -95,3 +101,40 @@ def test_compare_counts_recall_and_agreement_by_hand():
     recall, agreement = _compare(ours, base)
     assert recall == pytest.approx(3 / 4, abs=1e-4)  # the face at (100, 100) was not reported
     assert agreement == pytest.approx(2 / 3, abs=1e-4)  # frame 2's first face: Unknown vs "a"
+
+
+@pytest.mark.slow
+def test_quick_startup_bench_launches_the_app(small_model_path):
+    """Two real launches of ``faceapp gui --exit-when-ready`` (empty and small gallery):
+    about 10 s each on a small machine (importing torch dominates)."""
+    result = run_bench(("startup",), model_path=small_model_path, quick=True)
+    st = result["startup"]
+    assert not [k for k in STABLE_KEYS["startup"] if k not in st]
+    for key in STABLE_KEYS["startup"]:
+        assert _positive(st[key]), key
+    n = st["templates"]["1e5"]
+    assert n == QUICK_STARTUP_TEMPLATES and st["launches"] == 1
+    # the child really loaded the gallery that was built: index size, People page totals
+    assert st["templates_loaded_1e5"] == n and st["templates_listed_1e5"] == n
+    assert st["people_listed_1e5"] == st["people_1e5"] == n // 4
+    assert st["templates_loaded_empty"] == 0 and st["people_listed_empty"] == 0
+    assert st["model_id"] == result["model"]["model_id"]
+    for name in ("empty", "1e5"):
+        (record,) = st["raw"][name]
+        s = record["seconds"]
+        assert record["model_id"] == st["model_id"]
+        assert s["first_paint"] <= s["window_shown"] <= s["usable"] <= record["exit_s"]
+        assert s["first_paint"] == s["card_paint"]  # the start-up card paints first
+        assert sum(st[f"stages_s_{name}"].values()) == pytest.approx(s["usable"], abs=0.01)
+    assert st["meets_target"] == (st["window_s_1e5"] <= st["target_s"])
+    assert json.loads(json.dumps(result, default=str))
+
+
+def test_startup_stages_by_hand():
+    marks = {"run": 1.0, "first_paint": 1.5, "card_shown": 1.6, "preloaded": 4.0, "window_shown": 4.25,
+             "service": 5.0, "people": 5.5, "usable": 6.0}
+    st = _stages(marks)
+    assert list(st) == [name for name, _, _ in STARTUP_STAGES]
+    assert st == {"python_qt": 1.0, "card": 0.6, "model_imports": 2.4, "window": 0.25, "service": 0.75,
+                  "people": 0.5, "settle": 0.5}
+    assert "people" not in _stages({k: v for k, v in marks.items() if k != "people"})

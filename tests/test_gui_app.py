@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,14 @@ from PySide6.QtWidgets import QApplication
 
 from faceapp.cli import gui_cmds
 from faceapp.errors import FaceappError
-from faceapp.gui.app import check_display, run, service_opener
+from faceapp.gui.app import (
+    LAUNCH_T0_ENV,
+    check_display,
+    process_start_time,
+    run,
+    service_opener,
+    splash,
+)
 from faceapp.gui.main_window import MainWindow
 from faceapp.gui.settings import GuiSettings, SettingsStore
 
@@ -27,11 +37,15 @@ def test_gui_command_flags(monkeypatch) -> None:
     gui_cmds.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["gui", "--camera", "clip.mp4", "--db", "g.sqlite", "--model", "m.pt"])
     assert (args.camera, args.db, args.model, args.device) == ("clip.mp4", "g.sqlite", "m.pt", "cpu")
+    assert args.exit_when_ready is False
+    assert parser.parse_args(["gui", "--exit-when-ready"]).exit_when_ready is True
     seen = {}
     monkeypatch.setattr("faceapp.gui.app.run", lambda **kw: seen.update(kw) or 0)
     assert args.func(args) == 0
     preload = seen.pop("preload")
-    assert seen == {"camera": "clip.mp4", "db": "g.sqlite", "model": "m.pt", "device": "cpu"}
+    assert seen == {
+        "camera": "clip.mp4", "db": "g.sqlite", "model": "m.pt", "device": "cpu", "exit_when_ready": False
+    }
     preload()  # imports the model stack in this (the main) thread
     assert "faceapp.nn.pipeline" in sys.modules
     assert parser.parse_args(["gui"]).camera is None
@@ -116,3 +130,75 @@ def test_no_display_is_a_clear_error(monkeypatch) -> None:
         check_display()
     monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
     check_display()
+
+
+def _startup_gallery(path: Path, model_path: Path, n: int) -> str:
+    from faceapp.bench import build_startup_gallery
+    from faceapp.nn.checkpoint import load_checkpoint
+
+    model = load_checkpoint(model_path)
+    build_startup_gallery(path, n, model_id=model.model_id, dim=model.embedding_dim, per_person=4)
+    return model.model_id
+
+
+def test_exit_when_ready_reports_a_loaded_gallery(qapp, tmp_path: Path, small_model_path: Path) -> None:
+    db = tmp_path / "g.sqlite"
+    model_id = _startup_gallery(db, small_model_path, 40)
+    out = io.StringIO()
+    code = run(
+        camera=str(tmp_path / "none.mp4"),
+        db=str(db),
+        model=str(small_model_path),
+        store=SettingsStore.at_path(str(tmp_path / "s.ini")),
+        exit_when_ready=True,
+        report=out,
+    )
+    assert code == 0
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])["startup"]
+    assert record["exit_code"] == 0 and record["model_id"] == model_id
+    # the index really holds the gallery, and the People page listed every person
+    assert record["templates_loaded"] == 40 and record["templates_listed"] == 40
+    assert record["people_listed"] == 10
+    s = record["seconds"]
+    assert s["run"] <= s["window_shown"] <= s["service"] <= s["people"] <= s["usable"] <= s["idle"]
+    assert s["first_paint"] == s["window_paint"]  # no start-up card without a preload
+    assert set(record["cpu_s"]) == set(s)
+
+
+def test_exit_when_ready_reports_a_failed_start(qapp, tmp_path: Path) -> None:
+    out = io.StringIO()
+    code = run(
+        camera=str(tmp_path / "none.mp4"),
+        db=str(tmp_path / "g.sqlite"),
+        model=str(tmp_path / "none.pt"),
+        store=SettingsStore.at_path(str(tmp_path / "s.ini")),
+        exit_when_ready=True,
+        report=out,
+    )
+    assert code == 1
+    record = json.loads(out.getvalue())["startup"]
+    assert record["exit_code"] == 1 and "none.pt" in record["error"]
+    assert "service_failed" in record["seconds"] and "usable" not in record["seconds"]
+
+
+def test_process_start_time(monkeypatch) -> None:
+    monkeypatch.setenv(LAUNCH_T0_ENV, "1234.5")
+    assert process_start_time() == 1234.5
+    monkeypatch.delenv(LAUNCH_T0_ENV)
+    t = process_start_time()  # from /proc on Linux: this test process started earlier
+    assert t <= time.time()
+    if sys.platform.startswith("linux"):
+        assert t < time.time() - 0.01
+
+
+def test_splash_card_is_shown_and_painted(qapp) -> None:
+    seen: list[bool] = []
+    card = splash(qapp, "Loading the face models…", before_show=lambda w: seen.append(w.isVisible()))
+    try:
+        assert seen == [False]  # handed over before it was shown
+        assert card.isVisible() and card.accessibleName() == "Loading the face models…"
+        assert card.pixmap().width() == card.width() > 0
+    finally:
+        card.close()

@@ -1,7 +1,8 @@
-"""``faceapp bench [frame|embed|gallery|all] [--json] [--video PATH] [--model CKPT] [--quick]``.
+"""``faceapp bench [frame|embed|gallery|startup|all] [--json] [--video PATH] [--model CKPT] [--quick]``.
 
-Measures the live loop on real video, embedding throughput and 1:K search / gallery
-opening, each against a baseline measured in the same run (see :mod:`faceapp.bench`).
+Measures the live loop on real video, embedding throughput, 1:K search / gallery opening
+and the desktop app's start-up, each against a baseline measured in the same run (see
+:mod:`faceapp.bench`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-CHOICES = ("frame", "embed", "gallery", "all")
+CHOICES = ("frame", "embed", "gallery", "startup", "all")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "bench",
-        help="measure speed: live frame loop, embeddings/s, gallery search (vs baselines)",
+        help="measure speed: live frame loop, embeddings/s, gallery search, app start-up (vs baselines)",
         description="Speed on this machine against baselines measured in the same run. "
         "JSON keys: frame.fps, frame.latency_ms_p50/p95, embed.per_s_b1/b32, "
         "embed.baseline_per_s_b1/b32, gallery.search_ms_1e4/1e5/1e6, "
-        "gallery.baseline_search_ms_1e4/1e5/1e6, gallery.open_s_1e5/1e6 (+ ratios, machine).",
+        "gallery.baseline_search_ms_1e4/1e5/1e6, gallery.open_s_1e5/1e6, "
+        "startup.window_s_1e5 (seconds to a usable main window with 10^5 templates), "
+        "startup.first_paint_s_1e5, startup.window_s_empty (+ ratios, machine).",
     )
     p.add_argument("part", nargs="?", default="all", choices=CHOICES, help="what to measure (default all)")
     p.add_argument("--json", action="store_true", help="print the full JSON result")
@@ -145,4 +148,20 @@ def _summary(r: dict[str, Any]) -> str:
                 f"  open {n:>9,} : {g[f'open_s_{key}']} s (snapshot), {g[f'open_rows_s_{key}']} s (rows)"
             )
         lines.append(f"  same top-k as the baseline: {g['same_top_k_as_baseline']}")
+    if "startup" in r:
+        st = r["startup"]
+        n = st["templates"]["1e5"]
+        lines += [
+            f"startup (faceapp gui to a usable window; median of {st['launches']} launch(es); "
+            f"target {st['target_s']} s)",
+            f"  {n:>9,} templates : usable {_fmt(st['window_s_1e5'])} s (first paint "
+            f"{_fmt(st['first_paint_s_1e5'])} s, window shown {_fmt(st['window_shown_s_1e5'])} s, "
+            f"{_fmt(st['cpu_s_1e5'])} CPU s); first launch {_fmt(st['first_launch_s_1e5'])} s",
+            f"  empty gallery     : usable {_fmt(st['window_s_empty'])} s (first paint "
+            f"{_fmt(st['first_paint_s_empty'])} s, {_fmt(st['cpu_s_empty'])} CPU s)",
+            "  stages (s)        : "
+            + ", ".join(f"{k} {v}" for k, v in st["stages_s_1e5"].items()),
+            f"  meets the target  : {st['meets_target']} (load average "
+            f"{st['load_average']['before'][0]} before)",
+        ]
     return "\n".join(lines)

@@ -19,6 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--db", metavar="URL|FILE", help="gallery database (SQLAlchemy URL or file)")
     p.add_argument("--model", metavar="CKPT", help="model checkpoint (default models/default.pt)")
     p.add_argument("--device", default="cpu", help="torch device for the model (default cpu)")
+    p.add_argument(
+        "--exit-when-ready",
+        action="store_true",
+        help="quit as soon as the window is usable (model and gallery loaded), printing the "
+        "start-up timings as one JSON line (used by `faceapp bench startup`)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -37,4 +43,5 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         preload=_preload_model_stack,
+        exit_when_ready=args.exit_when_ready,
     )

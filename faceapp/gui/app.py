@@ -2,35 +2,56 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, QEventLoop, QObject, Qt, QTimer
 from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
-from PySide6.QtWidgets import QApplication, QSplashScreen
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
 from faceapp.errors import FaceappError
-from faceapp.gui.main_window import MainWindow, ServiceOpener
 from faceapp.gui.settings import APPLICATION, ORGANIZATION, GuiSettings, SettingsStore
+
+if TYPE_CHECKING:
+    from faceapp.gui.main_window import MainWindow, ServiceOpener
 
 log = logging.getLogger(__name__)
 
 # Qt Multimedia logs every FFmpeg probe at warning level; keep the terminal readable.
 _QUIET_MULTIMEDIA = "qt.multimedia.*=false;qt.multimedia.ffmpeg*=false"
 
+LAUNCH_T0_ENV = "FACEAPP_LAUNCH_T0"
+"""Epoch seconds at which a parent process launched the app (benchmarks); start-up times
+are counted from it. Without it, from the process start time in ``/proc``."""
+
+CARD_EXPOSE_MS = 300
+"""How long the start-up card waits for the window system to show it before painting."""
+
 
 def service_opener(device: str = "cpu") -> ServiceOpener:
-    """A function that opens a ``FaceService`` for given settings (run in a worker thread)."""
+    """A function that opens a ``FaceService`` for given settings (run in a worker thread).
+
+    The gallery's search index is loaded too (from its snapshot when valid), so that the
+    first recognition does not pay for it; a failure there is logged and reported again
+    by the first search, the service stays usable for everything else."""
 
     def open_service(settings: GuiSettings) -> Any:
-        # Imported here, in the worker thread: loading torch takes seconds and the window
-        # should already be on screen meanwhile.
+        # Imported here, in the worker thread (torch is already imported by then: see run).
         from faceapp.services import FaceService
 
-        return FaceService.open(db_url=settings.db or None, model_path=settings.model or None, device=device)
+        service = FaceService.open(
+            db_url=settings.db or None, model_path=settings.model or None, device=device
+        )
+        try:
+            service.load_index()
+        except FaceappError as err:
+            log.warning("could not load the gallery index: %s", err)
+        return service
 
     return open_service
 
@@ -59,8 +80,16 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
-def splash(app: QApplication, text: str) -> QSplashScreen:
-    """A small start-up card shown while the model libraries load."""
+def splash(
+    app: QApplication, text: str, *, before_show: Callable[[QWidget], None] | None = None
+) -> QLabel:
+    """A small start-up card shown while the model libraries load (``before_show`` gets
+    the card just before it is shown).
+
+    A frameless ``QLabel`` rather than a ``QSplashScreen``: the latter's ``show()`` blocks
+    up to 1 s waiting for the window to be exposed, which never happens on some platforms
+    (``offscreen``). Here the exposure is awaited for at most ``CARD_EXPOSE_MS``, then the
+    card is painted, before the caller blocks the main thread."""
     pix = QPixmap(460, 140)
     pix.fill(QColor(30, 32, 36))
     p = QPainter(pix)
@@ -70,14 +99,166 @@ def splash(app: QApplication, text: str) -> QSplashScreen:
     font.setBold(True)
     p.setFont(font)
     p.drawText(pix.rect().adjusted(0, 20, 0, -60), Qt.AlignmentFlag.AlignCenter, "faceapp")
+    p.setFont(app.font())
+    p.setPen(QColor(180, 180, 180))
+    bottom = Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter
+    p.drawText(pix.rect().adjusted(10, 0, -10, -16), bottom, text)
     p.end()
-    card = QSplashScreen(pix)
-    card.showMessage(
-        text, Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter, QColor(180, 180, 180)
+    card = QLabel()
+    card.setWindowFlags(
+        Qt.WindowType.SplashScreen | Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint
     )
+    card.setPixmap(pix)
+    card.setFixedSize(pix.size())
+    card.setAccessibleName(text)
+    if before_show is not None:
+        before_show(card)
     card.show()
+    handle = card.windowHandle()
+    deadline = time.monotonic() + CARD_EXPOSE_MS / 1000
+    while handle is not None and not handle.isExposed() and time.monotonic() < deadline:
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 10)
+        time.sleep(0.005)
+    card.repaint()
     app.processEvents()
     return card
+
+
+# ------------------------------------------------------------------------------ start-up timing
+
+
+def process_start_time() -> float:
+    """Epoch seconds at which this process was launched: ``$FACEAPP_LAUNCH_T0`` when a
+    parent set it, else the start time in ``/proc/self/stat`` (Linux, 10 ms ticks), else now."""
+    raw = os.environ.get(LAUNCH_T0_ENV)
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            log.warning("ignoring %s=%r (not a number)", LAUNCH_T0_ENV, raw)
+    try:
+        with open("/proc/self/stat") as fh:
+            # the command name (field 2) may hold spaces: split after its closing parenthesis
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - (uptime - started_after_boot)
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+class StartupProbe(QObject):
+    """Start-up timings of one launch (``faceapp gui --exit-when-ready``), in seconds since
+    :func:`process_start_time`.
+
+    Marks: ``run`` (the GUI code starts: Python and Qt imported), ``first_paint`` (the first
+    paint of any top-level window: the start-up card), ``window_shown`` / ``window_paint``
+    (the main window shown / first painted), ``service`` (the model and the gallery's index
+    are loaded and the pages got the service), ``people`` (the People list is filled),
+    ``usable`` (all of these, and no start-up task left), ``idle`` (the event loop then
+    ran once more with nothing to do). ``finish`` writes them as one JSON line
+    ``{"startup": {...}}`` to ``out`` and calls ``quit``.
+    """
+
+    def __init__(self, t0: float, out: TextIO, quit_fn: Callable[[int], None]) -> None:
+        super().__init__()
+        self.t0 = t0
+        self.marks: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self.info: dict[str, Any] = {}
+        self._out = out
+        self._quit = quit_fn
+        self._painted: dict[int, str] = {}
+        self._window: MainWindow | None = None
+        self._service_ok = False
+        self._people_ok = False
+        self._done = False
+
+    def mark(self, name: str) -> float:
+        """Record ``name`` now (the first time only), with the CPU time this process has
+        used so far (all threads; in ``cpu``); returns its time."""
+        if name not in self.marks:
+            self.cpu[name] = round(time.process_time(), 4)
+        return self.marks.setdefault(name, round(time.time() - self.t0, 4))
+
+    def watch_paint(self, widget: QWidget, name: str) -> None:
+        """Mark ``name`` (and ``first_paint``) at the first paint event of ``widget``."""
+        self._painted[id(widget)] = name
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Paint:
+            name = self._painted.pop(id(watched), None)
+            if name is not None:
+                self.mark("first_paint")
+                self.mark(name)
+                watched.removeEventFilter(self)
+        return False
+
+    def attach(self, window: MainWindow) -> None:
+        """Follow the window until it is usable, then :meth:`finish`."""
+        self._window = window
+        window.serviceReady.connect(self._on_service)
+        window.people_page.peopleLoaded.connect(self._on_people)
+        window.ctx.runner.busyChanged.connect(lambda _busy: self._check())
+
+    def _on_service(self, service: Any) -> None:
+        if service is None:
+            self.info["error"] = next((m for m, err in reversed(self._window_messages()) if err), "")
+            self.mark("service_failed")
+            QTimer.singleShot(0, lambda: self.finish(1))
+            return
+        self.mark("service")
+        self._service_ok = True
+        self._check()
+
+    def _on_people(self, n: int) -> None:
+        if self._service_ok:
+            self.mark("people")
+            self._people_ok = True
+            self.info["people_listed"] = int(n)
+            self._check()
+
+    def _window_messages(self) -> list[tuple[str, bool]]:
+        return list(self._window.messages) if self._window is not None else []
+
+    def _check(self) -> None:
+        window = self._window
+        if self._done or window is None or not (self._service_ok and self._people_ok):
+            return
+        if window.ctx.runner.is_busy():
+            return
+        self.mark("usable")
+        self._done = True
+        QTimer.singleShot(0, self._idle)
+
+    def _idle(self) -> None:
+        self.mark("idle")
+        self.finish(0)
+
+    def finish(self, code: int) -> None:
+        """Write the JSON line and quit with ``code``."""
+        window = self._window
+        service = window.ctx.service if window is not None else None
+        if service is not None:
+            self.info["model_id"] = str(service.model_id)
+            try:
+                self.info["templates_loaded"] = int(service.load_index())  # cached: no reload
+            except FaceappError as err:
+                self.info["templates_loaded"] = -1
+                self.info["index_error"] = str(err)
+            people = window.people_page.model.people() if window is not None else []
+            self.info["templates_listed"] = int(sum(int(p.n_templates) for p in people))
+        record = {
+            "startup": {"seconds": dict(self.marks), "cpu_s": dict(self.cpu), **self.info, "exit_code": code}
+        }
+        self._out.write(json.dumps(record) + "\n")
+        self._out.flush()
+        self._quit(code)
+
+
+# ------------------------------------------------------------------------------ run
 
 
 def run(
@@ -88,6 +269,8 @@ def run(
     device: str = "cpu",
     store: SettingsStore | None = None,
     preload: Callable[[], None] | None = None,
+    exit_when_ready: bool = False,
+    report: TextIO | None = None,
 ) -> int:
     """Open the main window and run the event loop; returns the exit code.
 
@@ -97,17 +280,39 @@ def run(
     them for the first time in a worker thread while Qt's video/GL stack is active can
     crash the process (seen with triton's bundled LLVM under X11). ``faceapp gui`` passes
     one; the service itself is then opened in a worker.
+    ``exit_when_ready``: quit as soon as the window is usable (model and gallery loaded,
+    People listed) after writing the start-up timings as one JSON line to ``report``
+    (default stdout; see :class:`StartupProbe`); for ``faceapp bench startup``.
     """
     check_display()
+    probe: StartupProbe | None = None
+    if exit_when_ready:
+        probe = StartupProbe(process_start_time(), report or sys.stdout, QApplication.exit)
+        probe.mark("run")
     app = create_app()
+    card: QLabel | None = None
     if preload is not None:
-        card = splash(app, "Loading the face models…")
+        watch = None if probe is None else (lambda w: probe.watch_paint(w, "card_paint"))
+        card = splash(app, "Loading the face models…", before_show=watch)
+        if probe is not None:
+            probe.mark("card_shown")
+    from faceapp.gui.main_window import MainWindow  # the pages: after the card is up
+
+    if preload is not None:
         preload()
-        card.close()
+        if probe is not None:
+            probe.mark("preloaded")
     store = store if store is not None else SettingsStore()
     settings = store.load().with_overrides(camera=camera, db=db, model=model)
     window = MainWindow(settings, store=store, open_service=service_opener(device))
+    if probe is not None:
+        probe.watch_paint(window, "window_paint")
+        probe.attach(window)
     window.show()
+    if card is not None:
+        card.close()
+    if probe is not None:
+        probe.mark("window_shown")
     QTimer.singleShot(0, window.open_service_async)
     code = app.exec()
     window.shutdown()

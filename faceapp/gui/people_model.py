@@ -42,13 +42,29 @@ class PeopleListModel(QAbstractListModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._people: list[Any] = []
-        self._icons: list[QIcon] = []
+        # thumbnails are decoded when a row is first drawn (a large gallery has 10⁵ people);
+        # rows without one share a single placeholder icon
+        self._icons: dict[int, QIcon] = {}
+        self._placeholder: QIcon | None = None
 
     def set_people(self, people: Sequence[Any]) -> None:
         self.beginResetModel()
         self._people = list(people)
-        self._icons = [QIcon(pixmap_from_png(getattr(p, "thumbnail_png", None))) for p in people]
+        self._icons = {}
         self.endResetModel()
+
+    def _icon(self, row: int) -> QIcon:
+        icon = self._icons.get(row)
+        if icon is None:
+            data = getattr(self._people[row], "thumbnail_png", None)
+            if data:
+                icon = QIcon(pixmap_from_png(data))
+            else:
+                if self._placeholder is None:
+                    self._placeholder = QIcon(pixmap_from_png(None))
+                icon = self._placeholder
+            self._icons[row] = icon
+        return icon
 
     def people(self) -> list[Any]:
         return list(self._people)
@@ -75,7 +91,7 @@ class PeopleListModel(QAbstractListModel):
         if role in (Qt.ItemDataRole.DisplayRole, NAME_ROLE):
             return str(p.name)
         if role == Qt.ItemDataRole.DecorationRole:
-            return self._icons[index.row()]
+            return self._icon(index.row())
         if role == Qt.ItemDataRole.ToolTipRole:
             n = int(p.n_templates)
             created = getattr(p, "created", None)
