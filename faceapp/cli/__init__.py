@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ _COMMAND_MODULES = (
     "faceapp.cli.vision_cmds",
     "faceapp.cli.train_cmds",
     "faceapp.cli.gallery_cmds",
+    "faceapp.cli.live_cmds",
     "faceapp.cli.gui_cmds",
     "faceapp.cli.bench_cmds",
 )
@@ -57,3 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `faceapp watch ... | head`): stop quietly, and keep
+        # Python from failing again while flushing stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -16,12 +16,15 @@ from faceapp.vision.images import IMAGE_SUFFIXES, load_image, resize_max_side
 
 
 def iter_video_frames(
-    path: str | Path, *, max_side: int | None = None, max_frames: int | None = None
+    path: str | Path, *, max_side: int | None = None, max_frames: int | None = None,
+    input_format: str | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the frames of a video file in order.
+    """Yield the frames of a video file (or a capture device) in order.
 
     Args:
         path: any container/codec FFmpeg (PyAV) decodes.
+        input_format: FFmpeg input format, e.g. ``"v4l2"`` for a Linux camera device
+            (``None``: guessed from the file).
         max_side: downscale frames whose longer side exceeds it.
         max_frames: stop after this many frames.
     Yields:
@@ -32,7 +35,7 @@ def iter_video_frames(
     import av  # imported here: decoding is an edge concern, keep import-time light
 
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), format=input_format)
     except (OSError, av.FFmpegError) as err:
         raise CameraError(f"{path}: cannot open video ({err})") from None
     with container:
