@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,10 +16,11 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from faceapp.cli import gui_cmds
-from faceapp.errors import FaceappError
+from faceapp.errors import FaceappError, GalleryError
 from faceapp.gui.app import (
     LAUNCH_T0_ENV,
     check_display,
+    gallery_opener,
     process_start_time,
     run,
     service_opener,
@@ -46,8 +49,9 @@ def test_gui_command_flags(monkeypatch) -> None:
     assert seen == {
         "camera": "clip.mp4", "db": "g.sqlite", "model": "m.pt", "device": "cpu", "exit_when_ready": False
     }
-    preload()  # imports the model stack in this (the main) thread
-    assert "faceapp.nn.pipeline" in sys.modules
+    preload()  # only the native libraries that must load in the main thread (triton)
+    if importlib.util.find_spec("triton") is not None:
+        assert "triton" in sys.modules
     assert parser.parse_args(["gui"]).camera is None
 
 
@@ -162,8 +166,10 @@ def test_exit_when_ready_reports_a_loaded_gallery(qapp, tmp_path: Path, small_mo
     assert record["templates_loaded"] == 40 and record["templates_listed"] == 40
     assert record["people_listed"] == 10
     s = record["seconds"]
-    assert s["run"] <= s["window_shown"] <= s["service"] <= s["people"] <= s["usable"] <= s["idle"]
-    assert s["first_paint"] == s["window_paint"]  # no start-up card without a preload
+    # progressive: People listed from the gallery-only service, then the model is loaded
+    assert s["run"] <= s["preloaded"] <= s["window_shown"] <= s["gallery"] <= s["people"] <= s["usable"]
+    assert s["usable"] <= s["service"] <= s["ready"] <= s["idle"]
+    assert s["first_paint"] == s["window_paint"]
     assert set(record["cpu_s"]) == set(s)
 
 
@@ -180,7 +186,106 @@ def test_exit_when_ready_reports_a_failed_start(qapp, tmp_path: Path) -> None:
     assert code == 1
     record = json.loads(out.getvalue())["startup"]
     assert record["exit_code"] == 1 and "none.pt" in record["error"]
-    assert "service_failed" in record["seconds"] and "usable" not in record["seconds"]
+    assert "service_failed" in record["seconds"] and "ready" not in record["seconds"]
+    assert "model_id" not in record  # the gallery-only service has none
+    # a gallery that cannot be opened fails both phases: still one record
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    out = io.StringIO()
+    code = run(
+        camera=str(tmp_path / "none.mp4"),
+        db=str(bad),
+        model=str(tmp_path / "none.pt"),
+        store=SettingsStore.at_path(str(tmp_path / "s.ini")),
+        exit_when_ready=True,
+        report=out,
+    )
+    assert code == 1
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)["startup"]
+    assert record["exit_code"] == 1 and record["error"] and "gallery" not in record["seconds"]
+
+
+def _model_pages(w: MainWindow) -> list:
+    return [w.enroll_page, w.verify_page, w.recognize_page, w.calibrate_page]
+
+
+def test_progressive_start_lists_people_before_the_model(
+    qtbot, tmp_path: Path, small_model_path: Path, hamilton_clip: Path
+) -> None:
+    """The gallery-only service comes first (People works), the model pages wait for the
+    full service, which replaces it once loaded (held back here until the checks ran);
+    the camera waits for it too."""
+    db = tmp_path / "g.sqlite"
+    _startup_gallery(db, small_model_path, 40)
+    gate = threading.Event()
+    open_full = service_opener("cpu")
+
+    def gated_open(settings: GuiSettings) -> object:
+        assert gate.wait(WAIT / 1000)
+        return open_full(settings)
+
+    settings = GuiSettings(db=str(db), model=str(small_model_path), camera=str(hamilton_clip))
+    w = MainWindow(settings, open_service=gated_open, open_gallery=gallery_opener())
+    qtbot.addWidget(w)
+    w.show_page("People")
+    with qtbot.waitSignal(w.people_page.peopleLoaded, timeout=WAIT) as listed:
+        w.open_service_async()
+    assert listed.args == [10]
+    w.show_page("Enroll")  # a live page: the camera waits for the models
+    assert w.source is not None and not w.source.is_active()
+    gallery = w.ctx.service
+    assert gallery is not None and gallery.has_model is False and w.ctx.model_loading
+    assert not w.loading_banner.isHidden() and "Loading the face models" in w.loading_banner.text()
+    assert "loading the model" in w.service_label.text()
+    people = w.people_page
+    assert people.selected_name() is not None
+    assert people.rename_button.isEnabled() and people.export_button.isEnabled()
+    assert not people.add_button.isEnabled() and not people.reembed_button.isEnabled()
+    for page in _model_pages(w):
+        assert page.service is None, page.title
+    assert not w.enroll_page.capture_button.isEnabled()
+    assert not w.calibrate_page.compute_button.isEnabled()
+    assert w.verify_page.view.banner() == w.recognize_page.view.banner() == "Loading the face models…"
+
+    with qtbot.waitSignal(w.serviceReady, timeout=WAIT) as ready:
+        gate.set()
+    full = ready.args[0]
+    assert full is w.ctx.service and full is not gallery and full.has_model
+    assert not w.ctx.model_loading and w.loading_banner.isHidden()
+    assert w.source.is_active()
+    assert full.model_id in w.service_label.text()
+    for page in _model_pages(w):
+        assert page.service is full, page.title
+    assert w.enroll_page.capture_button.isEnabled() and w.calibrate_page.compute_button.isEnabled()
+    assert people.add_button.isEnabled() and people.reembed_button.isEnabled()
+    assert people.model.rowCount() == 10  # the list shown was kept
+    assert w.recognize_page.view.banner() != "Loading the face models…"
+    w.close()
+    with pytest.raises(GalleryError):  # the replaced gallery-only service was closed too
+        gallery.list_people()
+
+
+def test_progressive_start_model_failure_keeps_people(qtbot, tmp_path: Path) -> None:
+    settings = GuiSettings(db=str(tmp_path / "g.sqlite"), model=str(tmp_path / "none.pt"))
+    w = MainWindow(
+        settings, open_service=service_opener("cpu"), open_gallery=gallery_opener(), camera_on=False
+    )
+    qtbot.addWidget(w)
+    with (
+        qtbot.waitSignal(w.galleryReady, timeout=WAIT) as gallery,
+        qtbot.waitSignal(w.serviceReady, timeout=WAIT) as full,
+    ):
+        w.open_service_async()
+    assert gallery.args[0] is not None and full.args == [None]
+    assert w.messages[-1][1] is True and "none.pt" in w.messages[-1][0]
+    assert w.ctx.service is gallery.args[0] and not w.ctx.model_loading
+    assert w.loading_banner.isHidden()
+    assert w.people_page.export_button.isEnabled() and w.people_page.refresh_button.isEnabled()
+    assert not w.enroll_page.capture_button.isEnabled()
+    assert w.recognize_page.view.banner() == "No face model loaded (see Settings)."
+    assert "none.pt" in w.settings_page.status_label.text()
+    w.close()
 
 
 def test_process_start_time(monkeypatch) -> None:

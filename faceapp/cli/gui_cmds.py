@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -22,15 +23,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--exit-when-ready",
         action="store_true",
-        help="quit as soon as the window is usable (model and gallery loaded), printing the "
-        "start-up timings as one JSON line (used by `faceapp bench startup`)",
+        help="quit once the app is ready (window usable with People listed, then the model "
+        "and the gallery's index loaded), printing the start-up timings as one JSON line "
+        "(used by `faceapp bench startup`)",
     )
     p.set_defaults(func=_run)
 
 
-def _preload_model_stack() -> None:
-    """Import torch / torchvision / MTCNN now, in the main thread (see faceapp.gui.app.run)."""
-    import faceapp.nn.pipeline  # noqa: F401
+def _preload_native_libraries() -> None:
+    """Import triton (when installed; torch imports it later) now, in the main thread,
+    before Qt starts: it bundles its own LLVM, and loading it for the first time in a
+    worker thread once Mesa's LLVM is loaded (Qt's GL under X11, e.g. while a video plays)
+    crashes the process. About 0.3 s; torch and the models are then loaded in a worker
+    (see faceapp.gui.app.run)."""
+    with contextlib.suppress(ImportError):
+        import triton  # noqa: F401
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -42,6 +49,6 @@ def _run(args: argparse.Namespace) -> int:
         db=args.db,
         model=args.model,
         device=args.device,
-        preload=_preload_model_stack,
+        preload=_preload_native_libraries,
         exit_when_ready=args.exit_when_ready,
     )

@@ -41,7 +41,8 @@ def service_opener(device: str = "cpu") -> ServiceOpener:
     by the first search, the service stays usable for everything else."""
 
     def open_service(settings: GuiSettings) -> Any:
-        # Imported here, in the worker thread (torch is already imported by then: see run).
+        # Imported here, in the worker thread: the model libraries (torch...) are imported
+        # by FaceService.open, in this thread too (see run).
         from faceapp.services import FaceService
 
         service = FaceService.open(
@@ -54,6 +55,21 @@ def service_opener(device: str = "cpu") -> ServiceOpener:
         return service
 
     return open_service
+
+
+def gallery_opener() -> ServiceOpener:
+    """A function that opens a gallery-only ``FaceService`` (no face model, so no torch:
+    fast) for given settings, in a worker thread: listing, renaming, deleting, export and
+    import work with it (see :meth:`MainWindow.open_service_async`)."""
+
+    def open_gallery(settings: GuiSettings) -> Any:
+        from faceapp.services import FaceService
+
+        return FaceService.open(
+            db_url=settings.db or None, model_path=settings.model or None, load_model=False
+        )
+
+    return open_gallery
 
 
 def check_display() -> None:
@@ -152,13 +168,17 @@ class StartupProbe(QObject):
     """Start-up timings of one launch (``faceapp gui --exit-when-ready``), in seconds since
     :func:`process_start_time`.
 
-    Marks: ``run`` (the GUI code starts: Python and Qt imported), ``first_paint`` (the first
-    paint of any top-level window: the start-up card), ``window_shown`` / ``window_paint``
-    (the main window shown / first painted), ``service`` (the model and the gallery's index
-    are loaded and the pages got the service), ``people`` (the People list is filled),
-    ``usable`` (all of these, and no start-up task left), ``idle`` (the event loop then
-    ran once more with nothing to do). ``finish`` writes them as one JSON line
-    ``{"startup": {...}}`` to ``out`` and calls ``quit``.
+    Marks: ``run`` (the GUI code starts: Python and Qt imported), ``preloaded`` (after
+    ``run``'s ``preload``, if any), ``first_paint`` (the first paint of any top-level
+    window), ``window_shown`` / ``window_paint`` (the main window
+    shown / first painted), ``gallery`` (the gallery-only service is installed), ``people``
+    (the People list is filled from it), ``usable`` (the event loop then ran once more: the
+    window answers and People works), ``service`` (the model and the gallery's index are
+    loaded and the full service replaced the gallery-only one: the model pages are
+    enabled), ``ready`` (all of these, and no start-up task left), ``idle`` (the event loop
+    then ran once more with nothing to do). Without a gallery phase (a window with no
+    ``open_gallery``) ``people`` waits for ``service``. ``finish`` writes them as one JSON
+    line ``{"startup": {...}}`` to ``out`` and calls ``quit``.
     """
 
     def __init__(self, t0: float, out: TextIO, quit_fn: Callable[[int], None]) -> None:
@@ -171,8 +191,8 @@ class StartupProbe(QObject):
         self._quit = quit_fn
         self._painted: dict[int, str] = {}
         self._window: MainWindow | None = None
+        self._gallery_ok = False
         self._service_ok = False
-        self._people_ok = False
         self._done = False
 
     def mark(self, name: str) -> float:
@@ -191,45 +211,67 @@ class StartupProbe(QObject):
         if event.type() == QEvent.Type.Paint:
             name = self._painted.pop(id(watched), None)
             if name is not None:
+                first = "first_paint" not in self.marks
                 self.mark("first_paint")
-                self.mark(name)
+                if first:  # the same instant, not a second clock reading
+                    self.marks.setdefault(name, self.marks["first_paint"])
+                    self.cpu.setdefault(name, self.cpu["first_paint"])
+                else:
+                    self.mark(name)
                 watched.removeEventFilter(self)
         return False
 
     def attach(self, window: MainWindow) -> None:
-        """Follow the window until it is usable, then :meth:`finish`."""
+        """Follow the window until it is ready, then :meth:`finish`."""
         self._window = window
+        window.galleryReady.connect(self._on_gallery)
         window.serviceReady.connect(self._on_service)
         window.people_page.peopleLoaded.connect(self._on_people)
         window.ctx.runner.busyChanged.connect(lambda _busy: self._check())
 
+    def _fail(self) -> None:
+        if self._done:  # a failed gallery fails both phases: report once
+            return
+        self._done = True
+        self.info["error"] = next((m for m, err in reversed(self._window_messages()) if err), "")
+        self.mark("service_failed")
+        QTimer.singleShot(0, lambda: self.finish(1))
+
+    def _on_gallery(self, service: Any) -> None:
+        if service is None:
+            self._fail()
+            return
+        self.mark("gallery")
+        self._gallery_ok = True
+
     def _on_service(self, service: Any) -> None:
         if service is None:
-            self.info["error"] = next((m for m, err in reversed(self._window_messages()) if err), "")
-            self.mark("service_failed")
-            QTimer.singleShot(0, lambda: self.finish(1))
+            self._fail()
             return
         self.mark("service")
         self._service_ok = True
         self._check()
 
     def _on_people(self, n: int) -> None:
-        if self._service_ok:
+        if "people" not in self.marks and (self._gallery_ok or self._service_ok):
             self.mark("people")
-            self._people_ok = True
             self.info["people_listed"] = int(n)
-            self._check()
+            QTimer.singleShot(0, self._usable)
+
+    def _usable(self) -> None:
+        self.mark("usable")
+        self._check()
 
     def _window_messages(self) -> list[tuple[str, bool]]:
         return list(self._window.messages) if self._window is not None else []
 
     def _check(self) -> None:
         window = self._window
-        if self._done or window is None or not (self._service_ok and self._people_ok):
+        if self._done or window is None or not (self._service_ok and "usable" in self.marks):
             return
         if window.ctx.runner.is_busy():
             return
-        self.mark("usable")
+        self.mark("ready")
         self._done = True
         QTimer.singleShot(0, self._idle)
 
@@ -241,15 +283,16 @@ class StartupProbe(QObject):
         """Write the JSON line and quit with ``code``."""
         window = self._window
         service = window.ctx.service if window is not None else None
-        if service is not None:
+        if window is not None and service is not None:
+            people = window.people_page.model.people()
+            self.info["templates_listed"] = int(sum(int(p.n_templates) for p in people))
+        if window is not None and service is not None and window.ctx.has_model:
             self.info["model_id"] = str(service.model_id)
             try:
                 self.info["templates_loaded"] = int(service.load_index())  # cached: no reload
             except FaceappError as err:
                 self.info["templates_loaded"] = -1
                 self.info["index_error"] = str(err)
-            people = window.people_page.model.people() if window is not None else []
-            self.info["templates_listed"] = int(sum(int(p.n_templates) for p in people))
         record = {
             "startup": {"seconds": dict(self.marks), "cpu_s": dict(self.cpu), **self.info, "exit_code": code}
         }
@@ -275,42 +318,39 @@ def run(
     """Open the main window and run the event loop; returns the exit code.
 
     ``camera``, ``db`` and ``model`` override the saved settings for this run.
-    ``preload``: imports the model libraries (torch, MTCNN...) in the **main** thread,
-    behind a start-up card, before any worker thread or video decoder runs: importing
-    them for the first time in a worker thread while Qt's video/GL stack is active can
-    crash the process (seen with triton's bundled LLVM under X11). ``faceapp gui`` passes
-    one; the service itself is then opened in a worker.
-    ``exit_when_ready``: quit as soon as the window is usable (model and gallery loaded,
-    People listed) after writing the start-up timings as one JSON line to ``report``
-    (default stdout; see :class:`StartupProbe`); for ``faceapp bench startup``.
+    Start-up is progressive: the main window is shown at once, a gallery-only service
+    (no torch) is opened in a worker so that People lists the gallery, then the model
+    libraries are imported and the full service (model + index) is opened in a worker
+    too and replaces it; until then the model pages say the face models are loading.
+    ``preload``: called first, in the **main** thread, before Qt starts: for the few
+    native libraries that must not be loaded for the first time in a worker once Qt's
+    video/GL stack runs (``faceapp gui`` imports triton there: it bundles its own LLVM,
+    which crashes the process when loaded in a worker after Mesa's LLVM under X11, seen
+    while a video plays). It should be quick: the window waits for it.
+    ``exit_when_ready``: quit once the full service is ready (after the window became
+    usable: People listed) after writing the start-up timings as one JSON line to
+    ``report`` (default stdout; see :class:`StartupProbe`); for ``faceapp bench startup``.
     """
     check_display()
     probe: StartupProbe | None = None
     if exit_when_ready:
         probe = StartupProbe(process_start_time(), report or sys.stdout, QApplication.exit)
         probe.mark("run")
-    app = create_app()
-    card: QLabel | None = None
-    if preload is not None:
-        watch = None if probe is None else (lambda w: probe.watch_paint(w, "card_paint"))
-        card = splash(app, "Loading the face models…", before_show=watch)
-        if probe is not None:
-            probe.mark("card_shown")
-    from faceapp.gui.main_window import MainWindow  # the pages: after the card is up
-
     if preload is not None:
         preload()
-        if probe is not None:
-            probe.mark("preloaded")
+    if probe is not None:
+        probe.mark("preloaded")
+    app = create_app()
+    from faceapp.gui.main_window import MainWindow
     store = store if store is not None else SettingsStore()
     settings = store.load().with_overrides(camera=camera, db=db, model=model)
-    window = MainWindow(settings, store=store, open_service=service_opener(device))
+    window = MainWindow(
+        settings, store=store, open_service=service_opener(device), open_gallery=gallery_opener()
+    )
     if probe is not None:
         probe.watch_paint(window, "window_paint")
         probe.attach(window)
     window.show()
-    if card is not None:
-        card.close()
     if probe is not None:
         probe.mark("window_shown")
     QTimer.singleShot(0, window.open_service_async)

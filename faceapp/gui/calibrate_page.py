@@ -56,6 +56,7 @@ class CalibratePage(Page):
     """
 
     title = "Calibrate"
+    needs_model = True
     scoresReady = Signal(object)
     tauChosen = Signal(float)
     applied = Signal(str, float)
@@ -116,7 +117,7 @@ class CalibratePage(Page):
         self.scorer_combo.currentTextChanged.connect(lambda _t: self._scorer_changed())
         ctx.thresholdChanged.connect(self._show_current)
         ctx.galleryChanged.connect(self._invalidate)
-        self.on_service_changed(ctx.service)
+        self.on_service_changed(self.service)
 
     # state ------------------------------------------------------------------------------
     def scores(self) -> ScoreSet | None:

@@ -60,7 +60,9 @@ class AppContext(QObject):
     Signals: ``serviceChanged(object)`` (the new service or ``None``); ``galleryChanged()``
     (people or templates changed); ``thresholdChanged()`` (a τ was calibrated / applied);
     ``settingsChanged(GuiSettings)``; ``message(str)`` for the status bar; ``error(str)``
-    for failures; ``taskStarted(Task, str)`` for jobs that want a progress bar.
+    for failures; ``taskStarted(Task, str)`` for jobs that want a progress bar;
+    ``modelLoadingChanged(bool)`` when the face models start / stop loading in the
+    background (the service is then gallery-only: see :attr:`model_loading`).
     """
 
     serviceChanged = Signal(object)
@@ -70,6 +72,7 @@ class AppContext(QObject):
     message = Signal(str)
     error = Signal(str)
     taskStarted = Signal(object, str)
+    modelLoadingChanged = Signal(bool)
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class AppContext(QObject):
         self._service: Any = None
         self._info = ServiceInfo()
         self._closed = False
+        self._model_loading = False
         self.runner = runner if runner is not None else TaskRunner(parent=self)
 
     def close(self) -> None:
@@ -107,6 +111,22 @@ class AppContext(QObject):
     def info(self) -> ServiceInfo:
         """Scorers and thresholds of the open service, as last fetched."""
         return self._info
+
+    @property
+    def has_model(self) -> bool:
+        """A service is open and it has a face model (not gallery-only)."""
+        return self._service is not None and bool(getattr(self._service, "has_model", True))
+
+    @property
+    def model_loading(self) -> bool:
+        """The face models are being loaded in the background (progressive start-up: the
+        open service is gallery-only until the full one replaces it)."""
+        return self._model_loading
+
+    def set_model_loading(self, loading: bool) -> None:
+        if bool(loading) != self._model_loading:
+            self._model_loading = bool(loading)
+            self.modelLoadingChanged.emit(self._model_loading)
 
     def set_service(self, service: Any, info: ServiceInfo | None = None) -> None:
         """Install a service. Without ``info`` it is fetched here, synchronously: pass it

@@ -77,6 +77,7 @@ class EnrollPage(Page):
     """
 
     title = "Enroll"
+    needs_model = True
     live = True
     samplesChanged = Signal(int)
     warningsChanged = Signal(list)
@@ -168,7 +169,7 @@ class EnrollPage(Page):
         QShortcut(QKeySequence.StandardKey.Delete, self.thumbs, activated=self.remove_selected)
         ctx.settingsChanged.connect(lambda s: self.target_spin.setValue(s.samples))
         self._update_progress()
-        self.on_service_changed(ctx.service)
+        self.on_service_changed(self.service)
 
     # state ------------------------------------------------------------------------------
     def samples(self) -> list[Sample]:

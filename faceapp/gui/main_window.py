@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QStyle,
     QToolBar,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -42,6 +44,10 @@ ServiceOpener = Callable[[GuiSettings], Any]
 
 MESSAGE_MS = 8000
 
+MODEL_AFTER_GALLERY_MAX_S = 3.0
+"""Progressive start: the face models start loading once the gallery's tasks are done (the
+People list), or this long after the gallery opened, whichever comes first."""
+
 
 class MainWindow(QMainWindow):
     """Pages on the left, the selected page in the middle, messages at the bottom.
@@ -49,14 +55,22 @@ class MainWindow(QMainWindow):
     ``service``: an already open service (the window does not close it unless
     ``owns_service``); ``open_service``: how to open one from the settings, used at start
     (:meth:`open_service_async`) and when the database or model setting changes.
-    ``camera_on``: run the camera while a live page is shown (the toolbar button);
+    ``open_gallery``: how to open a gallery-only service (no face model: fast); with it,
+    :meth:`open_service_async` starts progressively: the gallery first (People works), then
+    the full service loads in the background and replaces it, while the model pages say
+    the face models are loading.
+    ``camera_on``: run the camera while a live page is shown (the toolbar button; it waits
+    while the face models load);
     ``camera_rate``: playback speed of a video-file source.
 
     Signals: ``serviceReady(object)`` once a service is open (``None`` if opening failed);
-    ``messageShown(str, bool)`` for every status-bar message (text, is_error).
+    ``galleryReady(object)`` once the gallery-only service of a progressive start is
+    installed (``None`` if the gallery could not be opened); ``messageShown(str, bool)``
+    for every status-bar message (text, is_error).
     """
 
     serviceReady = Signal(object)
+    galleryReady = Signal(object)
     messageShown = Signal(str, bool)
 
     def __init__(
@@ -65,6 +79,7 @@ class MainWindow(QMainWindow):
         *,
         store: SettingsStore | None = None,
         open_service: ServiceOpener | None = None,
+        open_gallery: ServiceOpener | None = None,
         service: Any = None,
         owns_service: bool = False,
         camera_rate: float = 1.0,
@@ -75,6 +90,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("faceapp: face verification & recognition")
         self.store = store
         self._open_service = open_service
+        self._open_gallery = open_gallery
+        self._open_generation = 0
+        self._retired: list[Any] = []  # replaced services, closed once no task can use them
         self._owns_service = owns_service
         self._camera_rate = camera_rate
         self._closing = False
@@ -126,8 +144,23 @@ class MainWindow(QMainWindow):
         layout = QHBoxLayout(central)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.nav)
-        layout.addWidget(self.stack, 1)
+        self.loading_banner = QLabel(
+            "Loading the face models… People works already; Enroll, Verify, Recognize and "
+            "Calibrate start as soon as the models are loaded."
+        )
+        self.loading_banner.setWordWrap(True)
+        self.loading_banner.setStyleSheet(
+            "background: #fff3cd; color: #664d03; padding: 6px; border-radius: 4px;"
+        )
+        self.loading_banner.setVisible(False)
+        right = QVBoxLayout()
+        right.setContentsMargins(0, 0, 0, 0)
+        right.addWidget(self.loading_banner)
+        right.addWidget(self.stack, 1)
+        layout.addLayout(right, 1)
         self.setCentralWidget(central)
+        self.ctx.modelLoadingChanged.connect(self.loading_banner.setVisible)
+        self.ctx.modelLoadingChanged.connect(lambda _loading: self._update_camera_running())
 
         # toolbar: camera
         self.toolbar = QToolBar("Camera")
@@ -234,7 +267,9 @@ class MainWindow(QMainWindow):
     def _update_camera_running(self) -> None:
         if self.source is None or self._closing:
             return
-        want = self._camera_wanted and self.current_page().live
+        # not while the face models load: the live pages cannot use frames yet, and
+        # decoding video would slow the loading down
+        want = self._camera_wanted and self.current_page().live and not self.ctx.model_loading
         if want and not self.source.is_active():
             self.source.start()
         elif not want and self.source.is_active():
@@ -264,52 +299,137 @@ class MainWindow(QMainWindow):
 
     # service --------------------------------------------------------------------------------
     def open_service_async(self) -> Task | None:
-        """Open (or reopen) the service from the current settings in the background."""
+        """Open (or reopen) the service from the current settings in the background.
+
+        With ``open_gallery``: the gallery-only service first, then the full one (see the
+        class); returns the first task."""
         if self._open_service is None:
             return None
         self._close_service()
-        opener, settings = self._open_service, self.ctx.settings
-        self.service_label.setText("opening gallery and model…")
-        self.settings_page.set_status("Opening the gallery and loading the model…")
+        self._open_generation += 1
+        if self._open_gallery is None:
+            return self._open_full(self._open_generation, upgrade=False)
+        generation, opener, settings = self._open_generation, self._open_gallery, self.ctx.settings
+        self.service_label.setText("opening gallery…")
+        self.settings_page.set_status("Opening the gallery…")
 
         def failed(err: BaseException) -> None:
+            if generation != self._open_generation:
+                return
             self.ctx.show_error(err)
             self.service_label.setText("no gallery open")
             self.settings_page.set_status(f"Could not open: {err}")
+            self.galleryReady.emit(None)
             self.serviceReady.emit(None)
 
         def opened(result: tuple[Any, ServiceInfo]) -> None:
             service, info = result
-            if self._closing:
+            if self._closing or generation != self._open_generation:
                 service.close()
                 return
             self._owns_service = True
+            self.ctx.set_model_loading(True)
             self.ctx.set_service(service, info)
-            self.serviceReady.emit(service)
+            self.galleryReady.emit(service)
+            deadline = time.monotonic() + MODEL_AFTER_GALLERY_MAX_S
+
+            def load_model_when_idle() -> None:
+                # after the gallery's own start-up tasks (the People list): the imports hold
+                # the GIL much of the time and would slow them down several times over
+                if self._closing or generation != self._open_generation:
+                    return
+                if self.ctx.runner.is_busy() and time.monotonic() < deadline:
+                    QTimer.singleShot(20, load_model_when_idle)
+                    return
+                self._open_full(generation, upgrade=True)
+
+            QTimer.singleShot(0, load_model_when_idle)
 
         def open_it(_p: Any, _s: Any) -> tuple[Any, ServiceInfo]:
             service = opener(settings)
             return service, ServiceInfo.fetch(service)
 
+        return self.ctx.run_task(open_it, label="Opening the gallery", on_result=opened, on_error=failed)
+
+    def _open_full(self, generation: int, *, upgrade: bool) -> Task:
+        """Open the full service (model + index) in the background; with ``upgrade`` it
+        replaces the gallery-only service in use (kept open until the next close)."""
+        opener, settings = self._open_service, self.ctx.settings
+        assert opener is not None
+        if not upgrade:
+            self.service_label.setText("opening gallery and model…")
+            self.settings_page.set_status("Opening the gallery and loading the model…")
+
+        def failed(err: BaseException) -> None:
+            if generation != self._open_generation:
+                return
+            self.ctx.set_model_loading(False)
+            self.ctx.show_error(err)
+            if upgrade:
+                self._on_service_changed(self.ctx.service)
+                self.settings_page.set_status(f"Gallery open, but the model could not be loaded: {err}")
+            else:
+                self.service_label.setText("no gallery open")
+                self.settings_page.set_status(f"Could not open: {err}")
+            self.serviceReady.emit(None)
+
+        def opened(result: tuple[Any, ServiceInfo] | None) -> None:
+            if result is None:
+                return
+            service, info = result
+            if self._closing or generation != self._open_generation:
+                service.close()
+                return
+            old = self.ctx.service
+            if old is not None and old is not service and self._owns_service:
+                self._retired.append(old)
+            self._owns_service = True
+            self.ctx.set_service(service, info)
+            self.ctx.set_model_loading(False)
+            self.serviceReady.emit(service)
+
+        def finished() -> None:  # also after a cancel: no longer loading
+            if generation == self._open_generation:
+                self.ctx.set_model_loading(False)
+
+        def open_it(_p: Any, should_stop: Any) -> tuple[Any, ServiceInfo] | None:
+            service = opener(settings)
+            if should_stop():
+                service.close()
+                return None
+            return service, ServiceInfo.fetch(service)
+
         return self.ctx.run_task(
             open_it,
-            label="Opening gallery and model",
+            label="Loading the face models" if upgrade else "Opening gallery and model",
             on_result=opened,
             on_error=failed,
+            on_finished=finished,
             show_progress=True,
         )
 
     def _close_service(self) -> None:
         service = self.ctx.service
-        if service is None:
+        self.ctx.set_model_loading(False)
+        if service is None and not self._retired:
             return
-        self.ctx.set_service(None)  # pages drop their processing callables
+        if service is not None:
+            self.ctx.set_service(None)  # pages drop their processing callables
         for p in self.pages:
             p.drain()  # no frame in flight uses the old service any more
         self.ctx.runner.wait(10_000)
-        if self._owns_service:
+        self._close_retired()
+        if service is not None and self._owns_service:
             try:
                 service.close()
+            except Exception as err:  # closing must not stop the app
+                log.warning("closing the service failed: %s", err)
+
+    def _close_retired(self) -> None:
+        """Close the services replaced by a later one (call when no task is running)."""
+        while self._retired:
+            try:
+                self._retired.pop().close()
             except Exception as err:  # closing must not stop the app
                 log.warning("closing the service failed: %s", err)
 
@@ -318,6 +438,8 @@ class MainWindow(QMainWindow):
             self.service_label.setText("no gallery open")
             return
         text = self._describe_service(service)
+        if self.ctx.model_loading:
+            text = text.replace("no model", "loading the model…")
         self.service_label.setText(text)
         self.settings_page.set_status(f"Open: {text}")
 
@@ -398,6 +520,7 @@ class MainWindow(QMainWindow):
         if not self.ctx.runner.wait(15_000):
             log.warning("some background tasks did not finish in time")
         self.ctx.close()  # results still queued for delivery are dropped
+        self._close_retired()
         if self.store is not None:
             self.store.set_value("window/geometry", self.saveGeometry())
         service = self.ctx.service

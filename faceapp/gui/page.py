@@ -23,21 +23,46 @@ class Page(QWidget):
     frames on a :class:`FrameWorker` made by :meth:`start_frame_worker`.
     User dialogs go through :meth:`confirm`, :meth:`ask_text`, :meth:`ask_open_files`,
     :meth:`ask_save_file` so tests can replace them.
+
+    Pages with ``needs_model = True`` (face operations) see no service (``None``) while
+    the open one is gallery-only, e.g. while the face models load at start-up
+    (:attr:`AppContext.model_loading`); :meth:`no_service_text` says why.
     """
 
     title = "Page"
     live = False
+    needs_model = False
     statsChanged = Signal(object)
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctx = ctx
         self._stats: FrameStats | None = None
-        ctx.serviceChanged.connect(self.on_service_changed)
+        ctx.serviceChanged.connect(self._service_changed)
+        if self.needs_model:
+            ctx.modelLoadingChanged.connect(self._model_loading_changed)
 
     @property
     def service(self) -> Any:
+        """The open service; ``None`` for a page that ``needs_model`` while it is gallery-only."""
+        if self.needs_model and not self.ctx.has_model:
+            return None
         return self.ctx.service
+
+    def _service_changed(self, _arg: object = None) -> None:
+        self.on_service_changed(self.service)
+
+    def _model_loading_changed(self, _loading: bool) -> None:
+        if not self.ctx.has_model:  # the page sees no service either way: new banner text
+            self.on_service_changed(None)
+
+    def no_service_text(self) -> str:
+        """Why :attr:`service` is ``None``, for the page's banner."""
+        if self.ctx.service is None:
+            return "Open a gallery first (Settings)."
+        if self.ctx.model_loading:
+            return "Loading the face models…"
+        return "No face model loaded (see Settings)."
 
     # life cycle (overridden by pages) -------------------------------------------------
     def on_service_changed(self, service: Any) -> None:

@@ -39,6 +39,16 @@ def _template_png(template: Any) -> bytes | None:
     return None
 
 
+def _same_gallery_gains_model(old: Any, new: Any) -> bool:
+    """``new`` is the full service replacing the gallery-only ``old`` on the same database."""
+    if old is None or new is None or getattr(old, "has_model", True):
+        return False
+    url = getattr(getattr(old, "engine", None), "url", None)
+    return url is not None and url == getattr(getattr(new, "engine", None), "url", None) and bool(
+        getattr(new, "has_model", False)
+    )
+
+
 class PeoplePage(Page):
     """The gallery as a list with thumbnails, and what can be done to one person.
 
@@ -79,6 +89,7 @@ class PeoplePage(Page):
             "Recompute every template with the current model (after changing the model)."
         )
         self.refresh_button = QPushButton("Refresh")
+        self._shown_service: Any = None
 
         left = QVBoxLayout()
         left.addWidget(heading("People"))
@@ -120,19 +131,24 @@ class PeoplePage(Page):
 
     # data --------------------------------------------------------------------------------
     def on_service_changed(self, service: Any) -> None:
+        """A gallery-only service (models still loading) is enough for everything but
+        "Add samples" and "Re-embed"; when the full service of the same gallery replaces
+        it, the list already shown is kept (no reload)."""
+        previous, self._shown_service = self._shown_service, service
         for b in (
             self.rename_button,
             self.delete_button,
-            self.add_button,
             self.export_button,
             self.import_button,
-            self.reembed_button,
             self.refresh_button,
         ):
             b.setEnabled(service is not None)
+        self.reembed_button.setEnabled(self.ctx.has_model)
         if service is None:
             self.model.set_people([])
             self.count_label.setText("No gallery open (see Settings).")
+        elif _same_gallery_gains_model(previous, service):
+            self._on_selection_buttons()  # listed (or being listed) from ``previous``
         else:
             self.refresh()
 
@@ -183,9 +199,7 @@ class PeoplePage(Page):
     def _on_selection(self) -> None:
         name = self.selected_name()
         self.templates.clear()
-        has = name is not None and self.service is not None
-        for b in (self.rename_button, self.delete_button, self.add_button):
-            b.setEnabled(has)
+        self._on_selection_buttons()
         if name is None:
             self.summary.setText("Select a person." if self.model.rowCount() else "")
             return
@@ -201,6 +215,12 @@ class PeoplePage(Page):
             label="Loading templates",
             on_result=self._set_templates,
         )
+
+    def _on_selection_buttons(self) -> None:
+        has = self.selected_name() is not None and self.service is not None
+        self.rename_button.setEnabled(has)
+        self.delete_button.setEnabled(has)
+        self.add_button.setEnabled(has and self.ctx.has_model)  # needs the face models
 
     def _set_templates(self, result: tuple[str, list[Any]]) -> None:
         name, templates = result

@@ -150,6 +150,7 @@ class RecognizePage(Page):
     """
 
     title = "Recognize"
+    needs_model = True
     live = True
     labelsChanged = Signal(list)
 
@@ -203,7 +204,7 @@ class RecognizePage(Page):
         ctx.thresholdChanged.connect(self._reconfigure)
         ctx.settingsChanged.connect(lambda _s: self._reconfigure())
         ctx.galleryChanged.connect(self._on_gallery_changed)
-        self.on_service_changed(ctx.service)
+        self.on_service_changed(self.service)
 
     # state --------------------------------------------------------------------------------
     def labels(self) -> list[FaceLabel]:
@@ -264,7 +265,7 @@ class RecognizePage(Page):
         if key is None:
             self._tau = None
             self.tau_slider.setEnabled(False)
-            self.view.set_banner("Open a gallery first (Settings)." if service is None else "")
+            self.view.set_banner(self.no_service_text() if service is None else "")
             self._relabel()
             return
         tau = self.ctx.threshold(scorer)

@@ -56,6 +56,7 @@ class VerifyPage(Page):
     """
 
     title = "Verify"
+    needs_model = True
     live = True
     decisionChanged = Signal(str, float)
 
@@ -116,7 +117,7 @@ class VerifyPage(Page):
         ctx.galleryChanged.connect(self.refresh_people)
         ctx.thresholdChanged.connect(self._reconfigure)
         ctx.settingsChanged.connect(self._on_settings)
-        self.on_service_changed(ctx.service)
+        self.on_service_changed(self.service)
 
     # state --------------------------------------------------------------------------------
     def decision(self) -> str:
@@ -184,7 +185,7 @@ class VerifyPage(Page):
         self._tau = self.ctx.threshold(scorer) if service is not None and scorer else None
         if service is None or not name or not scorer:
             self.worker.set_process(None)
-            msg = "Open a gallery first (Settings)." if service is None else "Enroll someone first."
+            msg = self.no_service_text() if service is None else "Enroll someone first."
             self.view.set_banner(msg if service is None or not name else "", NEUTRAL)
         else:
             tau = self._tau
