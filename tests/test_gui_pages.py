@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import FakeFace
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
@@ -48,14 +48,6 @@ TAU = 0.6
 # the stand-in pipeline has no O-Net to track with: detect every frame, synchronously
 # (faces are still matched to the previous frame's tracks, and their decisions reused)
 FAKE_LIVE = LiveConfig(detect_every=1, async_detect=False)
-
-
-@dataclass(frozen=True)
-class FakeFace:
-    detection: Detection
-    aligned: AlignedFace
-    embedding: np.ndarray
-    quality: FaceQuality
 
 
 class FakeModel:
@@ -128,6 +120,7 @@ class FakePipeline:
                     AlignedFace(crop, det, np.eye(2, 3)),
                     self.embed_crops(crop[None])[0],
                     quality,
+                    self.model_id,
                 )
             )
         return faces
