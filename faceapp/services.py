@@ -975,6 +975,12 @@ class FaceService:
         ]
 
     @_serialised
+    def people_names(self) -> list[str]:
+        """The names of everyone in the gallery, sorted (no thumbnails: cheap for 10⁵ people)."""
+        with self._read("list names") as (_, repo):
+            return sorted(repo.person_names().values())
+
+    @_serialised
     def person_templates(self, name: str) -> list[TemplateSummary]:
         """The templates of ``name`` with their crops, oldest first."""
         with self._read("person templates") as (_, repo):

@@ -339,6 +339,7 @@ def test_people_listing_and_templates(svc):
     enroll_three(svc)
     people = svc.list_people()
     assert [(p.name, p.n_templates) for p in people] == [("Ann", 2), ("Bob", 2), ("Cid", 2)]
+    assert svc.people_names() == ["Ann", "Bob", "Cid"]
     thumb = load_image(people[1].thumbnail_png)
     assert thumb.shape == (CROP, CROP, 3) and tuple(thumb[0, 0]) == (2, 0, 0)
     templates = svc.person_templates("Bob")

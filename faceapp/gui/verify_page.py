@@ -157,7 +157,7 @@ class VerifyPage(Page):
             self._reconfigure()
             return
         self.ctx.run_task(
-            lambda _p, _s: [p.name for p in service.list_people()],
+            lambda _p, _s: service.people_names(),
             label="Loading people",
             on_result=self._set_people,
         )
