@@ -141,8 +141,12 @@ def main() -> int:
 
     rec = w.recognize_page
     w.show_page(rec)
-    for i in (150,):
+    # the live loop detects in the background: show consecutive frames, as a camera would,
+    # until the face is labelled
+    for i in range(140, 200):
         feed(app, rec, frames[i])
+        if any(lab.name is not None for lab in rec.labels()) and i >= 150:
+            break
     rec.select_face(0)
     shot("recognize")
 
