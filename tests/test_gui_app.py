@@ -24,7 +24,6 @@ from faceapp.gui.app import (
     process_start_time,
     run,
     service_opener,
-    splash,
 )
 from faceapp.gui.main_window import MainWindow
 from faceapp.gui.settings import GuiSettings, SettingsStore
@@ -296,14 +295,3 @@ def test_process_start_time(monkeypatch) -> None:
     assert t <= time.time()
     if sys.platform.startswith("linux"):
         assert t < time.time() - 0.01
-
-
-def test_splash_card_is_shown_and_painted(qapp) -> None:
-    seen: list[bool] = []
-    card = splash(qapp, "Loading the face models…", before_show=lambda w: seen.append(w.isVisible()))
-    try:
-        assert seen == [False]  # handed over before it was shown
-        assert card.isVisible() and card.accessibleName() == "Loading the face models…"
-        assert card.pixmap().width() == card.width() > 0
-    finally:
-        card.close()

@@ -10,9 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from PySide6.QtCore import QEvent, QEventLoop, QObject, Qt, QTimer
-from PySide6.QtGui import QColor, QFont, QPainter, QPixmap
-from PySide6.QtWidgets import QApplication, QLabel, QWidget
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtWidgets import QApplication, QWidget
 
 from faceapp.errors import FaceappError
 from faceapp.gui.settings import APPLICATION, ORGANIZATION, GuiSettings, SettingsStore
@@ -28,9 +27,6 @@ _QUIET_MULTIMEDIA = "qt.multimedia.*=false;qt.multimedia.ffmpeg*=false"
 LAUNCH_T0_ENV = "FACEAPP_LAUNCH_T0"
 """Epoch seconds at which a parent process launched the app (benchmarks); start-up times
 are counted from it. Without it, from the process start time in ``/proc``."""
-
-CARD_EXPOSE_MS = 300
-"""How long the start-up card waits for the window system to show it before painting."""
 
 
 def service_opener(device: str = "cpu") -> ServiceOpener:
@@ -94,50 +90,6 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName("faceapp")
     return app  # type: ignore[return-value]
-
-
-def splash(
-    app: QApplication, text: str, *, before_show: Callable[[QWidget], None] | None = None
-) -> QLabel:
-    """A small start-up card shown while the model libraries load (``before_show`` gets
-    the card just before it is shown).
-
-    A frameless ``QLabel`` rather than a ``QSplashScreen``: the latter's ``show()`` blocks
-    up to 1 s waiting for the window to be exposed, which never happens on some platforms
-    (``offscreen``). Here the exposure is awaited for at most ``CARD_EXPOSE_MS``, then the
-    card is painted, before the caller blocks the main thread."""
-    pix = QPixmap(460, 140)
-    pix.fill(QColor(30, 32, 36))
-    p = QPainter(pix)
-    p.setPen(QColor(235, 235, 235))
-    font = QFont(app.font())
-    font.setPointSizeF(font.pointSizeF() * 2)
-    font.setBold(True)
-    p.setFont(font)
-    p.drawText(pix.rect().adjusted(0, 20, 0, -60), Qt.AlignmentFlag.AlignCenter, "faceapp")
-    p.setFont(app.font())
-    p.setPen(QColor(180, 180, 180))
-    bottom = Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter
-    p.drawText(pix.rect().adjusted(10, 0, -10, -16), bottom, text)
-    p.end()
-    card = QLabel()
-    card.setWindowFlags(
-        Qt.WindowType.SplashScreen | Qt.WindowType.FramelessWindowHint | Qt.WindowType.WindowStaysOnTopHint
-    )
-    card.setPixmap(pix)
-    card.setFixedSize(pix.size())
-    card.setAccessibleName(text)
-    if before_show is not None:
-        before_show(card)
-    card.show()
-    handle = card.windowHandle()
-    deadline = time.monotonic() + CARD_EXPOSE_MS / 1000
-    while handle is not None and not handle.isExposed() and time.monotonic() < deadline:
-        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 10)
-        time.sleep(0.005)
-    card.repaint()
-    app.processEvents()
-    return card
 
 
 # ------------------------------------------------------------------------------ start-up timing
