@@ -163,13 +163,9 @@ class StartupProbe(QObject):
         if event.type() == QEvent.Type.Paint:
             name = self._painted.pop(id(watched), None)
             if name is not None:
-                first = "first_paint" not in self.marks
-                self.mark("first_paint")
-                if first:  # the same instant, not a second clock reading
-                    self.marks.setdefault(name, self.marks["first_paint"])
-                    self.cpu.setdefault(name, self.cpu["first_paint"])
-                else:
-                    self.mark(name)
+                t = self.mark(name)
+                if "first_paint" not in self.marks:  # the same instant, not a second reading
+                    self.marks["first_paint"], self.cpu["first_paint"] = t, self.cpu[name]
                 watched.removeEventFilter(self)
         return False
 
