@@ -15,6 +15,17 @@ def pytest_configure(config: pytest.Config) -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Per-machine caches (the search backends' self-check verdicts) go to a temporary
+    folder: the suite neither reads nor writes the user's ~/.cache/faceapp."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACEAPP_CACHE_DIR", str(tmp_path_factory.mktemp("faceapp-cache")))
+    mp.delenv("FACEAPP_SEARCH_BACKEND", raising=False)
+    yield
+    mp.undo()
+
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LFW = DATA / "lfw" / "lfw-deepfunneled"

@@ -138,12 +138,16 @@ def _summary(r: dict[str, Any]) -> str:
         ]
     if "gallery" in r:
         g = r["gallery"]
-        lines.append(f"gallery (D={g['dim']}; ms per probe, index vs naive NumPy float32)")
+        lines.append(f"gallery (D={g['dim']}; ms per probe, index vs naive NumPy float32; {g['data']})")
         for key, n in g["templates"].items():
+            others = ", ".join(f"{name} {b.get(f'search_ms_{key}', 'n/a')}"
+                               for name, b in g.get("backends", {}).items())
             lines.append(
                 f"  {n:>9,} : {g[f'search_ms_{key}']} ms vs {g[f'baseline_search_ms_{key}']} ms "
-                f"(x{g[f'ratio_{key}']})"
+                f"(x{g[f'ratio_{key}']}, {g[f'backend_{key}']}; forced: {others})"
             )
+        lines.append(f"  random vectors {g['templates']['1e6']:,} : {g['random_search_ms_1e6']} ms vs "
+                     f"{g['random_baseline_search_ms_1e6']} ms (x{g['random_ratio_1e6']})")
         for key in ("1e5", "1e6"):
             n = g["templates"][key]
             lines.append(
