@@ -735,19 +735,28 @@ class FaceService:
             )
             for f, e, src in zip(faces, embs, sources, strict=True)
         ]
-        with self._write("enroll") as (s, repo):
-            synced = self._index is not None and current_generation(s) == self._gen
-            person = repo.find_person(key)
-            if person is None:
-                if not create:
-                    raise PersonNotFound(f"no person named {key!r} in the gallery "
-                                         "(enrol without --no-create to add them)")
-                person = repo.add_person(key)
-            ids = repo.add_templates(person, templates)
-            pid = int(person.id)
-            repo.log_event("enroll", "accepted", person=key, model_id=model_id,
-                           detail=json.dumps({"accepted": len(ids), "rejected": len(rejected)}))
-            new_gen = current_generation(s)
+        for attempt in (1, 2):
+            try:
+                with self._write("enroll") as (s, repo):
+                    synced = self._index is not None and current_generation(s) == self._gen
+                    person = repo.find_person(key)
+                    if person is None:
+                        if not create:
+                            raise PersonNotFound(f"no person named {key!r} in the gallery "
+                                                 "(enrol without --no-create to add them)")
+                        person = repo.add_person(key)
+                    ids = repo.add_templates(person, templates)
+                    pid = int(person.id)
+                    repo.log_event("enroll", "accepted", person=key, model_id=model_id,
+                                   detail=json.dumps({"accepted": len(ids),
+                                                      "rejected": len(rejected)}))
+                    new_gen = current_generation(s)
+                break
+            except DuplicatePerson:
+                # another desktop created this person between our read and our insert (the
+                # unique constraint caught it); the retry finds them and adds to them
+                if attempt == 2:
+                    raise
         if synced and self._index is not None:
             self._index.add(ids, [pid] * len(ids), np.stack(embs), model_id=model_id)
             self._names[pid] = key
