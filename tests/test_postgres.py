@@ -20,7 +20,7 @@ import pytest
 from fakes import img, make_service
 from sqlalchemy import create_engine, text
 
-from faceapp.errors import DuplicatePerson, GalleryError
+from faceapp.errors import GalleryError
 from faceapp.gallery import (
     SCHEMA_VERSION,
     GalleryRepository,
