@@ -43,7 +43,7 @@ def fill(engine, n_people: int, per: int, dim: int, seed: int = 0, model: str = 
 def brute_force(probe, rows, embs, k):
     """[(person_id, best cosine)] best first, with plain loops."""
     best: dict[int, float] = {}
-    for (tid, pid), e in zip(rows.items(), embs, strict=True):
+    for (_tid, pid), e in zip(rows.items(), embs, strict=True):
         s = sum(float(a) * float(b) for a, b in zip(probe, e, strict=True))
         best[pid] = max(best.get(pid, -math.inf), s)
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
