@@ -144,3 +144,51 @@ def test_a_bad_model_id_never_reaches_the_sql(pg_url):
                             threshold=0.5)
     finally:
         engine.dispose()
+
+
+def test_service_recognizes_through_the_server_like_the_client(pg_url):
+    """The same gallery answered by the in-memory index and by the server: same people,
+    same scores; changes by another desktop reach the server-side search on the next call."""
+    from fakes import FakePipeline, calibration_for, img
+
+    from faceapp.services import FaceService, choose_server_search
+
+    pipeline = FakePipeline()
+
+    def service(search):
+        engine = open_database(pg_url)
+        return FaceService(engine, pipeline, calibration_for(pipeline), owns_engine=True,
+                           server_search=choose_server_search(engine, search))
+
+    server, client = service("server"), service("client")
+    try:
+        for p in range(1, 9):
+            client.enroll(f"person{p}", [img((p, 0)), img((p, 1))])
+        assert server.load_index() == 16
+        for probe in (img((3, 4)), img((7, 2)), img((40, 0))):
+            a = server.recognize(probe, top_k=3)[0]
+            b = client.recognize(probe, top_k=3)[0]
+            assert a.person == b.person
+            assert [c for c, _ in a.candidates] == [c for c, _ in b.candidates]
+            np.testing.assert_allclose([s for _, s in a.candidates],
+                                       [s for _, s in b.candidates], atol=1e-5)
+        client.delete_person("person3")
+        assert server.recognize(img((3, 4)))[0].person != "person3"
+        client.enroll("late", [img((50, 0))])
+        assert server.recognize(img((50, 1)))[0].person == "late"
+    finally:
+        server.close()
+        client.close()
+
+
+def test_server_mode_is_refused_where_there_is_no_server(tmp_path):
+    from faceapp.services import choose_server_search
+
+    engine = open_database(str(tmp_path / "g.sqlite"))
+    try:
+        assert choose_server_search(engine, "auto") is None
+        assert choose_server_search(engine, "client") is None
+        with pytest.raises(GalleryError, match="not available"):
+            choose_server_search(engine, "server")
+    finally:
+        engine.dispose()

@@ -200,9 +200,21 @@ class GalleryRepository:
             for r in self.session.execute(stmt)
         ]
 
-    def person_names(self) -> dict[int, str]:
-        """person id -> name."""
-        return {int(i): n for i, n in self.session.execute(select(Person.id, Person.name))}
+    def person_names(self, ids: Iterable[int] | None = None) -> dict[int, str]:
+        """person id -> name (of everyone, or of the people ``ids`` only)."""
+        stmt = select(Person.id, Person.name)
+        if ids is not None:
+            wanted = sorted({int(i) for i in ids})
+            if not wanted:
+                return {}
+            stmt = stmt.where(Person.id.in_(wanted))
+        return {int(i): n for i, n in self.session.execute(stmt)}
+
+    def count_other_model_templates(self, model_id: str) -> int:
+        """Templates made by another model than ``model_id`` (stale until reembedded)."""
+        return int(self.session.execute(
+            select(func.count(FaceTemplate.id)).where(FaceTemplate.model_id != model_id)
+        ).scalar() or 0)
 
     # ------------------------------------------------------------------ templates
     def add_templates(self, person: Person, templates: Sequence[NewTemplate]) -> list[int]:
