@@ -192,3 +192,32 @@ def test_server_mode_is_refused_where_there_is_no_server(tmp_path):
             choose_server_search(engine, "server")
     finally:
         engine.dispose()
+
+
+def test_bench_gallery_on_the_server_reports_figures(pg_server, tmp_path):
+    """`faceapp bench gallery --db URL`: the keys and value ranges (no timing claims)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "bench.json"
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "faceapp", "bench", "gallery", "--db", pg_server.url(),
+         "--sizes", "600,1200", "--probes", "20", "--out", str(out)],
+        capture_output=True, text=True, cwd=repo, timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(repo)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["gallery_server"]
+    assert [s["templates"] for s in result["sizes"]] == [600, 1200]
+    for s in result["sizes"]:
+        assert s["people"] == s["templates"] // 4
+        assert 0.0 <= s["recall_top1"] <= 1.0 and s["recall_top1"] >= 0.9
+        assert s["server_ms"]["p50"] > 0 and s["server_ms"]["p95"] >= s["server_ms"]["p50"]
+        assert s["client_ms"]["p50"] > 0 and s["index_build_s"] >= 0
+        assert s["client_index_mb"] > 0
+    # the scratch databases are gone again
+    names = pg_server.psql("SELECT datname FROM pg_database;")
+    assert "faceapp_bench_" not in names
