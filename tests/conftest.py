@@ -88,9 +88,28 @@ def pg_url(pg_server) -> str:
     return pg_server.new_database()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def pg15_server():
+    """Debian's PostgreSQL 15 without pgvector (the "extension absent" configuration)."""
+    from postgres import DebianServer, start_or_skip
+
+    server = start_or_skip(DebianServer)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg15_url(pg15_server) -> str:
+    """URL of a new, empty database on the Debian PostgreSQL 15 server (no pgvector)."""
+    return pg15_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql15"])
 def gallery_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new gallery URL on each back end: a SQLite file, then a PostgreSQL database."""
+    """A new gallery URL on each back end: a SQLite file, a PostgreSQL 18 database with
+    pgvector, a Debian PostgreSQL 15 database without it."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'g.sqlite'}"
+    if request.param == "postgresql15":
+        return request.getfixturevalue("pg15_url")
     return request.getfixturevalue("pg_url")

@@ -46,6 +46,18 @@ CHILD_PRELUDE = textwrap.dedent(
 )
 
 
+@pytest.fixture(params=["pg18-pgvector", "pg15-debian"])
+def server(request: pytest.FixtureRequest):
+    """Each test runs on both servers: PostgreSQL 18 with pgvector, Debian's 15 without."""
+    return request.getfixturevalue("pg_server" if request.param == "pg18-pgvector"
+                                   else "pg15_server")
+
+
+@pytest.fixture
+def pg_url(server) -> str:
+    return server.new_database()
+
+
 def run_child(body: str, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(TESTS)]))
     return subprocess.Popen(
@@ -252,7 +264,7 @@ def test_a_killed_enrolment_leaves_no_half_written_person(pg_url):
     assert people_and_templates(pg_url) == ({}, 0, 0)
 
 
-def test_a_transaction_cut_by_the_server_leaves_nothing(pg_server, pg_url):
+def test_a_transaction_cut_by_the_server_leaves_nothing(server, pg_url):
     """The server kills the enrolling backend half way: the caller gets a GalleryError,
     the gallery holds no trace of the person, and the next enrolment works."""
     svc = make_service(pg_url)
@@ -264,7 +276,7 @@ def test_a_transaction_cut_by_the_server_leaves_nothing(pg_server, pg_url):
             repo.add_templates(person, [NewTemplate("m", np.ones(128), b"x")])
             s.flush()
             pid = s.execute(text("SELECT pg_backend_pid()")).scalar()
-            pg_server.psql(f"SELECT pg_terminate_backend({pid});")
+            server.psql(f"SELECT pg_terminate_backend({pid});")
             try:
                 s.execute(text("SELECT 1"))
             except Exception as err:  # the driver's error, turned into GalleryError below
@@ -279,15 +291,35 @@ def test_a_transaction_cut_by_the_server_leaves_nothing(pg_server, pg_url):
         svc.close()
 
 
-def test_recognize_carries_on_after_a_server_restart(pg_server, pg_url):
+def test_recognize_carries_on_after_a_server_restart(server, pg_url):
     svc = make_service(pg_url)
     try:
         svc.enroll("Ann", [img((1, 0))])
         assert svc.recognize(img((1, 1)))[0].person == "Ann"
-        pg_server.restart()
+        server.restart()
         # stale pooled connections are replaced (pre-ping): the next call just works
         assert svc.recognize(img((1, 1)))[0].person == "Ann"
         svc.enroll("Bob", [img((2, 0))])
         assert svc.recognize(img((2, 1)))[0].person == "Bob"
     finally:
         svc.close()
+
+
+def test_a_read_unit_is_one_snapshot_on_the_server(pg_url):
+    """Counts and rows of one read unit agree even while another desktop commits."""
+    engine = open_database(pg_url)
+    other = open_database(pg_url)
+    try:
+        with read_session(engine) as s:
+            level = s.execute(text("SHOW transaction_isolation")).scalar()
+            before = s.execute(text("SELECT count(*) FROM person")).scalar()
+            with write_session(other) as w:
+                GalleryRepository(w).add_person("Newcomer")
+            after = s.execute(text("SELECT count(*) FROM person")).scalar()
+        assert level == "repeatable read"
+        assert before == after == 0
+        with read_session(engine) as s:
+            assert s.execute(text("SELECT count(*) FROM person")).scalar() == 1
+    finally:
+        engine.dispose()
+        other.dispose()

@@ -221,3 +221,18 @@ def test_bench_gallery_on_the_server_reports_figures(pg_server, tmp_path):
     # the scratch databases are gone again
     names = pg_server.psql("SELECT datname FROM pg_database;")
     assert "faceapp_bench_" not in names
+
+
+def test_without_pgvector_the_client_side_search_is_used(pg15_url):
+    """Debian's PostgreSQL 15 has no pgvector: auto falls back, server mode says why."""
+    from faceapp.services import choose_server_search
+
+    engine = open_database(pg15_url)
+    try:
+        avail = server_search_available(engine)
+        assert not avail.available and "no pgvector" in avail.reason
+        assert choose_server_search(engine, "auto") is None
+        with pytest.raises(GalleryError, match="no pgvector"):
+            choose_server_search(engine, "server")
+    finally:
+        engine.dispose()

@@ -224,8 +224,15 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 @contextlib.contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
-    """``with read_session(engine) as s:`` one read-only unit (a consistent snapshot)."""
+    """``with read_session(engine) as s:`` one read-only unit (a consistent snapshot).
+
+    SQLite gives a snapshot per transaction by itself; PostgreSQL's default (READ
+    COMMITTED) would let each statement see other desktops' newer commits, so that e.g. a
+    count and a row fetch of one unit disagree: reads there run as REPEATABLE READ.
+    """
     with Session(engine) as session, session.begin():
+        if not is_sqlite(engine):
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         yield session
 
 
