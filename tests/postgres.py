@@ -54,10 +54,17 @@ class ThrowawayServer:
         self.psql(f"CREATE DATABASE {name};")
         return self.url(name)
 
+    def stop(self) -> None:
+        """Stop the server (connections are cut); :meth:`start` brings it back."""
+        self._server.stop()
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
     def restart(self) -> None:
         """Stop the server (connections are cut) and start it again on the same data."""
-        self._server.stop()
-        self._server.ensure_postgres_running()
+        self.stop()
+        self.start()
 
     def close(self) -> None:
         try:

@@ -323,3 +323,29 @@ def test_a_read_unit_is_one_snapshot_on_the_server(pg_url):
     finally:
         engine.dispose()
         other.dispose()
+
+
+def test_live_matching_reports_an_unavailable_gallery_and_recovers(server, pg_url):
+    """The live loop's matcher while the server is down: one clear GalleryError per batch
+    (the GUI's frame worker shows it and keeps the video running), then answers again."""
+    from fakes import FakePipeline
+
+    from faceapp.live import ServiceMatcher
+
+    pipeline = FakePipeline()
+    svc = make_service(pg_url, pipeline)
+    try:
+        svc.enroll("Ann", [img((1, 0))])
+        matcher = ServiceMatcher(svc)
+        faces = pipeline.analyze(img((1, 2)))
+        assert matcher.match(faces)[0].person == "Ann"
+        server.stop()
+        try:
+            for _ in range(3):  # every frame while it is down: the same clear error
+                with pytest.raises(GalleryError, match="cannot reach the database server"):
+                    matcher.match(faces)
+        finally:
+            server.start()
+        assert matcher.match(faces)[0].person == "Ann"
+    finally:
+        svc.close()
