@@ -308,7 +308,13 @@ def choose_server_search(engine: Engine, mode: str | None = None) -> ServerSearc
                 n = GalleryRepository(s).count_templates()
             if n < SERVER_SEARCH_MIN_TEMPLATES:
                 return None
-        search = ServerSearch.open(engine)
+        try:
+            search = ServerSearch.open(engine)
+        except GalleryError as err:
+            if mode == "server":
+                raise
+            logger.warning("searching on this desktop: %s", err)
+            return None
     logger.info("1:K search runs inside the database server (%s)", avail.reason)
     return search
 
