@@ -33,8 +33,9 @@ from faceapp.vision.images import load_image
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'g.sqlite'}"
+def db_url(gallery_url):
+    """Every test here runs on a SQLite file and on a real PostgreSQL database."""
+    return gallery_url
 
 
 @pytest.fixture
