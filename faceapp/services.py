@@ -574,6 +574,26 @@ class FaceService:
         self._index = None
         self._gen = -1
 
+    def _verify_index(self, session: Session, repo: GalleryRepository, person: Any
+                      ) -> GalleryIndex:
+        """The index a 1:1 comparison reads: the cached gallery index, or with in-server
+        search (nothing cached) an index of this one person's templates."""
+        if self._server is None:
+            return self._comparable_index(session, repo)
+        stale = repo.count_other_model_templates(self.model_id)
+        if stale:
+            raise ModelMismatch(
+                f"{stale} template(s) in the gallery were made by another model than "
+                f"{self.model_id}; run `faceapp reembed` to recompute them from their crops"
+            )
+        mine = [t for t in person.templates if t.model_id == self.model_id]
+        if not mine:
+            return GalleryIndex(self.model_id, self._require_pipeline_dim())
+        return GalleryIndex.from_arrays(
+            self.model_id, np.array([t.id for t in mine], dtype=np.int64),
+            np.full(len(mine), int(person.id), dtype=np.int64),
+            np.stack([np.asarray(t.embedding, dtype=np.float32) for t in mine]))
+
     def _sync_server(self) -> None:
         """Copy templates new since the last look into the server's vector table."""
         assert self._server is not None
@@ -910,7 +930,7 @@ class FaceService:
         with self._read("verify") as (s, repo):
             person = repo.get_person(key)
             pid = int(person.id)
-            index = self._comparable_index(s, repo)
+            index = self._verify_index(s, repo, person)
         if pid not in set(index.people().tolist()):
             raise GalleryError(f"{key!r} has no templates to compare with; enrol them first")
         v = index.verify(pid, emb, model_id=self.model_id, threshold=tau, scorer=scorer_obj)
