@@ -34,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -64,10 +65,12 @@ from faceapp.errors import (
     QualityRejected,
 )
 from faceapp.gallery.database import (
+    at_rest,
     bump_generation,
     current_generation,
     gallery_uuid,
     open_database,
+    purge_deleted,
     read_session,
     translate_errors,
     write_session,
@@ -231,6 +234,35 @@ class GalleryTransfer:
         return {"people": self.people, "templates": self.templates, "skipped": self.skipped}
 
 
+@dataclass(frozen=True)
+class DeletionReceipt:
+    """What a deletion removed, to answer an erasure request (no biometric data in it).
+
+    ``removed_ids_sha256``: SHA-256 of the removed record ids
+    (``person:<id>`` then ``template:<id>`` lines, ascending), so that the gallery's owner
+    can later show which records went without keeping them. ``storage``: how the bytes
+    left the disk (:class:`~faceapp.gallery.database.PurgeReport`, snapshots removed).
+    """
+
+    person: str
+    deleted_at: datetime
+    gallery: str
+    gallery_uuid: str
+    templates: int
+    crops: int
+    removed_ids_sha256: str
+    storage: dict[str, object]
+    encrypted: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"format": "faceapp-deletion-receipt", "version": 1, "person": self.person,
+                "deleted_at": self.deleted_at.isoformat(), "gallery": self.gallery,
+                "gallery_uuid": self.gallery_uuid,
+                "removed": {"people": 1, "templates": self.templates, "crops": self.crops},
+                "removed_ids_sha256": self.removed_ids_sha256,
+                "encrypted_at_rest": self.encrypted, "storage": dict(self.storage)}
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -318,6 +350,7 @@ class FaceService:
         self._where = engine.url.render_as_string(hide_password=True)
         self._url = engine.url.render_as_string(hide_password=False)
         self._snapshot_gen = -1
+        self._at_rest = at_rest(engine)  # snapshot sealing of an encrypted gallery
         # cached search index of the current model, valid for generation self._gen
         self._index: GalleryIndex | None = None
         self._gen = -1
@@ -396,7 +429,7 @@ class FaceService:
                 return  # someone else changed the gallery meanwhile
             uid = gallery_uuid(s)
         save_snapshot(path, index, self._names, self._stale, gallery_uuid=uid,
-                      generation=self._gen)
+                      generation=self._gen, cipher=self._at_rest)
         self._snapshot_gen = self._gen
 
     def __enter__(self) -> FaceService:
@@ -468,7 +501,8 @@ class FaceService:
         snap_path = snapshot_path(self._url, model_id)
         snap = None
         if snap_path is not None:
-            snap = load_snapshot(snap_path, model_id=model_id, gallery_uuid=uid, generation=gen)
+            snap = load_snapshot(snap_path, model_id=model_id, gallery_uuid=uid, generation=gen,
+                                 cipher=self._at_rest)
         if snap is not None:
             self._index, self._names, self._stale = snap.index, dict(snap.names), snap.stale
             self._snapshot_gen = gen
@@ -484,7 +518,7 @@ class FaceService:
                 self._index = GalleryIndex(model_id, self._require_pipeline_dim())
             if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES:
                 save_snapshot(snap_path, self._index, self._names, self._stale,
-                              gallery_uuid=uid, generation=gen)
+                              gallery_uuid=uid, generation=gen, cipher=self._at_rest)
                 self._snapshot_gen = gen
         self._gen = gen
         logger.debug("gallery index loaded: %d templates (generation %d)", len(self._index), gen)
@@ -1013,10 +1047,28 @@ class FaceService:
 
     @_serialised
     def delete_person(self, name: str) -> int:
-        """Delete a person with all their templates and crops; returns the templates removed."""
+        """Delete a person with all their templates and crops; returns the templates removed.
+        See :meth:`erase_person` (the same, with its receipt)."""
+        return self.erase_person(name).templates
+
+    @_serialised
+    def erase_person(self, name: str, receipt: str | os.PathLike[str] | None = None
+                     ) -> DeletionReceipt:
+        """Delete a person with their templates, crops and snapshot entries, and make the
+        bytes leave the disk (``secure_delete``, ``VACUUM``, WAL checkpoint ``TRUNCATE``;
+        snapshots deleted, rewritten later without them). Returns the receipt, also written
+        as JSON (0600) to ``receipt`` when given (its folder is checked first)."""
+        if receipt is not None:
+            folder = Path(receipt).expanduser().resolve().parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise GalleryError(f"{receipt}: cannot write the receipt there; nothing deleted")
         with self._write("delete") as (s, repo):
             synced = self._index is not None and current_generation(s) == self._gen
             key = normalize_name(name)
+            person = repo.get_person(key)
+            template_ids = repo.template_ids_of(person.id)
+            crops = repo.count_crops(template_ids)
+            uid = gallery_uuid(s)
             pid, n = repo.delete_person(key)
             repo.log_event("delete", "deleted", person=key, detail=json.dumps({"templates": n}))
             new_gen = current_generation(s)
@@ -1026,8 +1078,26 @@ class FaceService:
             self._gen = new_gen
         else:
             self._invalidate()
-        self._templates_changed()
-        return n
+        storage = self._purge()
+        ids = "\n".join([f"person:{pid}", *(f"template:{t}" for t in template_ids)])
+        result = DeletionReceipt(
+            person=key, deleted_at=datetime.now(UTC), gallery=self._where, gallery_uuid=uid,
+            templates=n, crops=crops,
+            removed_ids_sha256=hashlib.sha256(ids.encode("utf-8")).hexdigest(),
+            storage=storage, encrypted=self._at_rest.encrypted,
+        )
+        if receipt is not None:
+            _write_private(Path(receipt), json.dumps(result.to_dict(), indent=1).encode("utf-8"),
+                           "the deletion receipt")
+        return result
+
+    def _purge(self) -> dict[str, object]:
+        """After a committed deletion: snapshots removed, deleted bytes purged from the file."""
+        removed = remove_snapshots(self._url)
+        self._snapshot_gen = -1
+        with translate_errors(f"{self._where} (purge)"):
+            report = purge_deleted(self._engine)
+        return report.to_dict() | {"snapshots_removed": removed}
 
     @_serialised
     def delete_template(self, template_id: int) -> None:
@@ -1044,7 +1114,7 @@ class FaceService:
             self._gen = new_gen
         else:
             self._invalidate()
-        self._templates_changed()
+        self._purge()
 
     @_serialised
     def events(self, limit: int = 100, kind: str | None = None) -> list[dict[str, object]]:
@@ -1215,7 +1285,7 @@ def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
     return crop
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, what: str = "the export") -> None:
     """Write ``data`` to ``path`` atomically with mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
@@ -1229,7 +1299,7 @@ def _write_private(path: Path, data: bytes) -> None:
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise GalleryError(f"{path}: cannot write the export ({err})") from err
+        raise GalleryError(f"{path}: cannot write {what} ({err})") from err
 
 
 def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
@@ -1283,6 +1353,7 @@ def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
 
 
 __all__ = [
+    "DeletionReceipt",
     "EnrollReport",
     "FaceService",
     "GalleryTransfer",

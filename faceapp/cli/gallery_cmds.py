@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="delete a person with all their templates and crops")
     q.add_argument("name")
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    q.add_argument("--receipt", metavar="FILE",
+                   help="write a deletion receipt (JSON, 0600): what was removed, when, "
+                        "counts, a hash of the removed record ids")
     q.set_defaults(func=_people_delete)
     q = psub.add_parser("export", parents=[db_only],
                         help="write the gallery to a JSON file (mode 0600: biometric data)")
@@ -230,9 +233,13 @@ def _people_delete(args: argparse.Namespace) -> int:
             print("cancelled")
             return 1
     with _open_service(args, load_model=False) as svc:
-        n = svc.delete_person(args.name)
-    _emit(args, {"person": args.name, "templates_deleted": n},
-          f"deleted {args.name} ({n} template(s))")
+        receipt = svc.erase_person(args.name, args.receipt)
+    n = receipt.templates
+    text = f"deleted {receipt.person} ({n} template(s), {receipt.crops} crop(s))"
+    if args.receipt:
+        text += f"; receipt written to {args.receipt}"
+    _emit(args, {"person": args.name, "templates_deleted": n, "receipt": receipt.to_dict()},
+          text)
     return 0
 
 

@@ -309,6 +309,21 @@ class GalleryRepository:
         )
         return list(self.session.execute(stmt).scalars())
 
+    def template_ids_of(self, person_id: int) -> list[int]:
+        """Ids of a person's templates, ascending (no embedding decoded)."""
+        stmt = select(FaceTemplate.id).where(FaceTemplate.person_id == person_id).order_by(
+            FaceTemplate.id)
+        return [int(i) for i in self.session.execute(stmt).scalars()]
+
+    def count_crops(self, template_ids: Sequence[int]) -> int:
+        ids = list(template_ids)
+        n = 0
+        for start in range(0, len(ids), 500):
+            n += int(self.session.execute(
+                select(func.count()).select_from(FaceCrop)
+                .where(FaceCrop.template_id.in_(ids[start : start + 500]))).scalar_one())
+        return n
+
     def crop_png(self, template_id: int) -> bytes | None:
         return self.session.execute(
             select(FaceCrop.png).where(FaceCrop.template_id == template_id)
