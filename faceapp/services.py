@@ -64,6 +64,8 @@ from faceapp.errors import (
     PersonNotFound,
     QualityRejected,
 )
+from faceapp.gallery.bundle import is_bundle, open_bundle, seal_bundle
+from faceapp.gallery.crypto import KdfParams
 from faceapp.gallery.database import (
     at_rest,
     bump_generation,
@@ -1129,9 +1131,10 @@ class FaceService:
 
     # ------------------------------------------------------------------ export / import
     @_serialised
-    def export_gallery(self, path: str | os.PathLike[str]) -> GalleryTransfer:
+    def export_gallery(self, path: str | os.PathLike[str], *, passphrase: str) -> GalleryTransfer:
         """Write every person with their templates (embeddings, crops, sources, quality,
-        model ids) to a JSON file, created 0600 (it holds biometric data) and atomically."""
+        model ids) to an encrypted bundle (a JSON document sealed with ``passphrase``, see
+        :mod:`faceapp.gallery.bundle`), created 0600 and atomically."""
         people_out: list[dict[str, object]] = []
         n_templates = 0
         with self._read("export") as (_, repo):
@@ -1160,7 +1163,8 @@ class FaceService:
                 })
                 n_templates += len(templates)
         doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "people": people_out}
-        _write_private(Path(path), json.dumps(doc, indent=1).encode("utf-8"))
+        _write_private(Path(path), seal_bundle(json.dumps(doc).encode("utf-8"), passphrase,
+                                               KdfParams.from_env()))
         with self._write("export") as (_, repo):
             repo.log_event("export", "exported",
                            detail=json.dumps({"path": str(path), "people": len(people_out),
@@ -1169,9 +1173,13 @@ class FaceService:
 
     @_serialised
     def import_gallery(
-        self, path: str | os.PathLike[str], *, on_conflict: ConflictPolicy = "error"
+        self, path: str | os.PathLike[str], *, passphrase: str,
+        on_conflict: ConflictPolicy = "error", allow_plaintext: bool = False,
     ) -> GalleryTransfer:
-        """Add the people of an exported file, in one transaction.
+        """Add the people of an export bundle, in one transaction, after its integrity check
+        (a wrong ``passphrase`` or a modified bundle: :class:`WrongPassphrase`, nothing
+        imported). ``allow_plaintext`` also accepts the unencrypted JSON exports of older
+        versions (they cannot be verified).
 
         ``on_conflict`` for a name that exists already: ``error`` (nothing imported,
         :class:`DuplicatePerson`), ``skip`` that person, or ``merge`` their templates into
@@ -1180,7 +1188,7 @@ class FaceService:
         """
         if on_conflict not in ("error", "skip", "merge"):
             raise ValueError(f"on_conflict must be error, skip or merge, not {on_conflict!r}")
-        people = _read_export(Path(path))
+        people = _read_export(Path(path), passphrase, allow_plaintext=allow_plaintext)
         skipped: list[str] = []
         n_people = n_templates = 0
         with self._write("import") as (_, repo):
@@ -1302,13 +1310,28 @@ def _write_private(path: Path, data: bytes, what: str = "the export") -> None:
         raise GalleryError(f"{path}: cannot write {what} ({err})") from err
 
 
-def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
-    """Parse and validate an export file into (name, templates) pairs."""
+def _open_export(path: Path, passphrase: str, allow_plaintext: bool) -> bytes:
+    """The export document inside the bundle at ``path`` (its envelope checked)."""
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise GalleryError(f"{path}: file not found") from None
-    except (OSError, ValueError) as err:
+    except OSError as err:
+        raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
+    if is_bundle(data):
+        return open_bundle(data, passphrase, str(path))
+    if not allow_plaintext:
+        raise GalleryError(f"{path}: not an encrypted faceapp export bundle (an unencrypted "
+                           "export of an older faceapp is accepted only with --allow-plaintext)")
+    return data
+
+
+def _read_export(path: Path, passphrase: str, *, allow_plaintext: bool = False
+                 ) -> list[tuple[str, list[NewTemplate]]]:
+    """Open, parse and validate an export bundle into (name, templates) pairs."""
+    try:
+        doc = json.loads(_open_export(path, passphrase, allow_plaintext))
+    except ValueError as err:
         raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise GalleryError(f"{path}: not a faceapp gallery export")

@@ -24,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     torch.set_num_threads(1)
     os.environ["FACEAPP_PASSPHRASE"] = TEST_PASSPHRASE
+    os.environ["FACEAPP_EXPORT_PASSPHRASE"] = "export bundle passphrase (tests)"
     os.environ["FACEAPP_KDF"] = CHEAP_KDF
     os.environ["FACEAPP_KEYRING"] = "off"
     os.environ.pop("FACEAPP_NEW_PASSPHRASE", None)

@@ -23,6 +23,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
 from faceapp.config import QualityConfig
 from faceapp.gallery import open_database
+from faceapp.gallery.bundle import open_bundle
 from faceapp.gui.calibrate_page import ScoreSet
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.main_window import MainWindow
@@ -493,13 +494,22 @@ def test_rename_export_import(qtbot, window, service, tmp_path: Path) -> None:
     page.select_name("Ann")
     assert page.rename_selected("Anna")
     qtbot.waitUntil(lambda: page.model.names() == ["Anna"], timeout=WAIT)
-    out = tmp_path / "export.json"
+    out = tmp_path / "export.faceapp"
+    asked: list[bool] = []
+
+    def passphrase(title: str, label: str, *, confirm: bool = False) -> str:
+        asked.append(confirm)
+        return "bundle passphrase"
+
+    page.ask_passphrase = passphrase  # type: ignore[method-assign]
     assert page.export_gallery(str(out))
     idle(qtbot, window)
-    assert json.loads(out.read_text())["people"][0]["name"] == "Anna"
+    doc = json.loads(open_bundle(out.read_bytes(), "bundle passphrase"))
+    assert doc["people"][0]["name"] == "Anna" and asked == [True]
     # importing the same file again: the user is asked, and "No" skips the duplicate
     page.confirm = lambda title, text: False  # type: ignore[method-assign]
     assert page.import_gallery(str(out))
+    assert asked == [True, False]
     idle(qtbot, window)
     qtbot.waitUntil(lambda: "skipped Anna" in window.messages[-1][0], timeout=WAIT)
     assert [p.n_templates for p in service.list_people()] == [3]

@@ -102,13 +102,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "counts, a hash of the removed record ids")
     q.set_defaults(func=_people_delete)
     q = psub.add_parser("export", parents=[db_only],
-                        help="write the gallery to a JSON file (mode 0600: biometric data)")
+                        help="write the gallery to an encrypted bundle (passphrase: "
+                             "$FACEAPP_EXPORT_PASSPHRASE or a prompt; mode 0600)")
     q.add_argument("path")
     q.set_defaults(func=_people_export)
-    q = psub.add_parser("import", parents=[db_only], help="add the people of an exported file")
+    q = psub.add_parser("import", parents=[db_only],
+                        help="add the people of an export bundle (its integrity is checked "
+                             "first; passphrase: $FACEAPP_EXPORT_PASSPHRASE or a prompt)")
     q.add_argument("path")
     q.add_argument("--on-conflict", choices=["error", "skip", "merge"], default="error",
                    help="for names already present (default: error, nothing imported)")
+    q.add_argument("--allow-plaintext", action="store_true",
+                   help="also accept an unencrypted JSON export of an older faceapp")
     q.set_defaults(func=_people_import)
     q = psub.add_parser("events", parents=[db_only], help="the latest logged operations")
     q.add_argument("--limit", type=int, default=20)
@@ -243,17 +248,27 @@ def _people_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle_passphrase(path: str, *, new: bool) -> str:
+    from faceapp.gallery.keys import ENV_EXPORT_PASSPHRASE, KeyConfig, ask_passphrase
+
+    what = "new passphrase for the export bundle" if new else "passphrase of the export bundle"
+    return ask_passphrase(KeyConfig(), f"{what} {path}", confirm=new, env=ENV_EXPORT_PASSPHRASE)
+
+
 def _people_export(args: argparse.Namespace) -> int:
+    passphrase = _bundle_passphrase(args.path, new=True)
     with _open_service(args, load_model=False) as svc:
-        t = svc.export_gallery(args.path)
+        t = svc.export_gallery(args.path, passphrase=passphrase)
     _emit(args, t.to_dict() | {"path": args.path},
           f"exported {t.people} people, {t.templates} template(s) to {args.path}")
     return 0
 
 
 def _people_import(args: argparse.Namespace) -> int:
+    passphrase = _bundle_passphrase(args.path, new=False)
     with _open_service(args, load_model=False) as svc:
-        t = svc.import_gallery(args.path, on_conflict=args.on_conflict)
+        t = svc.import_gallery(args.path, passphrase=passphrase, on_conflict=args.on_conflict,
+                               allow_plaintext=args.allow_plaintext)
     text = f"imported {t.people} new people, {t.templates} template(s) from {args.path}"
     if t.skipped:
         text += f"; skipped {', '.join(t.skipped)}"

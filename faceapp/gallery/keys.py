@@ -55,6 +55,8 @@ KEYRING_SERVICE = "faceapp-gallery"
 ENV_PASSPHRASE = "FACEAPP_PASSPHRASE"
 ENV_NEW_PASSPHRASE = "FACEAPP_NEW_PASSPHRASE"
 ENV_KEYRING = "FACEAPP_KEYRING"
+ENV_EXPORT_PASSPHRASE = "FACEAPP_EXPORT_PASSPHRASE"
+"""The passphrase of export bundles (``people export`` / ``import``), else a prompt."""
 
 KeySource = Literal["keyring", "passphrase"]
 PromptFn = Callable[[str, bool], str]
@@ -397,6 +399,7 @@ def rotate_key(db_path: Path, config: KeyConfig = KeyConfig(),
 
 
 __all__ = [
+    "ENV_EXPORT_PASSPHRASE",
     "ENV_KEYRING",
     "ENV_NEW_PASSPHRASE",
     "ENV_PASSPHRASE",
