@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faceapp.config import resolve_paths
 from faceapp.errors import GalleryError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from faceapp.gallery.keys import KeyConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -72,11 +79,43 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remembering_config() -> KeyConfig:
+    """Asks on the terminal for the current passphrase once (then reuses it), for a new
+    one each time."""
+    from faceapp.gallery.keys import KeyConfig, terminal_prompt
+
+    remembered: dict[str, str] = {}
+
+    def prompt(message: str, confirm: bool) -> str:
+        if confirm:
+            return terminal_prompt(message, True)
+        if "current" not in remembered:
+            remembered["current"] = terminal_prompt(message, False)
+        return remembered["current"]
+
+    return KeyConfig(prompt=prompt if sys.stdin is not None and sys.stdin.isatty() else None)
+
+
+def _audit(engine: Engine, action: str, outcome: str, detail: dict[str, object]) -> None:
+    from faceapp.gallery import audit
+    from faceapp.gallery.database import write_session
+
+    with write_session(engine) as s:
+        audit.append(s, action, outcome, detail=json.dumps(detail, sort_keys=True))
+
+
 def _rotate(args: argparse.Namespace) -> int:
+    from faceapp.gallery.database import DatabaseConfig, open_database
     from faceapp.gallery.keys import rotate_key
 
     path = _db_file(args)
-    st = rotate_key(path, to=args.to)
+    config = _remembering_config()
+    engine = open_database(str(path), DatabaseConfig(create=False, keys=config))
+    try:
+        st = rotate_key(path, config, to=args.to)
+        _audit(engine, "keys", "rotated", {"source": st.source, "kdf": st.kdf})
+    finally:
+        engine.dispose()
     _print(args, {"path": str(path)} | st.to_dict(),
            f"{path}: key re-wrapped by the {st.source} ({st.rotated})")
     return 0

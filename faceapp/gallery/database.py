@@ -49,9 +49,10 @@ from sqlalchemy.pool import StaticPool
 from faceapp import __version__
 from faceapp.config import resolve_paths
 from faceapp.errors import GalleryError
+from faceapp.gallery.audit import install_append_only
 from faceapp.gallery.crypto import AtRest, subkey
 from faceapp.gallery.keys import KeyConfig, create_key_file, key_file_path, unlock
-from faceapp.gallery.orm import Base, SchemaInfo
+from faceapp.gallery.orm import AuditEntry, Base, SchemaInfo
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +317,7 @@ def _check_and_migrate(engine: Engine, url: str) -> None:
                         f"{', '.join(sorted(tables)[:5])}); it was left untouched"
                     )
                 Base.metadata.create_all(conn)
+                install_append_only(conn)
                 conn.execute(
                     SchemaInfo.__table__.insert().values(
                         id=1, version=SCHEMA_VERSION, generation=0, app_version=__version__,
@@ -346,6 +348,10 @@ def _check_and_migrate(engine: Engine, url: str) -> None:
                     .where(SchemaInfo.id == 1)
                     .values(version=version, app_version=__version__)
                 )
+            if AuditEntry.__tablename__ not in tables:
+                # an additive table: galleries made before the audit log get it on open
+                # (older faceapp versions ignore it), no schema version change
+                install_append_only(conn)
 
 
 def _ensure_wal(engine: Engine) -> None:

@@ -174,6 +174,14 @@ def _keyring_delete(account: str) -> None:
 
 
 # ---------------------------------------------------------------------- passphrases
+def terminal_prompt(message: str, confirm: bool) -> str:
+    """Ask on the terminal without echo (twice when ``confirm``)."""
+    value = getpass.getpass(f"{message}: ")
+    if confirm and getpass.getpass("repeat it: ") != value:
+        raise WrongPassphrase("the two passphrases differ; nothing was changed")
+    return value
+
+
 def ask_passphrase(config: KeyConfig, message: str, *, confirm: bool,
                    env: str = ENV_PASSPHRASE) -> str:
     """``$env`` when set, else ``config.prompt``, else a terminal prompt; never empty.
@@ -185,9 +193,7 @@ def ask_passphrase(config: KeyConfig, message: str, *, confirm: bool,
         if config.prompt is not None:
             value = config.prompt(message, confirm)
         elif sys.stdin is not None and sys.stdin.isatty():
-            value = getpass.getpass(f"{message}: ")
-            if confirm and getpass.getpass("repeat it: ") != value:
-                raise WrongPassphrase("the two passphrases differ; nothing was changed")
+            value = terminal_prompt(message, confirm)
         else:
             raise KeyUnavailable(
                 f"{message}: no passphrase was given; set {env} (or run in a terminal to "
@@ -411,5 +417,6 @@ __all__ = [
     "key_status",
     "keyring_available",
     "rotate_key",
+    "terminal_prompt",
     "unlock",
 ]

@@ -19,12 +19,14 @@ blocks until overwritten, and in any backup: see ``SECURITY.md``.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from faceapp.errors import GalleryError
+from faceapp.gallery import audit
 from faceapp.gallery.database import (
     DatabaseConfig,
     classify_gallery_file,
@@ -119,12 +121,18 @@ def encrypt_in_place(path: str | os.PathLike[str],
         con.execute(f"PRAGMA enc.user_version = {version}")
         rows = {t: _count(con, t) for t in _tables(con)}
         copied = {t: _count(con, t, "enc") for t in _tables(con, "enc")}
-        con.execute("DETACH DATABASE enc")
-        con.close()
-        con = None
         if copied != rows:
             raise GalleryError(f"{db}: the encrypted copy differs from the gallery "
                                f"({copied} vs {rows}); nothing was changed")
+        last = con.execute("SELECT hash FROM enc.audit_entry ORDER BY id DESC LIMIT 1").fetchone()
+        entry = audit.chained_fields(audit.GENESIS if last is None else str(last[0]), "keys",
+                                     "encrypted in place",
+                                     detail=json.dumps({"rows": rows}, sort_keys=True))
+        con.execute(f"INSERT INTO enc.audit_entry ({', '.join(entry)}) "
+                    f"VALUES ({', '.join('?' for _ in entry)})", tuple(entry.values()))
+        con.execute("DETACH DATABASE enc")
+        con.close()
+        con = None
         check = connect_raw(tmp, key)
         try:
             result = str(check.execute("PRAGMA integrity_check").fetchone()[0])

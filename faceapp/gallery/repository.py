@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from faceapp.errors import DuplicatePerson, GalleryError, PersonNotFound
+from faceapp.gallery import audit
 from faceapp.gallery.database import bump_generation
 from faceapp.gallery.orm import (
     NAME_MAX_LEN,
@@ -432,6 +433,14 @@ class GalleryRepository:
         model_id: str | None = None,
         detail: str = "",
     ) -> None:
+        """One row of the ``event`` history, and its entry in the audit log (same
+        transaction; no biometric data in either)."""
+        finite = None if score is None or not np.isfinite(score) else float(score)
+        facts = {"score": finite, "threshold": threshold, "scorer": scorer,
+                 "model_id": model_id, "detail": detail or None}
+        audit.append(self.session, kind, outcome, subject=person or "",
+                     detail=json.dumps({k: v for k, v in facts.items() if v is not None},
+                                       sort_keys=True, default=_json_default))
         self.session.add(
             Event(
                 kind=kind,
