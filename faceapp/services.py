@@ -67,6 +67,7 @@ from faceapp.errors import (
 from faceapp.gallery.bundle import is_bundle, open_bundle, seal_bundle
 from faceapp.gallery.crypto import KdfParams
 from faceapp.gallery.database import (
+    DatabaseConfig,
     at_rest,
     bump_generation,
     current_generation,
@@ -74,9 +75,11 @@ from faceapp.gallery.database import (
     open_database,
     purge_deleted,
     read_session,
+    sqlite_path,
     translate_errors,
     write_session,
 )
+from faceapp.gallery.keys import KeyConfig, PromptFn, passphrase_needed
 from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, GalleryIndex, PairScorer
 from faceapp.gallery.repository import GalleryRepository, NewTemplate, normalize_name
 from faceapp.gallery.snapshot import (
@@ -375,14 +378,18 @@ class FaceService:
         *,
         device: str = "cpu",
         load_model: bool = True,
+        key_prompt: PromptFn | None = None,
     ) -> FaceService:
         """Open the gallery (``--db``/``FACEAPP_DB``/default) and load the model
         (``--model``/``FACEAPP_MODEL``/``models/default.pt``) with its ``calibration.json``.
 
         ``load_model=False`` opens the gallery only (fast; enough for ``people`` commands).
+        ``key_prompt(message, confirm)``: gives the gallery passphrase when it is needed and
+        ``$FACEAPP_PASSPHRASE`` is unset (the GUI's dialog); default: a terminal prompt.
         """
         paths = resolve_paths(db=db_url, model=model_path)
-        engine = open_database(paths.db_url)  # first: a bad gallery fails before the slow load
+        # first: a bad gallery (or passphrase) fails before the slow model load
+        engine = open_database(paths.db_url, DatabaseConfig(keys=KeyConfig(prompt=key_prompt)))
         pipeline = None
         calibration = None
         problem = None
@@ -1282,6 +1289,14 @@ class FaceService:
         return int(size) if size else None
 
 
+def gallery_passphrase_needed(db_url: str | None = None) -> Literal["none", "unlock", "new"]:
+    """Would :meth:`FaceService.open` need a typed passphrase for this gallery? ``unlock``
+    (it is protected by one), ``new`` (it will be created and no OS keyring exists) or
+    ``none`` (keyring, ``$FACEAPP_PASSPHRASE``, plaintext or not a SQLite file)."""
+    path = sqlite_path(resolve_paths(db=db_url).db_url)
+    return "none" if path is None else passphrase_needed(path)
+
+
 # ---------------------------------------------------------------------- file helpers
 def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
     """PNG bytes -> (S, S, 3) uint8, resized to the model's input size when it differs."""
@@ -1384,4 +1399,5 @@ __all__ = [
     "RecognizedFace",
     "TemplateSummary",
     "VerifyResult",
+    "gallery_passphrase_needed",
 ]

@@ -367,6 +367,32 @@ def unlock(db_path: Path, config: KeyConfig = KeyConfig()) -> bytes:
     return _unwrap(_read_key_file(key_file_path(db_path)), config, db_path)
 
 
+def passphrase_needed(db_path: Path, config: KeyConfig = KeyConfig(), *,
+                      encrypt_new: bool = True) -> Literal["none", "unlock", "new"]:
+    """Would opening the gallery file at ``db_path`` ask for a passphrase (``$FACEAPP_PASSPHRASE``
+    unset, no ``config.prompt``)? ``unlock``: an existing key file wrapped by a passphrase;
+    ``new``: a gallery to be created without an OS keyring; ``none`` otherwise."""
+    if os.environ.get(ENV_PASSPHRASE) is not None:
+        return "none"
+    path = key_file_path(db_path)
+    if path.is_file():
+        try:
+            return "unlock" if key_status(db_path).source == "passphrase" else "none"
+        except GalleryError:
+            return "none"  # opening will report the problem
+    exists = db_path.is_file() and db_path.stat().st_size > 0
+    if exists or not encrypt_new:
+        return "none"
+    return "none" if _choose_source_quiet(config) == "keyring" else "new"
+
+
+def _choose_source_quiet(config: KeyConfig) -> KeySource | None:
+    try:
+        return _choose_source(config)
+    except GalleryError:
+        return None
+
+
 def key_status(db_path: Path) -> KeyStatus:
     path = key_file_path(db_path)
     doc = _read_key_file(path)
@@ -416,6 +442,7 @@ __all__ = [
     "key_file_path",
     "key_status",
     "keyring_available",
+    "passphrase_needed",
     "rotate_key",
     "terminal_prompt",
     "unlock",
