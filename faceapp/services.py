@@ -64,6 +64,7 @@ from faceapp.errors import (
     PersonNotFound,
     QualityRejected,
 )
+from faceapp.gallery import audit, privacy
 from faceapp.gallery.bundle import is_bundle, open_bundle, seal_bundle
 from faceapp.gallery.crypto import KdfParams
 from faceapp.gallery.database import (
@@ -81,6 +82,7 @@ from faceapp.gallery.database import (
 )
 from faceapp.gallery.keys import KeyConfig, PromptFn, passphrase_needed
 from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, GalleryIndex, PairScorer
+from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.repository import GalleryRepository, NewTemplate, normalize_name
 from faceapp.gallery.snapshot import (
     SNAPSHOT_MIN_TEMPLATES,
@@ -204,10 +206,13 @@ class PersonSummary:
     n_templates: int
     created: datetime
     thumbnail_png: bytes = field(repr=False)
+    expires: datetime | None = None
+    """When the gallery's retention policy deletes them (``None``: no retention policy)."""
 
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "n_templates": self.n_templates,
-                "created": self.created.isoformat()}
+                "created": self.created.isoformat(),
+                "expires": None if self.expires is None else self.expires.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,19 @@ class GalleryTransfer:
 
     def to_dict(self) -> dict[str, object]:
         return {"people": self.people, "templates": self.templates, "skipped": self.skipped}
+
+
+@dataclass(frozen=True)
+class ExpiredPerson:
+    """Someone deleted (or, in a dry run, to be deleted) by the retention policy."""
+
+    name: str
+    expired: datetime
+    templates_deleted: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "expired": self.expired.isoformat(),
+                "templates_deleted": self.templates_deleted}
 
 
 @dataclass(frozen=True)
@@ -411,7 +429,13 @@ class FaceService:
             except CalibrationError as err:
                 problem = str(err)
                 logger.warning("no usable calibration: %s", err)
-        return cls(engine, pipeline, calibration, owns_engine=True, calibration_problem=problem)
+        service = cls(engine, pipeline, calibration, owns_engine=True,
+                      calibration_problem=problem)
+        try:  # the retention policy is applied at start-up
+            service.expire_people()
+        except FaceappError as err:
+            logger.warning("could not apply the retention policy: %s", err)
+        return service
 
     def close(self) -> None:
         """Release the database (idempotent)."""
@@ -661,8 +685,13 @@ class FaceService:
         *,
         largest: bool = False,
         create: bool = True,
+        consent: Consent | None = None,
     ) -> EnrollReport:
         """Enrol ``name`` from images (paths, bytes, PIL images or RGB frames).
+
+        ``consent`` is recorded with the person; an organisation's gallery (see
+        :mod:`faceapp.gallery.privacy`) refuses a new person without it
+        (:class:`ConsentRequired`, checked before any image is analysed).
 
         Each image must hold exactly one face (or, with ``largest``, its largest face is
         used) that passes the quality gate; other images are reported in ``rejected``
@@ -672,6 +701,8 @@ class FaceService:
         :class:`InvalidImage` when no image is accepted.
         """
         key = normalize_name(name)
+        if consent is None and self.consent_required(key):
+            raise self._consent_refusal(key)
         faces: list[FaceEmbedding] = []
         sources: list[str] = []
         rejected: list[tuple[str, str]] = []
@@ -705,7 +736,7 @@ class FaceService:
             sources.append(src)
         if not faces:
             self._raise_nothing_accepted(key, rejected, kinds)
-        return self._store(key, faces, sources, rejected, create=create)
+        return self._store(key, faces, sources, rejected, create=create, consent=consent)
 
     @_serialised
     def enroll_faces(
@@ -715,9 +746,11 @@ class FaceService:
         sources: Sequence[str] | None = None,
         *,
         create: bool = True,
+        consent: Consent | None = None,
     ) -> EnrollReport:
         """Enrol already analysed faces (e.g. the GUI's camera captures); faces failing the
-        quality gate are rejected with their reason; the rest are stored atomically."""
+        quality gate are rejected with their reason; the rest are stored atomically.
+        ``consent`` as for :meth:`enroll`."""
         key = normalize_name(name)
         labels = list(sources) if sources is not None else [
             f"capture {i + 1}" for i in range(len(faces))
@@ -738,7 +771,7 @@ class FaceService:
                 keep_src.append(src)
         if not keep:
             self._raise_nothing_accepted(key, rejected, kinds)
-        return self._store(key, keep, keep_src, rejected, create=create)
+        return self._store(key, keep, keep_src, rejected, create=create, consent=consent)
 
     def _raise_nothing_accepted(
         self, key: str, rejected: list[tuple[str, str]], kinds: list[type[FaceappError]]
@@ -761,6 +794,7 @@ class FaceService:
         rejected: list[tuple[str, str]],
         *,
         create: bool,
+        consent: Consent | None = None,
     ) -> EnrollReport:
         pipeline = self._require_pipeline()
         model_id = pipeline.model_id
@@ -785,7 +819,15 @@ class FaceService:
                 if not create:
                     raise PersonNotFound(f"no person named {key!r} in the gallery "
                                          "(enrol without --no-create to add them)")
+                if consent is None and privacy.load_policy(s).use == "organisation":
+                    raise self._consent_refusal(key)
                 person = repo.add_person(key)
+            if consent is not None:
+                privacy.record_consent(s, person, consent, audit.current_actor())
+                repo.log_event("consent", "recorded", person=key,
+                               detail=json.dumps({"purpose": consent.purpose,
+                                                  "basis": consent.basis,
+                                                  "given_by": consent.given_by or key}))
             ids = repo.add_templates(person, templates)
             pid = int(person.id)
             repo.log_event("enroll", "accepted", person=key, model_id=model_id,
@@ -800,6 +842,55 @@ class FaceService:
         self._templates_changed()
         logger.info("enrolled %s: %d template(s), %d rejected", key, len(ids), len(rejected))
         return EnrollReport(key, list(sources), rejected, len(ids))
+
+    # ------------------------------------------------------------------ consent, retention
+    def _consent_refusal(self, key: str) -> ConsentRequired:
+        return ConsentRequired(
+            f"{key!r} was not enrolled: this gallery is an organisation's and enrolling a new "
+            "person needs their consent (who, purpose, basis: --consent-purpose and "
+            "--consent-basis, or the Enroll page's consent dialog)")
+
+    @_serialised
+    def consent_required(self, name: str) -> bool:
+        """Would enrolling ``name`` now need consent (a new person, an organisation's gallery)?"""
+        with self._read("consent") as (s, repo):
+            return privacy.load_policy(s).use == "organisation" and repo.find_person(name) is None
+
+    @_serialised
+    def consents(self, name: str) -> list[dict[str, object]]:
+        """The consent records of ``name``, oldest first."""
+        with self._read("consent") as (s, repo):
+            person = repo.get_person(name)
+            return [{"time": c.time.isoformat(), "given_by": c.given_by,
+                     "recorded_by": c.recorded_by, "purpose": c.purpose, "basis": c.basis}
+                    for c in privacy.consents(s, person.id)]
+
+    @_serialised
+    def privacy_policy(self) -> PrivacyPolicy:
+        with self._read("policy") as (s, _):
+            return privacy.load_policy(s)
+
+    @_serialised
+    def set_privacy_policy(self, policy: PrivacyPolicy) -> None:
+        """Store the gallery's use and retention (logged)."""
+        with self._write("policy") as (s, repo):
+            privacy.save_policy(s, policy)
+            repo.log_event("policy", "set", detail=json.dumps(policy.to_dict(), sort_keys=True))
+
+    @_serialised
+    def expire_people(self, *, dry_run: bool = False, now: datetime | None = None
+                      ) -> list[ExpiredPerson]:
+        """Delete everyone whose retention period is over (verifiably, as
+        :meth:`erase_person`); ``dry_run`` only lists them."""
+        with self._read("expire") as (s, _):
+            due = privacy.expired(s, privacy.load_policy(s), now)
+        out: list[ExpiredPerson] = []
+        for _, name, when in due:
+            n = 0 if dry_run else self.erase_person(name).templates
+            out.append(ExpiredPerson(name, when, n))
+        if out and not dry_run:
+            logger.info("retention: deleted %d expired people", len(out))
+        return out
 
     @_serialised
     def check_enrollment(self, name: str, faces: Sequence[FaceEmbedding]) -> list[str]:
@@ -1007,13 +1098,15 @@ class FaceService:
     @_serialised
     def list_people(self) -> list[PersonSummary]:
         """Everyone in the gallery, by name."""
-        with self._read("list people") as (_, repo):
+        with self._read("list people") as (s, repo):
             rows = repo.people()
             thumbs = repo.crops([r.first_template_id for r in rows
                                  if r.first_template_id is not None])
+            expiry = privacy.expiries(s, privacy.load_policy(s))
         return [
             PersonSummary(r.id, r.name, r.n_templates, r.created,
-                          thumbs.get(r.first_template_id, b"") if r.first_template_id else b"")
+                          thumbs.get(r.first_template_id, b"") if r.first_template_id else b"",
+                          expiry.get(r.id))
             for r in rows
         ]
 
@@ -1391,11 +1484,15 @@ def _read_export(path: Path, passphrase: str, *, allow_plaintext: bool = False
 
 
 __all__ = [
+    "Consent",
+    "ConsentRequired",
     "DeletionReceipt",
     "EnrollReport",
+    "ExpiredPerson",
     "FaceService",
     "GalleryTransfer",
     "PersonSummary",
+    "PrivacyPolicy",
     "RecognizedFace",
     "TemplateSummary",
     "VerifyResult",

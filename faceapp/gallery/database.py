@@ -52,7 +52,7 @@ from faceapp.errors import GalleryError
 from faceapp.gallery.audit import install_append_only
 from faceapp.gallery.crypto import AtRest, subkey
 from faceapp.gallery.keys import KeyConfig, create_key_file, key_file_path, unlock
-from faceapp.gallery.orm import AuditEntry, Base, SchemaInfo
+from faceapp.gallery.orm import AuditEntry, Base, ConsentRecord, SchemaInfo
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +352,8 @@ def _check_and_migrate(engine: Engine, url: str) -> None:
                 # an additive table: galleries made before the audit log get it on open
                 # (older faceapp versions ignore it), no schema version change
                 install_append_only(conn)
+            if ConsentRecord.__tablename__ not in tables:
+                ConsentRecord.__table__.create(conn, checkfirst=True)  # additive too
 
 
 def _ensure_wal(engine: Engine) -> None:

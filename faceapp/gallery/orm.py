@@ -12,6 +12,7 @@ Tables:
   reembed operations. It names the person as text (no foreign key) so that the history
   survives a deletion.
 * ``audit_entry``: the hash-chained, append-only audit log (:mod:`faceapp.gallery.audit`).
+* ``consent``: consent to enrolment per person (:mod:`faceapp.gallery.privacy`).
 * ``setting``: small key/value store (user-chosen thresholds, see ``services``).
 * ``schema_info``: the schema version (one row), a ``generation`` counter incremented by
   every change of people/templates (so that a process can tell its cached index is stale)
@@ -184,3 +185,20 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ConsentRecord(Base):
+    """Consent to enrolment of one person (see :mod:`faceapp.gallery.privacy`): who gave
+    it, who recorded it, when, for what purpose, on what basis. Deleted with the person."""
+
+    __tablename__ = "consent"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("person.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    given_by: Mapped[str] = mapped_column(String(NAME_MAX_LEN))
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(500))
+    basis: Mapped[str] = mapped_column(Text)
