@@ -399,7 +399,7 @@ def open_database(url: str | None = None, config: DatabaseConfig = DatabaseConfi
                             "gallery, or a corrupt database); it was left untouched"
                         ) from None
                     raise
-                if not is_encrypted(engine):
+                if not is_encrypted(engine) and config.encrypt:
                     logger.warning("the gallery %s is not encrypted; run `faceapp keys migrate "
                                    "--db %s` to encrypt it", where, where)
             _check_and_migrate(engine, db_url)
