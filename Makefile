@@ -12,10 +12,12 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 setup: $(STAMP)
 
-# QtMultimedia needs libpulse0, Qt's xcb/offscreen plugins need a few X/GL libraries.
+# QtMultimedia needs libpulse0, Qt's xcb/offscreen plugins need a few X/GL libraries;
+# postgresql-15 (Debian's, without pgvector) is the second PostgreSQL the tests start.
 system-deps:
 	@missing=""; for p in libpulse0 libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
-	    libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1; do \
+	    libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 \
+	    postgresql-15 postgresql-client-15; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \

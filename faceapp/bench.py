@@ -203,35 +203,113 @@ def bench_embed(model: LoadedModel, *, quick: bool = False, seed: int = 0) -> di
 # ---------------------------------------------------------------------------- gallery
 
 
-def bench_gallery_part(dim: int, *, quick: bool = False, seed: int = 0) -> dict[str, Any]:
-    """Search and open times from :func:`faceapp.gallery.bench.bench_gallery`, under stable keys."""
-    from faceapp.gallery.bench import bench_gallery
+LFW_FIT_PEOPLE = 150
+"""People of LFW (with >= 2 images, up to 3 each) embedded to fit the LFW-like galleries."""
+
+
+def lfw_embeddings(model: LoadedModel, *, people: int = LFW_FIT_PEOPLE,
+                   lfw_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(M, D) embeddings of real LFW faces by ``model`` (largest face of each image) and
+    their (M,) person labels; cached per model in the user cache folder (0600)."""
+    from faceapp.gallery.selfcheck import cache_dir
+    from faceapp.vision.images import load_image
+
+    root = lfw_dir or DATA_DIR / "lfw" / "lfw-deepfunneled"
+    cache = cache_dir() / f"lfw-embeddings-{model.model_id}-{people}.npz"
+    with contextlib.suppress(OSError, ValueError, KeyError), np.load(cache) as data:
+        return data["emb"], data["labels"]
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: LFW not found")
+    pipeline = FacePipeline(FaceDetector(DetectorConfig()), model)
+    emb: list[np.ndarray] = []
+    labels: list[int] = []
+    chosen = 0
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        images = sorted(person.glob("*.jpg"))
+        if len(images) < 2:
+            continue
+        for img in images[:3]:
+            faces = pipeline.analyze(load_image(img))
+            if faces:
+                emb.append(max(faces, key=lambda f: f.detection.area).embedding)
+                labels.append(chosen)
+        chosen += 1
+        if chosen >= people:
+            break
+    out = np.stack(emb).astype(np.float32), np.asarray(labels, dtype=np.int64)
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(cache.with_suffix(".partial"), os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, emb=out[0], labels=out[1])
+        os.replace(cache.with_suffix(".partial"), cache)
+    return out
+
+
+def bench_gallery_part(dim: int, *, quick: bool = False, seed: int = 0,
+                       model: LoadedModel | None = None) -> dict[str, Any]:
+    """Search and open times from :func:`faceapp.gallery.bench.bench_gallery`, under stable
+    keys, on LFW-like galleries (fitted to ``model``'s embeddings of real LFW faces) when a
+    model and LFW are there, else on random unit vectors; plus random vectors at 10⁶."""
+    from faceapp.gallery.bench import bench_gallery, fit_embeddings
 
     sizes = QUICK_GALLERY_SIZES if quick else GALLERY_SIZES
     open_keys = ("1e5", "1e6")
+    base = None
+    why_random = ""
+    try:
+        if model is None:
+            model, _ = load_model(None)
+        emb, labels = lfw_embeddings(model, people=12 if quick else LFW_FIT_PEOPLE)
+        base = fit_embeddings(emb, labels, dim, f"LFW-like: Gaussian fit of {emb.shape[0]} real "
+                              f"LFW embeddings ({int(labels.max()) + 1} people) by model "
+                              f"{model.model_id} (D={emb.shape[1]}), new templates as probes")
+    except (FaceappError, OSError, ValueError) as err:
+        why_random = f"random unit vectors ({err})"
+        log.warning("gallery bench on random vectors: %s", err)
     raw = bench_gallery(
         tuple(sizes.values()),
         dim=dim,
         seed=seed,
         open_sizes=tuple(sizes[k] for k in open_keys),
         probes=5 if quick else 30,
+        base=base,
     )
+    random_raw = bench_gallery((sizes["1e6"],), dim=dim, seed=seed, open_sizes=(),
+                               probes=5 if quick else 30, candidates=False)
     by_n_search = {int(r["templates"]): r for r in raw["search"]}
     by_n_open = {int(r["templates"]): r for r in raw["open"]}
-    out: dict[str, Any] = {"templates": dict(sizes), "dim": dim}
+    out: dict[str, Any] = {"templates": dict(sizes), "dim": dim,
+                           "data": raw["data"] if base is not None else why_random}
     agree = True
     for key, n in sizes.items():
         r = by_n_search[n]
         out[f"search_ms_{key}"] = r["index_ms"]["median"]
         out[f"baseline_search_ms_{key}"] = r["naive_ms"]["median"]
         out[f"ratio_{key}"] = round(r["naive_ms"]["median"] / max(r["index_ms"]["median"], 1e-9), 2)
+        out[f"backend_{key}"] = r["backend"]
+        out[f"rows_reranked_{key}"] = r["default"]["rows_reranked_median"]
+        for name, b in r["backends"].items():
+            if "ms" in b:
+                out.setdefault("backends", {}).setdefault(name, {})[f"search_ms_{key}"] = b["ms"]["median"]
+                out["backends"][name][f"ratio_{key}"] = b["ratio_vs_baseline"]
+        out[f"candidates_{key}"] = {
+            k: (v["median"] if isinstance(v, dict) else v) for k, v in r.get("candidates", {}).items()}
         agree &= bool(r.get("agree", False))
+    (rr,) = random_raw["search"]
+    out["random_search_ms_1e6"] = rr["index_ms"]["median"]
+    out["random_baseline_search_ms_1e6"] = rr["naive_ms"]["median"]
+    out["random_ratio_1e6"] = round(rr["naive_ms"]["median"] / max(rr["index_ms"]["median"], 1e-9), 2)
+    agree &= bool(rr.get("agree", False))
     for key in open_keys:
         r = by_n_open[sizes[key]]
         out[f"open_s_{key}"] = r["open_from_snapshot_s"]
         out[f"open_rows_s_{key}"] = r["open_from_rows_s"]
     out["same_top_k_as_baseline"] = agree
+    with contextlib.suppress(OSError):
+        out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     out["raw"] = raw
+    out["raw_random"] = random_raw
     return out
 
 
@@ -557,7 +635,7 @@ def run_bench(
         dim = model.embedding_dim if model is not None else 128
         log.info("bench gallery (D=%d)", dim)
         with bench_key_environment():
-            out["gallery"] = bench_gallery_part(dim, quick=quick)
+            out["gallery"] = bench_gallery_part(dim, quick=quick, model=model)
     if "startup" in parts:
         assert model is not None and path is not None
         log.info("bench startup")

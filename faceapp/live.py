@@ -34,7 +34,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
@@ -502,6 +502,9 @@ class LiveRecognizer:
         config: scheduling and geometry (:class:`LiveConfig`).
         refiner: the tracking step; default: :meth:`LandmarkRefiner.create` on the
             detector's device (built only when tracking is on).
+        executor: where background detections run (default: a one-thread pool of its own,
+            created on first use and shut down by :meth:`close`); a caller's executor is
+            used as given and not shut down (tests pass one that runs jobs when told).
     """
 
     def __init__(
@@ -511,6 +514,7 @@ class LiveRecognizer:
         config: LiveConfig = LiveConfig(),
         *,
         refiner: LandmarkRefiner | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.matcher = matcher
@@ -529,7 +533,8 @@ class LiveRecognizer:
         self._last_detect = -(10**9)
         self._detect_next = True
         self.stats = LiveStats()
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Executor | None = executor
+        self._owns_executor = executor is None
         self._pending: Future[list[Detection]] | None = None
         self._pending_start = 0.0  # perf_counter at the start of the frame being detected
         self._born: dict[int, float] = {}  # new track -> start time of its detection frame
@@ -575,7 +580,7 @@ class LiveRecognizer:
     def close(self) -> None:
         """Stop the background detection thread (idempotent; ``process`` restarts it)."""
         self._pending = None
-        if self._executor is not None:
+        if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 

@@ -81,9 +81,15 @@ from faceapp.gallery.database import (
     write_session,
 )
 from faceapp.gallery.keys import KeyConfig, PromptFn, passphrase_needed
-from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, GalleryIndex, PairScorer
+from faceapp.gallery.matching import (
+    DEFAULT_AMBIGUITY_MARGIN,
+    GalleryIndex,
+    Identification,
+    PairScorer,
+)
 from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.repository import GalleryRepository, NewTemplate, normalize_name
+from faceapp.gallery.server_search import ServerSearch, server_search_available
 from faceapp.gallery.snapshot import (
     SNAPSHOT_MIN_TEMPLATES,
     load_snapshot,
@@ -332,6 +338,42 @@ def _serialised(method: _F) -> _F:
 
 
 # ---------------------------------------------------------------------- service
+SEARCH_MODES = ("auto", "client", "server")
+
+SERVER_SEARCH_MIN_TEMPLATES = 200_000
+"""With ``search=auto``, a PostgreSQL gallery with pgvector is searched inside the server
+from this many templates on (a desktop then no longer pulls every template into memory)."""
+
+
+def choose_server_search(engine: Engine, mode: str | None = None) -> ServerSearch | None:
+    """Where 1:K search runs (see :meth:`FaceService.open`); ``None`` means in memory."""
+    mode = (mode or os.environ.get("FACEAPP_SEARCH") or "auto").strip().lower()
+    if mode not in SEARCH_MODES:
+        raise FaceappError(f"unknown search mode {mode!r} (choose {', '.join(SEARCH_MODES)})")
+    if mode == "client":
+        return None
+    with translate_errors("server search"):
+        avail = server_search_available(engine)
+        if not avail.available:
+            if mode == "server":
+                raise GalleryError(f"server-side search is not available: {avail.reason}")
+            return None
+        if mode == "auto":
+            with read_session(engine) as s:
+                n = GalleryRepository(s).count_templates()
+            if n < SERVER_SEARCH_MIN_TEMPLATES:
+                return None
+        try:
+            search = ServerSearch.open(engine)
+        except GalleryError as err:
+            if mode == "server":
+                raise
+            logger.warning("searching on this desktop: %s", err)
+            return None
+    logger.info("1:K search runs inside the database server (%s)", avail.reason)
+    return search
+
+
 class FaceService:
     """Enrolment, verification, recognition and gallery management.
 
@@ -346,6 +388,8 @@ class FaceService:
         margin: ambiguity margin of recognition (a tie tolerance, not a threshold).
         operating_point: calibration point used for τ (``far_0.01``, ``far_0.001``, ``eer``).
         owns_engine: dispose of the engine in :meth:`close`.
+        server_search: search 1:K inside the PostgreSQL server (pgvector; see
+            :mod:`faceapp.gallery.server_search`) instead of holding the gallery in memory.
     """
 
     def __init__(
@@ -359,8 +403,12 @@ class FaceService:
         operating_point: str = DEFAULT_POINT,
         owns_engine: bool = False,
         calibration_problem: str | None = None,
+        server_search: ServerSearch | None = None,
     ) -> None:
         self._engine = engine
+        # 1:K search inside PostgreSQL (pgvector) instead of the in-memory index
+        self._server = server_search
+        self._server_gen = -1
         self._pipeline = pipeline
         self._calibration = calibration
         self._calibration_problem = calibration_problem
@@ -397,6 +445,7 @@ class FaceService:
         device: str = "cpu",
         load_model: bool = True,
         key_prompt: PromptFn | None = None,
+        search: str | None = None,
     ) -> FaceService:
         """Open the gallery (``--db``/``FACEAPP_DB``/default) and load the model
         (``--model``/``FACEAPP_MODEL``/``models/default.pt``) with its ``calibration.json``.
@@ -404,10 +453,19 @@ class FaceService:
         ``load_model=False`` opens the gallery only (fast; enough for ``people`` commands).
         ``key_prompt(message, confirm)``: gives the gallery passphrase when it is needed and
         ``$FACEAPP_PASSPHRASE`` is unset (the GUI's dialog); default: a terminal prompt.
+        ``search``: where 1:K search runs — ``client`` (the in-memory index), ``server``
+        (inside PostgreSQL with pgvector; an error elsewhere) or ``auto`` (the server when it
+        offers pgvector and the gallery holds at least ``SERVER_SEARCH_MIN_TEMPLATES``);
+        ``None`` reads ``FACEAPP_SEARCH`` (default ``auto``).
         """
         paths = resolve_paths(db=db_url, model=model_path)
         # first: a bad gallery (or passphrase) fails before the slow model load
         engine = open_database(paths.db_url, DatabaseConfig(keys=KeyConfig(prompt=key_prompt)))
+        try:
+            server = choose_server_search(engine, search)
+        except BaseException:
+            engine.dispose()
+            raise
         pipeline = None
         calibration = None
         problem = None
@@ -430,7 +488,7 @@ class FaceService:
                 problem = str(err)
                 logger.warning("no usable calibration: %s", err)
         service = cls(engine, pipeline, calibration, owns_engine=True,
-                      calibration_problem=problem)
+                      calibration_problem=problem, server_search=server)
         try:  # the retention policy is applied at start-up
             service.expire_people()
         except FaceappError as err:
@@ -582,6 +640,34 @@ class FaceService:
         self._index = None
         self._gen = -1
 
+    def _sync_server(self) -> None:
+        """Copy templates new since the last look into the server's vector table."""
+        assert self._server is not None
+        with self._read("server search") as (s, _):
+            gen = current_generation(s)
+        if gen != self._server_gen:
+            with translate_errors(f"{self._where} (server search sync)"):
+                self._server.sync()
+            self._server_gen = gen
+
+    def _server_identify(self, probes: np.ndarray, tau: float, top_k: int
+                         ) -> tuple[list[Identification], dict[int, str]]:
+        """1:K inside PostgreSQL: HNSW short list, exact re-score (cosine scorer only)."""
+        assert self._server is not None
+        self._sync_server()
+        with self._read("recognize") as (s, repo):
+            stale = repo.count_other_model_templates(self.model_id)
+            if stale:
+                raise ModelMismatch(
+                    f"{stale} template(s) in the gallery were made by another model than "
+                    f"{self.model_id}; run `faceapp reembed` to recompute them from their crops"
+                )
+            with translate_errors(f"{self._where} (server search)"):
+                results = self._server.identify(s, probes, model_id=self.model_id,
+                                                threshold=tau, k=top_k, margin=self.margin)
+            names = repo.person_names(c.person_id for r in results for c in r.candidates)
+        return results, names
+
     def _resolve_threshold(self, scorer: str, threshold: float | None) -> float:
         if threshold is not None:
             value = float(threshold)
@@ -647,6 +733,9 @@ class FaceService:
     def load_index(self) -> int:
         """Load the search index of the current model now (from its snapshot when valid)
         rather than at the first search; returns its number of templates. For start-up."""
+        if self._server is not None:
+            self._sync_server()
+            return self._server.count(self.model_id)
         with self._read("load index") as (s, repo):
             return len(self._sync(s, repo))
 
@@ -812,27 +901,36 @@ class FaceService:
             )
             for f, e, src in zip(faces, embs, sources, strict=True)
         ]
-        with self._write("enroll") as (s, repo):
-            synced = self._index is not None and current_generation(s) == self._gen
-            person = repo.find_person(key)
-            if person is None:
-                if not create:
-                    raise PersonNotFound(f"no person named {key!r} in the gallery "
-                                         "(enrol without --no-create to add them)")
-                if consent is None and privacy.load_policy(s).use == "organisation":
-                    raise self._consent_refusal(key)
-                person = repo.add_person(key)
-            if consent is not None:
-                privacy.record_consent(s, person, consent, audit.current_actor())
-                repo.log_event("consent", "recorded", person=key,
-                               detail=json.dumps({"purpose": consent.purpose,
-                                                  "basis": consent.basis,
-                                                  "given_by": consent.given_by or key}))
-            ids = repo.add_templates(person, templates)
-            pid = int(person.id)
-            repo.log_event("enroll", "accepted", person=key, model_id=model_id,
-                           detail=json.dumps({"accepted": len(ids), "rejected": len(rejected)}))
-            new_gen = current_generation(s)
+        for attempt in (1, 2):
+            try:
+                with self._write("enroll") as (s, repo):
+                    synced = self._index is not None and current_generation(s) == self._gen
+                    person = repo.find_person(key)
+                    if person is None:
+                        if not create:
+                            raise PersonNotFound(f"no person named {key!r} in the gallery "
+                                                 "(enrol without --no-create to add them)")
+                        if consent is None and privacy.load_policy(s).use == "organisation":
+                            raise self._consent_refusal(key)
+                        person = repo.add_person(key)
+                    if consent is not None:
+                        privacy.record_consent(s, person, consent, audit.current_actor())
+                        repo.log_event("consent", "recorded", person=key,
+                                       detail=json.dumps({"purpose": consent.purpose,
+                                                          "basis": consent.basis,
+                                                          "given_by": consent.given_by or key}))
+                    ids = repo.add_templates(person, templates)
+                    pid = int(person.id)
+                    repo.log_event("enroll", "accepted", person=key, model_id=model_id,
+                                   detail=json.dumps({"accepted": len(ids),
+                                                      "rejected": len(rejected)}))
+                    new_gen = current_generation(s)
+                break
+            except DuplicatePerson:
+                # another desktop created this person between our read and our insert (the
+                # unique constraint caught it); the retry finds them and adds to them
+                if attempt == 2:
+                    raise
         if synced and self._index is not None:
             self._index.add(ids, [pid] * len(ids), np.stack(embs), model_id=model_id)
             self._names[pid] = key
@@ -984,12 +1082,15 @@ class FaceService:
             faces = self._analyze(image_or_faces)  # type: ignore[arg-type]
         if not faces:
             return []
-        with self._read("recognize") as (s, repo):
-            index = self._comparable_index(s, repo)
-            names = dict(self._names)
         probes = np.stack([self._check_embedding(f) for f in faces])
-        results = index.identify(probes, model_id=self.model_id, threshold=tau, k=top_k,
-                                 scorer=scorer_obj, margin=self.margin)
+        if self._server is not None and scorer_obj is None:
+            results, names = self._server_identify(probes, tau, top_k)
+        else:
+            with self._read("recognize") as (s, repo):
+                index = self._comparable_index(s, repo)
+                names = dict(self._names)
+            results = index.identify(probes, model_id=self.model_id, threshold=tau, k=top_k,
+                                     scorer=scorer_obj, margin=self.margin)
         out: list[RecognizedFace] = []
         for face, res in zip(faces, results, strict=True):
             person = None if res.person_id is None else names.get(res.person_id)

@@ -30,6 +30,17 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("FACEAPP_NEW_PASSPHRASE", None)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Per-machine caches (the search backends' self-check verdicts) go to a temporary
+    folder: the suite neither reads nor writes the user's ~/.cache/faceapp."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FACEAPP_CACHE_DIR", str(tmp_path_factory.mktemp("faceapp-cache")))
+    mp.delenv("FACEAPP_SEARCH_BACKEND", raising=False)
+    yield
+    mp.undo()
+
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LFW = DATA / "lfw" / "lfw-deepfunneled"
@@ -85,3 +96,46 @@ def lfw_tree(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fakes import make_lfw_tree
 
     return make_lfw_tree(lfw_dir, tmp_path_factory.mktemp("lfw-tiny"))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real throwaway PostgreSQL server (with pgvector) for the whole run; see postgres.py."""
+    from postgres import start_or_skip
+
+    server = start_or_skip()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """URL of a new, empty database on the test PostgreSQL server."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(scope="session")
+def pg15_server():
+    """Debian's PostgreSQL 15 without pgvector (the "extension absent" configuration)."""
+    from postgres import DebianServer, start_or_skip
+
+    server = start_or_skip(DebianServer)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg15_url(pg15_server) -> str:
+    """URL of a new, empty database on the Debian PostgreSQL 15 server (no pgvector)."""
+    return pg15_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql15"])
+def gallery_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new gallery URL on each back end: a SQLite file, a PostgreSQL 18 database with
+    pgvector, a Debian PostgreSQL 15 database without it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'g.sqlite'}"
+    if request.param == "postgresql15":
+        return request.getfixturevalue("pg15_url")
+    return request.getfixturevalue("pg_url")

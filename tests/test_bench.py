@@ -40,6 +40,28 @@ def _positive(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x) and x > 0
 
 
+def _plain(x, path="result") -> list[str]:
+    """Paths of values that are not plain JSON (dict with str keys, list, str, bool, None,
+    finite int/float): what ``json.dumps`` with ``default=str`` would have hidden."""
+    if isinstance(x, dict):
+        return [p for k, v in x.items() for p in
+                ([f"{path}: key {k!r}"] if not isinstance(k, str) else _plain(v, f"{path}.{k}"))]
+    if isinstance(x, list):
+        return [p for i, v in enumerate(x) for p in _plain(v, f"{path}[{i}]")]
+    if x is None or isinstance(x, str | bool):
+        return []
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return [] if math.isfinite(x) or x != x else [f"{path}: {x}"]  # NaN marks 'not measured'
+    return [f"{path}: {type(x).__name__}"]
+
+
+def _assert_json_ready(result) -> None:
+    assert _plain(result) == []
+    text = json.dumps(result, allow_nan=True)  # no default=: anything else would raise
+    back = json.loads(text)
+    assert set(back) == set(result) and json.dumps(back, allow_nan=True) == text
+
+
 def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
     result = run_bench(
         ("frame", "embed", "gallery"),
@@ -67,7 +89,14 @@ def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
     assert embed["per_s_b32"] > 0 and embed["model"]["input_size"] == 64
     assert gallery["same_top_k_as_baseline"] is True
     assert sorted(gallery["templates"]) == ["1e4", "1e5", "1e6"]
-    assert json.loads(json.dumps(result, default=str))  # JSON-ready
+    for key in ("1e4", "1e5", "1e6"):
+        assert gallery[f"ratio_{key}"] == pytest.approx(
+            gallery[f"baseline_search_ms_{key}"] / gallery[f"search_ms_{key}"], rel=0.05, abs=0.01)
+        assert 1 <= gallery[f"rows_reranked_{key}"] <= gallery["templates"][key]
+        assert gallery[f"backend_{key}"]
+    assert {"exact", "numpy-int8"} <= set(gallery["backends"])
+    assert gallery["data"].startswith(("LFW-like", "random"))
+    _assert_json_ready(result)
 
 
 def test_cli_bench_gallery_json(capsys, tmp_path):
@@ -131,7 +160,7 @@ def test_quick_startup_bench_launches_the_app(small_model_path):
         assert sum(st[f"stages_s_{name}"].values()) == pytest.approx(s["ready"], abs=0.01)
         assert st[f"ready_s_{name}"] >= st[f"window_s_{name}"]
     assert st["meets_target"] == (st["window_s_1e5"] <= st["target_s"])
-    assert json.loads(json.dumps(result, default=str))
+    _assert_json_ready(result)
 
 
 def test_startup_stages_by_hand():
@@ -161,3 +190,15 @@ def test_quick_encryption_bench_compares_both_galleries_in_one_run(small_model_p
             r[k] for k in ("open_snapshot_s", "enroll_s", "verify_s", "recognize_s"))
         assert abs(r["end_to_end_s"] - parts) < 1e-3
     assert enc["within_target"] == (enc["ratio_end_to_end"] <= enc["target_ratio"])
+
+
+def test_json_ready_check_can_fail():
+    from pathlib import Path
+
+    import numpy as np
+
+    assert _plain({"a": [1, 2.5, None, "x", True], "b": {"c": float("nan")}}) == []
+    assert _plain({"p": Path("x")}) == ["result.p: PosixPath"]
+    assert _plain({"n": np.float32(1.0)}) == ["result.n: float32"]
+    assert _plain({1: 2}) == ["result: key 1"]
+    assert _plain({"inf": float("inf")}) == ["result.inf: inf"]

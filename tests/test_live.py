@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import time
+from concurrent.futures import Executor, Future
 
 import numpy as np
 import pytest
@@ -221,7 +221,10 @@ def test_through_the_face_service(tmp_path, detector, model, frames, refiner):
     service = FaceService(open_database(f"sqlite:///{tmp_path / 'g.sqlite'}"), pipeline, owns_engine=True)
     try:
         report = service.enroll("Lin-Manuel", [frames[0], frames[10]], largest=True)
-        assert report.to_dict()
+        d = report.to_dict()
+        assert set(d) == {"person", "accepted", "rejected", "templates_added"}
+        assert d["person"] == "Lin-Manuel" and d["rejected"] == []
+        assert len(d["accepted"]) == d["templates_added"] == 2
         n_events = len(service.events())
         # one person, no calibration file: an explicit τ below every cosine keeps him known
         live = LiveRecognizer.from_service(
@@ -236,23 +239,65 @@ def test_through_the_face_service(tmp_path, detector, model, frames, refiner):
         service.close()
 
 
-def test_background_detection_never_blocks_a_frame(pipeline, singer_gallery, frames, refiner):
+class StepExecutor(Executor):
+    """Runs each submitted job only when the test says so: a detection that takes as long as
+    the test wants, with no thread and no clock (the same on a fast or a busy machine)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Future, object, tuple]] = []
+        self.submitted = 0
+        self.shut = False
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        self.jobs.append((future, fn, args))
+        self.submitted += 1
+        return future
+
+    def run_pending(self) -> int:
+        jobs, self.jobs = self.jobs, []
+        for future, fn, args in jobs:
+            future.set_result(fn(*args))
+        return len(jobs)
+
+    def shutdown(self, wait=True, *, cancel_futures=False) -> None:
+        self.shut = True
+
+
+@pytest.mark.parametrize("frames_per_detection", [1, 3])
+def test_background_detection_never_blocks_a_frame(pipeline, singer_gallery, frames, refiner,
+                                                     frames_per_detection):
+    """A detection that takes one or three frame periods: every frame is processed while it
+    is still running (process never waits for it, never detects itself), and its result is
+    taken on the first frame after it finished."""
     shot = frames[:20]  # the first shot (a cut to a close-up follows)
+    executor = StepExecutor()
     with LiveRecognizer(
-        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(detect_every=5), refiner=refiner
+        pipeline, matcher_for(singer_gallery, 0.0), LiveConfig(detect_every=5), refiner=refiner,
+        executor=executor,
     ) as live:
         results = []
-        for f in shot:
+        finished_before: list[int] = []
+        for i, f in enumerate(shot):
+            detect_calls = pipeline.detect_calls
             results.append(live.process(f))
-            time.sleep(0.03)  # a camera delivers ~30 frames/s; detection runs meanwhile
+            assert pipeline.detect_calls == detect_calls  # the detector never ran inside process
+            assert all(not fut.done() for fut, _, _ in executor.jobs)  # returned without waiting
+            finished_before.append(0)
+            if (i + 1) % frames_per_detection == 0:
+                finished_before[-1] = executor.run_pending()  # "the detection finished"
         assert all(r.timings.detect_ms == 0.0 for r in results)
-        assert any(r.detected for r in results)
+        # a result is used exactly on the frame after its detection finished
+        for i in range(1, len(results)):
+            assert results[i].detected == bool(finished_before[i - 1]), i
+        assert executor.submitted >= 3 and pipeline.detect_calls == sum(finished_before)
         with_faces = [r for r in results if r.faces]
         assert len(with_faces) >= 5
         first = results.index(with_faces[0])
+        assert first == next(i for i, r in enumerate(results) if r.detected)  # found at once
         assert all(r.faces for r in results[first:])  # once found, the singer stays tracked
         largest = [r.faces[0].track_id for r in with_faces]
         assert sum(a != b for a, b in itertools.pairwise(largest)) == 0
         assert sum(pipeline.embedded) < sum(len(r.faces) for r in results) / 3
         assert live.stats.new_face_latency_ms and min(live.stats.new_face_latency_ms) > 0
-    assert live._executor is None  # closed by the context manager
+    assert live._pending is None and not executor.shut  # the caller's executor is left alone

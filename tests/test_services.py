@@ -37,8 +37,9 @@ PW = "export passphrase"
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'g.sqlite'}"
+def db_url(gallery_url):
+    """Every test here runs on a SQLite file and on a real PostgreSQL database."""
+    return gallery_url
 
 
 @pytest.fixture

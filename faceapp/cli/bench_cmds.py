@@ -58,12 +58,43 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="PX",
         help="live loop: longer side of the frame the detector sees (0 = full size)",
     )
+    p.add_argument("--db", metavar="URL",
+                   help="gallery: benchmark search inside this PostgreSQL server (pgvector HNSW) "
+                        "against the in-memory index; one scratch database per size is created "
+                        "and dropped (the role needs CREATEDB)")
+    p.add_argument("--sizes", metavar="N,N", default="100000",
+                   help="gallery with --db: template counts (default 100000)")
+    p.add_argument("--probes", type=int, default=200, metavar="N",
+                   help="gallery with --db: probes per size (default 200)")
+    p.add_argument("--lfw", type=Path, metavar="DIR",
+                   help="gallery with --db: embed LFW images of DIR with --model and give the "
+                        "gallery their statistics (default: Gaussian, HNSW's worst case)")
     p.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON to FILE")
     p.set_defaults(func=_run)
 
 
+def _run_server(args: argparse.Namespace) -> int:
+    from faceapp.bench_server import bench_server_gallery, lfw_base_embeddings, scratch_databases
+
+    sizes = [int(x) for x in str(args.sizes).split(",") if x.strip()]
+    base = None
+    if args.lfw is not None:
+        cache = Path.home() / ".cache" / "faceapp" / f"bench_lfw_{Path(args.model or 'default').stem}.npy"
+        base = lfw_base_embeddings(args.lfw, args.model, cache=cache)
+    with scratch_databases(args.db, sizes) as urls:
+        result = {"gallery_server": bench_server_gallery(urls, sizes, base=base, probes=args.probes)}
+    text = json.dumps(result, indent=2, default=_jsonable)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
+
+    if args.db and args.part == "gallery":
+        return _run_server(args)
 
     import torch
 
@@ -141,12 +172,16 @@ def _summary(r: dict[str, Any]) -> str:
         ]
     if "gallery" in r:
         g = r["gallery"]
-        lines.append(f"gallery (D={g['dim']}; ms per probe, index vs naive NumPy float32)")
+        lines.append(f"gallery (D={g['dim']}; ms per probe, index vs naive NumPy float32; {g['data']})")
         for key, n in g["templates"].items():
+            others = ", ".join(f"{name} {b.get(f'search_ms_{key}', 'n/a')}"
+                               for name, b in g.get("backends", {}).items())
             lines.append(
                 f"  {n:>9,} : {g[f'search_ms_{key}']} ms vs {g[f'baseline_search_ms_{key}']} ms "
-                f"(x{g[f'ratio_{key}']})"
+                f"(x{g[f'ratio_{key}']}, {g[f'backend_{key}']}; forced: {others})"
             )
+        lines.append(f"  random vectors {g['templates']['1e6']:,} : {g['random_search_ms_1e6']} ms vs "
+                     f"{g['random_baseline_search_ms_1e6']} ms (x{g['random_ratio_1e6']})")
         for key in ("1e5", "1e6"):
             n = g["templates"][key]
             lines.append(

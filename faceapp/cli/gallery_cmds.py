@@ -26,9 +26,10 @@ from faceapp.vision.images import IMAGE_SUFFIXES
 
 def _open_service(args: argparse.Namespace, *, load_model: bool = True) -> FaceService:
     """Open the service for a command (``FaceService.open``; tests may patch it)."""
+    search = getattr(args, "search", None)
     if load_model:
-        return FaceService.open(args.db, args.model, device=args.device)
-    return FaceService.open(args.db, None, load_model=False)
+        return FaceService.open(args.db, args.model, device=args.device, search=search)
+    return FaceService.open(args.db, None, load_model=False, search=search)
 
 
 def _common(*, model: bool) -> argparse.ArgumentParser:
@@ -41,6 +42,10 @@ def _common(*, model: bool) -> argparse.ArgumentParser:
         parent.add_argument("--model", metavar="CKPT",
                             help="model checkpoint (default: $FACEAPP_MODEL or models/default.pt)")
         parent.add_argument("--device", default="cpu", help="torch device (default cpu)")
+        parent.add_argument("--search", choices=["auto", "client", "server"],
+                            help="where 1:K search runs: in memory (client), inside a "
+                                 "PostgreSQL server with pgvector (server), or auto "
+                                 "(default: $FACEAPP_SEARCH or auto)")
     return parent
 
 

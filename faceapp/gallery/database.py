@@ -261,6 +261,24 @@ def create_gallery_engine(url: str, config: DatabaseConfig = DatabaseConfig()) -
     return create_engine(url, pool_pre_ping=True)
 
 
+_CONNECTION_FAILURES = (
+    "connection failed",
+    "connection is bad",
+    "could not connect",
+    "connection refused",
+    "server closed the connection",
+    "terminating connection",
+    "connection timeout",
+    "the connection is closed",
+    "consuming input failed",
+)
+
+
+def _is_connection_failure(lowered_message: str) -> bool:
+    """Whether a driver message says the server could not be reached or went away."""
+    return any(marker in lowered_message for marker in _CONNECTION_FAILURES)
+
+
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Turn database failures into :class:`GalleryError` naming ``what`` and the reason."""
@@ -279,6 +297,12 @@ def translate_errors(what: str) -> Iterator[None]:
             raise GalleryError(f"{what}: the database file is corrupt ({text})") from err
         if "readonly" in low or "read-only" in low:
             raise GalleryError(f"{what}: the database is read-only ({text})") from err
+        if getattr(err, "connection_invalidated", False) or _is_connection_failure(low):
+            first = text.strip().splitlines()[0] if text.strip() else text
+            raise GalleryError(
+                f"{what}: cannot reach the database server ({first}); check that it is "
+                "running and reachable, then try again"
+            ) from err
         raise GalleryError(f"{what}: database error ({text})") from err
     except SQLAlchemyError as err:
         raise GalleryError(f"{what}: database error ({err})") from err
@@ -299,8 +323,15 @@ def write_session(engine: Engine) -> Iterator[Session]:
 
 @contextlib.contextmanager
 def read_session(engine: Engine) -> Iterator[Session]:
-    """``with read_session(engine) as s:`` one read-only unit (a consistent snapshot)."""
+    """``with read_session(engine) as s:`` one read-only unit (a consistent snapshot).
+
+    SQLite gives a snapshot per transaction by itself; PostgreSQL's default (READ
+    COMMITTED) would let each statement see other desktops' newer commits, so that e.g. a
+    count and a row fetch of one unit disagree: reads there run as REPEATABLE READ.
+    """
     with Session(engine) as session, session.begin():
+        if not is_sqlite(engine):
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         yield session
 
 

@@ -20,13 +20,16 @@ to a growable buffer (amortised O(new rows)); the grouping is restored lazily, o
 next search. Removing a person or templates compacts the buffer in place. No database access.
 
 Large galleries (``len(index) >= quantize_min_rows``, cosine scorer) are identified in two
-passes: an **int8 first pass** (each row stored as int8 with its own scale: a quarter of the
-memory traffic of float32, which is what bounds a 1:K search; see
-:mod:`faceapp.gallery.quantized` for the kernels and their error bounds) ranks the people;
-then the short list is **re-scored exactly in float32**. The short list grows until the
-first pass's error bound proves that nobody outside it can enter the exact top-k, so the
-result (people and scores) is the same as the exact search, ties aside (see
-:meth:`GalleryIndex.identify`). The int8 copy is built on the first search after a change.
+passes: a **compressed first pass** (int8 codes: a quarter of the memory traffic of float32,
+which is what bounds a 1:K search; see :mod:`faceapp.gallery.quantized` for the backends and
+their error bounds) proposes a short list of rows; then every person with a row in it is
+**re-scored exactly in float32**. The short list grows until the first pass's error bound
+proves that nobody outside it can enter the exact top-k, so the result (people and scores)
+is the same as the exact search, ties aside (see :meth:`GalleryIndex.identify`). The
+backend is chosen on first use for the gallery's width and size class
+(:func:`faceapp.gallery.selfcheck.choose_backend`: a native one only after it passed a
+self-check in a child process; else the exact search) and its copy of the rows is built on
+the first search after a change.
 
 Not thread-safe: one thread at a time (the services layer guarantees it).
 """
@@ -40,7 +43,7 @@ from typing import Protocol
 import numpy as np
 
 from faceapp.errors import ModelMismatch, PersonNotFound
-from faceapp.gallery.quantized import FirstPass, Int8Rows, default_first_pass, quantize_rows
+from faceapp.gallery.quantized import AUTO, PreparedRows, SearchBackend, get_backend
 
 DEFAULT_AMBIGUITY_MARGIN = 0.03
 """Default margin for :attr:`Identification.ambiguous`: a tie-break tolerance on the score
@@ -51,11 +54,14 @@ _CHUNK_ELEMENTS = 1 << 24
 """Scores computed per block (P × rows) by a custom scorer, to bound memory."""
 
 QUANTIZE_MIN_ROWS = 50_000
-"""Default size from which :meth:`GalleryIndex.identify` uses the int8 first pass."""
+"""Default size from which :meth:`GalleryIndex.identify` uses the two-pass search."""
 
 _Q8_MAX_PROBES = 4
 """More probes at once are searched exactly: one float32 matrix product reads the gallery
-once for all of them, the int8 pass reads it once per probe."""
+once for all of them, the first pass reads it once per probe."""
+
+_FULL_FRACTION = 8
+"""A short list that would need more than 1/8 of the rows: the exact search instead."""
 
 
 class PairScorer(Protocol):
@@ -143,12 +149,13 @@ class GalleryIndex:
     def __init__(
         self, model_id: str, dim: int, capacity: int = 1024, *,
         quantize_min_rows: int = QUANTIZE_MIN_ROWS,
-        first_pass: FirstPass | None = None,
+        backend: SearchBackend | str | None = None,
     ) -> None:
         """``quantize_min_rows``: from this many templates on, :meth:`identify` with the
-        cosine scorer runs the int8 first pass + exact re-rank (a very large value turns it
-        off). ``first_pass``: how the int8 rows are scored
-        (:mod:`faceapp.gallery.quantized`; ``None`` = the fastest one that works here)."""
+        cosine scorer runs the first pass + exact re-rank (a very large value turns it
+        off). ``backend``: the first pass (:mod:`faceapp.gallery.quantized`): an object is
+        used as given; a name, or ``None`` (``$FACEAPP_SEARCH_BACKEND``, default ``auto``),
+        goes through :func:`~faceapp.gallery.selfcheck.choose_backend` on first use."""
         if dim <= 0:
             raise ValueError(f"embedding dimension must be positive, got {dim}")
         self.model_id = model_id
@@ -163,8 +170,13 @@ class GalleryIndex:
         self._starts = np.zeros(0, dtype=np.int64)  # (G,) first row of each person
         self._segments_valid = True
         self.quantize_min_rows = int(quantize_min_rows)
-        self.first_pass = first_pass
-        self._q8: Int8Rows | None = None  # int8 copy of the rows, valid while not None
+        if isinstance(backend, str) and backend.strip().lower() != AUTO:
+            get_backend(backend.strip().lower())  # an unknown name fails here, not at the first search
+        self.backend = backend
+        self._q8: PreparedRows | None = None  # first-pass copy of the rows, valid while not None
+        self._q8_backend: SearchBackend | None = None
+        self.last_search: dict[str, object] = {}
+        """How the last one-probe search went: backend, rows re-ranked, rounds."""
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -419,14 +431,14 @@ class GalleryIndex:
 
         Person score = best template score; candidates sorted by score descending; Unknown
         (``person_id is None``) when the best score is below ``threshold``. With the cosine
-        scorer and at least ``quantize_min_rows`` templates, the int8 first pass + exact
+        scorer and at least ``quantize_min_rows`` templates, the first pass + exact
         float32 re-rank gives the same candidates and scores as the exact search.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
         q = self._prepare_probes(probes, model_id)
         if scorer is None and self._n >= max(1, self.quantize_min_rows) and \
-                1 <= q.shape[0] <= _Q8_MAX_PROBES:
+                1 <= q.shape[0] <= _Q8_MAX_PROBES and self._search_backend().two_pass:
             self._ensure_grouped()
             people = self._people
             g = people.shape[0]
@@ -456,12 +468,30 @@ class GalleryIndex:
                                           float(margin)))
         return results
 
-    # ------------------------------------------------------------------ int8 first pass
-    def _ensure_q8(self) -> Int8Rows:
-        """The int8 copy of the rows (:func:`~faceapp.gallery.quantized.quantize_rows`),
-        rebuilt after a change."""
-        if self._q8 is None or len(self._q8) != self._n:
-            self._q8 = quantize_rows(self._emb[: self._n])
+    # ------------------------------------------------------------------ two-pass search
+    def set_backend(self, backend: SearchBackend | str | None) -> None:
+        """Search with another backend from now on (its copy of the rows is built on the
+        next search)."""
+        if isinstance(backend, str) and backend.strip().lower() != AUTO:
+            get_backend(backend.strip().lower())
+        self.backend = backend
+        self._q8 = None
+        self._q8_backend = None
+
+    def _search_backend(self) -> SearchBackend:
+        """The backend for this index's width and size (chosen once per size class)."""
+        if self.backend is not None and not isinstance(self.backend, str):
+            return self.backend
+        from faceapp.gallery.selfcheck import choose_backend  # the child-process check
+
+        return choose_backend(self.backend, self.dim, self._n)
+
+    def _ensure_q8(self) -> PreparedRows:
+        """The backend's copy of the rows, rebuilt after a change (or a new backend)."""
+        backend = self._search_backend()
+        if self._q8 is None or len(self._q8) != self._n or self._q8_backend is not backend:
+            self._q8 = backend.prepare(self._emb[: self._n])
+            self._q8_backend = backend
         return self._q8
 
     def _exact_people(self, probe: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -476,40 +506,48 @@ class GalleryIndex:
         scores = self._emb[rows] @ probe
         return np.maximum.reduceat(scores, offsets)
 
+    def _top_people_exact(self, probe: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        per_person = np.maximum.reduceat(self._emb[: self._n] @ probe, self._starts)
+        top, top_scores = _top_k(per_person[None, :], k)
+        return top[0], top_scores[0]
+
     def _top_people_q8(self, probe: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` (group positions, scores), best first, for one (D,) unit probe.
 
-        The first-pass score of a row differs from its exact score by at most ``eps``
-        (the first pass's ``error_bound``). The short list is every
-        person with a row whose int8 score reaches a cut-off (first guessed from a strided
-        sample of the int8 scores); any row below it has an exact score < cut-off + eps.
-        Once that is below the k-th exact score of the short list, the list holds the exact
-        top-k; otherwise the cut-off is lowered to that k-th score minus eps (which then
-        proves it) and the list is rebuilt once more.
+        The first-pass score of any row differs from its exact score by at most ``eps``
+        (the scan's ``error_bound``). The short list is the ``m`` rows with the highest
+        first-pass scores; every other row scores at most ``floor`` there, so exactly at
+        most ``floor + eps``. The people with a row in the list are scored exactly (all
+        their templates); once ``floor + eps`` is below the k-th of those exact scores,
+        nobody outside can enter the top-k. Otherwise ``m`` grows 8-fold; past 1/8 of the
+        rows, the exact search runs instead.
         """
-        rows = self._ensure_q8()
-        first_pass = self.first_pass if self.first_pass is not None else default_first_pass()
-        approx = first_pass.scores(rows, probe)
-        n, g = approx.shape[0], self._starts.shape[0]
-        eps = first_pass.error_bound(rows, probe)
-        # first cut-off from a strided sample: about (2 + 4k) * stride rows above it
-        stride = max(1, n // 16_384)
-        sample = approx[::stride]
-        j = 2 + (4 * k) // stride
-        cutoff = float(np.partition(sample, -j)[-j]) if j <= sample.shape[0] else -np.inf
-        while True:
-            rows = np.flatnonzero(approx >= cutoff)
+        scan = self._ensure_q8().scan(probe)
+        n = self._n
+        eps = float(scan.error_bound)
+        name = self._q8_backend.name if self._q8_backend is not None else "?"
+        m = min(n, 32 + 16 * k)
+        rounds = 0
+        while np.isfinite(eps):
+            rounds += 1
+            rows, _approx, floor = scan.top(m)
+            if rows.shape[0] != m:  # a broken first pass: be exact
+                break
             groups = np.unique(np.searchsorted(self._starts, rows, side="right") - 1)
-            if groups.shape[0] < k:  # too few people above it: a lower cut-off
-                j *= 4
-                cutoff = float(np.partition(sample, -j)[-j]) if j <= sample.shape[0] else -np.inf
-                continue
-            exact = self._exact_people(probe, groups)
-            top, top_scores = _top_k(exact[None, :], k)
-            kth = float(top_scores[0, -1])
-            if groups.shape[0] == g or cutoff + eps < kth:
-                return groups[top[0]], top_scores[0]
-            cutoff = kth - eps - 1e-6  # proves the next list (its k-th can only rise)
+            if groups.shape[0] >= k or m >= n:
+                exact = self._exact_people(probe, groups)
+                top, top_scores = _top_k(exact[None, :], min(k, groups.shape[0]))
+                kth = float(top_scores[0, -1])
+                if m >= n or floor + eps < kth:
+                    self.last_search = {"backend": name, "rows_reranked": int(m),
+                                        "people_reranked": int(groups.shape[0]), "rounds": rounds}
+                    return groups[top[0]], top_scores[0]
+            if m * _FULL_FRACTION >= n:
+                break
+            m = min(n, 8 * m)
+        self.last_search = {"backend": f"{name}, then exact", "rows_reranked": int(n),
+                            "people_reranked": int(self._starts.shape[0]), "rounds": rounds}
+        return self._top_people_exact(probe, k)
 
     def verify(
         self,

@@ -1,301 +1,372 @@
-"""The int8 copy of a gallery's rows and the first-pass scores computed from it, each with a
-proven bound on its error (used by :meth:`faceapp.gallery.matching.GalleryIndex.identify`).
+"""Search backends: a compressed first pass over a gallery's rows whose every score carries a
+proven error bound, so that :meth:`faceapp.gallery.matching.GalleryIndex.identify` can
+re-rank a short list exactly in float32 and still return the exact top-k.
 
 A 1:K search over 10⁶ templates reads the whole template matrix once per probe, so memory
-traffic bounds it: float32 rows are 512 bytes each at D = 128, int8 rows 128. Each row ``t``
-(a unit vector) is stored as ``q = rint(t / s)`` with its own scale ``s = max|t| / 127``,
-so ``|t - s·q| <= s / 2`` element-wise.
+traffic bounds it: float32 rows are 512 bytes each at D = 128, int8 rows 128. Rows ``x``
+(unit vectors) are stored as int8 codes ``c = rint(x / s)`` with **one scale for the whole
+gallery**, ``s = max|x| / 127``; ``r_i = ||x_i - s·c_i||`` (the row's reconstruction error)
+is computed exactly once per row and kept. For a probe ``p`` and any approximation ``p̂``:
 
-Two first-pass strategies compute ``s_i · (q_i · p)`` for a unit probe ``p``:
+    |x·p - (s·c)·p̂| <= ||x||·||p - p̂|| + r_i·||p̂||         (Cauchy–Schwarz, twice)
 
-* :class:`NumpyFirstPass`: int8 blocks converted to float32 inside the cache and multiplied
-  there with NumPy's BLAS, blocks spread over the cores. Only the int8 rounding counts:
-  ``|score - t·p| <= max(s) / 2 · ||p||_1`` (+ float32 slack).
-* :class:`TorchInt8FirstPass`: PyTorch's int8-weight matrix product
-  (``torch._weight_int8pack_mm``: int8 rows, bfloat16 probe and scales, float32
-  accumulation, bfloat16 output), about twice as fast as the NumPy pass on AVX2. Its bound
-  adds three bfloat16 roundings (probe, scale, output), each at most ``u = 2⁻⁸`` relative,
-  applied to a magnitude that is at most ``b = 1 + max(s)/2 · ||p||_1`` (because
-  ``s·Σ|q_k||p_k| <= ||t||·||p|| + s/2·||p||_1``): see :meth:`TorchInt8FirstPass.error_bound`.
-  The kernel reads rows of a multiple of 8 columns, so rows are zero-padded to that width
-  (zeros change no dot product). It is a private PyTorch operator, so before its first use
-  it is checked on a random problem against float64 arithmetic and the bound; when it is
-  missing or fails the check, :func:`default_first_pass` falls back to NumPy.
+Backends (all public APIs; nothing private of NumPy or PyTorch is used):
 
-Nothing is built or imported at import time: the pool of the NumPy pass, the BLAS hook and
-PyTorch are looked up on first use.
+* :class:`ExactBackend` (``"exact"``): no first pass; the float32 brute force. Always there,
+  and what every fallback ends in.
+* :class:`NumpyInt8Backend` (``"numpy-int8"``): int8 blocks converted to float32 inside the
+  cache and multiplied with NumPy's BLAS (``p̂ = p``). Pure NumPy.
+* :class:`FaissSQ8Backend` (``"faiss-sq8"``): FAISS's ``IndexScalarQuantizer`` with
+  ``QT_8bit_direct_signed`` codes (the int8 codes above), searched with an integer-valued
+  probe ``q = rint(p / s_p)``, ``s_p = max|p| / 127`` (``p̂ = s_p·q``): every product and
+  sum is then an integer below 2²⁴ (D <= 1040), computed exactly by any correct kernel,
+  and FAISS returns the top rows without materialising N scores. About 4 ms per probe at
+  10⁶ × 128 on one core. It is compiled code, so :mod:`faceapp.gallery.selfcheck` tries it
+  in a child process for the gallery's width and size class before it is used here.
+
+The error bound of a scan covers every row (the largest ``r_i``), the float32 roundings of
+the first pass (``(D + 4)·2⁻²³`` relative) and 1e-5 of slack for the float32 re-rank.
+
+Nothing is built or imported at import time (FAISS is imported on first use).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
-import os
+import math
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-_Q8_BLOCK = 4096
-"""Rows converted from int8 to float32 per block by the NumPy pass (2 MB: stays in cache)."""
+EXACT = "exact"
+AUTO = "auto"
+ENV_BACKEND = "FACEAPP_SEARCH_BACKEND"
+"""Environment variable naming the backend to use (``auto``, ``exact``, ``numpy-int8``,
+``faiss-sq8``); read on first use."""
 
-_PAD = 8
-"""Row width multiple of the int8 copy (the PyTorch kernel reads 8 columns at a time)."""
+_Q8_BLOCK = 8192
+"""Rows converted from int8 to float32 per block by the NumPy pass (4 MB at D = 128)."""
 
 _QUANTIZE_STEP = 65_536
 """Rows quantized per step (bounds the float32 temporaries)."""
 
+_SLACK = 1e-5
+"""Absolute slack added to every bound: float32 re-rank vs float32 brute force."""
+
+
+def _fp_relative(dim: int) -> float:
+    """Relative error of a float32 dot product of ``dim`` terms plus a few roundings."""
+    return (dim + 4) * 2.0**-23
+
+
+# ---------------------------------------------------------------------------- int8 codes
+
 
 @dataclass(eq=False)
-class Int8Rows:
-    """(N, D) unit rows stored as int8 with one float32 scale per row.
+class Int8Codes:
+    """(N, D) unit rows as int8 codes with one scale.
 
-    ``q8``: (N, D8) int8, D8 = D rounded up to a multiple of 8 (extra columns are zero);
-    ``scale``: (N,) float32 with ``|row - scale * q8[:, :D]| <= scale / 2`` element-wise;
-    ``dim``: D. ``cache`` holds what a first pass derives from the rows (e.g. tensors).
+    ``q8``: (N, D) int8 in [-127, 127]; ``scale``: float with ``row ≈ scale * q8``;
+    ``radius``: (N,) float64 upper bounds of ``||row - scale * q8||`` (exactly computed,
+    rounded up); ``dim``: D.
     """
 
     q8: np.ndarray
-    scale: np.ndarray
+    scale: float
+    radius: np.ndarray
     dim: int
-    cache: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.q8.shape[0])
 
     @property
-    def max_scale(self) -> float:
-        return float(self.scale.max()) if self.scale.shape[0] else 0.0
+    def max_radius(self) -> float:
+        return float(self.radius.max()) if self.radius.shape[0] else 0.0
 
 
-def quantize_rows(emb: np.ndarray) -> Int8Rows:
-    """(N, D) float32 rows -> :class:`Int8Rows` (per-row symmetric int8, zero-padded)."""
+def quantize_rows(emb: np.ndarray) -> Int8Codes:
+    """(N, D) float32 rows -> :class:`Int8Codes` (one symmetric scale for all rows)."""
+    emb = np.asarray(emb, dtype=np.float32)
     n, d = emb.shape
-    width = -(-d // _PAD) * _PAD
-    q8 = np.zeros((n, width), dtype=np.int8)
-    scale = np.empty(n, dtype=np.float32)
+    peak = float(np.abs(emb).max()) if emb.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    q8 = np.empty((n, d), dtype=np.int8)
+    radius = np.empty(n, dtype=np.float64)
     for lo in range(0, n, _QUANTIZE_STEP):
-        block = emb[lo : lo + _QUANTIZE_STEP]
-        s = np.abs(block).max(axis=1) / 127.0
-        s[s == 0] = 1.0
-        q8[lo : lo + _QUANTIZE_STEP, :d] = np.rint(block / s[:, None])
-        scale[lo : lo + _QUANTIZE_STEP] = s
-    return Int8Rows(q8, scale, d)
+        block = emb[lo : lo + _QUANTIZE_STEP].astype(np.float64)
+        codes = np.clip(np.rint(block / scale), -127, 127)
+        q8[lo : lo + _QUANTIZE_STEP] = codes
+        radius[lo : lo + _QUANTIZE_STEP] = np.linalg.norm(block - scale * codes, axis=1)
+    radius *= 1.0 + 1e-9  # float64 rounding of the norm, upwards
+    return Int8Codes(q8, scale, radius, d)
 
 
-def _quantization_error(rows: Int8Rows, probe: np.ndarray) -> float:
-    """Bound on ``|s_i (q_i · p) - t_i · p|`` over all rows, from the int8 rounding alone."""
-    return 0.5 * rows.max_scale * float(np.abs(probe).sum())
+def quantize_probe(probe: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(D,) float probe -> (integer-valued float32 codes in [-127, 127], scale ``s_p``,
+    upper bound of ``||probe - s_p * codes||``)."""
+    p = np.asarray(probe, dtype=np.float64)
+    peak = float(np.abs(p).max()) if p.size else 0.0
+    s = peak / 127.0 if peak > 0 else 1.0
+    codes = np.clip(np.rint(p / s), -127, 127)
+    rho = float(np.linalg.norm(p - s * codes)) * (1.0 + 1e-9)
+    return codes.astype(np.float32), s, rho
 
 
-class FirstPass(Protocol):
-    """How the int8 rows are scored against one probe."""
+# ---------------------------------------------------------------------------- protocols
 
+
+class Scan(Protocol):
+    """The first pass of one probe over prepared rows."""
+
+    error_bound: float
+    """``|approx_i - row_i · probe| <= error_bound`` for every row ``i``."""
+
+    def top(self, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """The ``m`` rows with the highest first-pass scores: (rows (m',) int64,
+        approximations (m',) float32, floor). No row outside ``rows`` has a first-pass
+        score above ``floor``; ``floor = -inf`` when ``rows`` holds every row."""
+        ...
+
+
+class PreparedRows(Protocol):
+    """A backend's compressed copy of one gallery's (N, D) rows."""
+
+    def __len__(self) -> int: ...
+
+    def scan(self, probe: np.ndarray) -> Scan:
+        """First pass of one (D,) float32 unit probe."""
+        ...
+
+
+class SearchBackend(Protocol):
     name: str
+    native: bool
+    """Runs compiled code beyond NumPy's: checked in a child process before use."""
+    two_pass: bool
+    """False for the exact search (no first pass)."""
 
-    def scores(self, rows: Int8Rows, probe: np.ndarray) -> np.ndarray:
-        """(D,) float32 unit probe -> (N,) float32 approximations of the row cosines."""
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here (``None`` when it can)."""
         ...
 
-    def error_bound(self, rows: Int8Rows, probe: np.ndarray) -> float:
-        """A bound on ``|scores(rows, probe)[i] - t_i · p|`` valid for every row ``i``."""
+    def version(self) -> str:
+        """Version of what the backend runs (part of the self-check's cache key)."""
+        ...
+
+    def prepare(self, emb: np.ndarray) -> PreparedRows:
+        """(N, D) float32 unit rows -> the compressed copy the first pass reads."""
         ...
 
 
-# ---------------------------------------------------------------------------- NumPy pass
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-_BLAS_SETTER: list[Callable[[int], int] | None] = []
+# ---------------------------------------------------------------------------- exact
 
 
-def _blas_thread_setter() -> Callable[[int], int] | None:
-    """OpenBLAS's ``openblas_set_num_threads_local`` from NumPy's bundled library (sets the
-    BLAS thread count of the calling thread only), or ``None`` when NumPy uses another BLAS.
-    Looked up once, on first use."""
-    with _POOL_LOCK:
-        if not _BLAS_SETTER:
-            setter = None
-            libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
-            for lib in sorted(libs.glob("*openblas*.so*")) if libs.is_dir() else []:
-                with contextlib.suppress(OSError, AttributeError):
-                    fn = ctypes.CDLL(str(lib)).openblas_set_num_threads_local
-                    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-                    setter = fn
-                    break
-            _BLAS_SETTER.append(setter)
-        return _BLAS_SETTER[0]
+class ExactBackend:
+    """The float32 brute force: no first pass (``prepare`` is never called)."""
+
+    name = EXACT
+    native = False
+    two_pass = False
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return np.__version__
+
+    def prepare(self, emb: np.ndarray) -> PreparedRows:
+        raise TypeError("the exact backend has no first pass")
 
 
-def _one_blas_thread() -> None:
-    setter = _blas_thread_setter()
-    if setter is not None:
-        setter(1)
+# ---------------------------------------------------------------------------- shared scan
 
 
-def _q8_pool() -> ThreadPoolExecutor:
-    """The process-wide pool of the NumPy pass, created on first use (never at import);
-    its threads run BLAS single-threaded."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="faceapp-q8",
-                                       initializer=_one_blas_thread)
-        return _POOL
+def _top_of(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Top-``m`` of a full (N,) score vector: rows, scores (descending) and floor."""
+    n = scores.shape[0]
+    if m >= n:
+        rows = np.argsort(-scores, kind="stable")
+        return rows.astype(np.int64), scores[rows], -math.inf
+    part = np.argpartition(-scores, m - 1)[:m]
+    part = part[np.argsort(-scores[part], kind="stable")]
+    return part.astype(np.int64), scores[part], float(scores[part[-1]])
 
 
-def _q8_workers(n_rows: int) -> int:
-    """Threads for a NumPy pass over ``n_rows`` rows: one per core (at most 4) when NumPy's
-    BLAS can be kept to one thread inside each of them, else 1 (nested BLAS threads on top
-    of ours would oversubscribe the cores)."""
-    if n_rows < 8 * _Q8_BLOCK or _blas_thread_setter() is None:
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+@dataclass
+class _FullScan:
+    scores: np.ndarray
+    error_bound: float
+
+    def top(self, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        return _top_of(self.scores, m)
 
 
-def _approx_block(q8: np.ndarray, probe: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
-    """out[lo:hi] = float32(q8[lo:hi]) @ probe, through a cache-sized float32 buffer
-    (NumPy releases the GIL in both steps, so blocks of several threads run in parallel)."""
-    buf = np.empty((min(hi - lo, _Q8_BLOCK), q8.shape[1]), dtype=np.float32)
-    for start in range(lo, hi, _Q8_BLOCK):
-        stop = min(hi, start + _Q8_BLOCK)
-        b = buf[: stop - start]
-        np.copyto(b, q8[start:stop], casting="unsafe")
-        np.dot(b, probe, out=out[start:stop])
+# ---------------------------------------------------------------------------- NumPy int8
 
 
-class NumpyFirstPass:
-    """int8 -> float32 in cache-sized blocks, BLAS dot products, blocks over the cores."""
+@dataclass(eq=False)
+class _NumpyRows:
+    codes: Int8Codes
 
-    name = "numpy"
+    def __len__(self) -> int:
+        return len(self.codes)
 
-    def scores(self, rows: Int8Rows, probe: np.ndarray) -> np.ndarray:
-        n = len(rows)
-        padded = np.zeros(rows.q8.shape[1], dtype=np.float32)
-        padded[: rows.dim] = probe
+    def scan(self, probe: np.ndarray) -> Scan:
+        codes = self.codes
+        p = np.ascontiguousarray(probe, dtype=np.float32)
+        n = len(codes)
         out = np.empty(n, dtype=np.float32)
-        workers = _q8_workers(n)
-        if workers == 1:
-            _approx_block(rows.q8, padded, 0, n, out)
-        else:
-            step = -(-n // workers)
-            futures = [_q8_pool().submit(_approx_block, rows.q8, padded, lo, min(n, lo + step), out)
-                       for lo in range(0, n, step)]
-            for f in futures:
-                f.result()
-        out *= rows.scale
-        return out
-
-    def error_bound(self, rows: Int8Rows, probe: np.ndarray) -> float:
-        # float32 arithmetic on |values| <= ~1 over D terms: far below 1e-5 for D <= 4096
-        return _quantization_error(rows, probe) + 1e-5
+        buf = np.empty((min(n, _Q8_BLOCK), codes.dim), dtype=np.float32)
+        for lo in range(0, n, _Q8_BLOCK):
+            hi = min(n, lo + _Q8_BLOCK)
+            b = buf[: hi - lo]
+            np.copyto(b, codes.q8[lo:hi], casting="unsafe")
+            np.dot(b, p, out=out[lo:hi])
+        out *= np.float32(codes.scale)
+        pn = float(np.linalg.norm(p.astype(np.float64)))
+        r = codes.max_radius
+        bound = r * pn + _fp_relative(codes.dim) * (1.0 + r) * pn + _SLACK
+        return _FullScan(out, bound)
 
 
-# ---------------------------------------------------------------------------- PyTorch pass
+class NumpyInt8Backend:
+    """int8 codes -> float32 in cache-sized blocks, NumPy BLAS dot products (one thread)."""
 
-_BF16_UNIT = 2.0**-8
-"""Relative error of one bfloat16 rounding (8 significant bits; 2⁻⁹ for round-to-nearest,
-doubled so that truncating conversions are covered too)."""
+    name = "numpy-int8"
+    native = False
+    two_pass = True
 
+    def unavailable(self) -> str | None:
+        return None
 
-class TorchInt8FirstPass:
-    """``torch._weight_int8pack_mm`` on the int8 rows (PyTorch's intra-op threads)."""
+    def version(self) -> str:
+        return np.__version__
 
-    name = "torch-int8"
-
-    def __init__(self) -> None:
-        import torch  # here, not at import: faceapp.gallery works without loading torch
-
-        op = getattr(torch, "_weight_int8pack_mm", None)
-        if op is None:
-            raise RuntimeError("this PyTorch has no _weight_int8pack_mm")
-        self._torch = torch
-        self._op: Callable[..., Any] = op
-
-    def _tensors(self, rows: Int8Rows) -> tuple[Any, Any]:
-        cached = rows.cache.get(self.name)
-        if cached is None:
-            torch = self._torch
-            cached = (torch.from_numpy(rows.q8), torch.from_numpy(rows.scale).to(torch.bfloat16))
-            rows.cache[self.name] = cached
-        return cached
-
-    def scores(self, rows: Int8Rows, probe: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        weight, scale = self._tensors(rows)
-        padded = torch.zeros((1, rows.q8.shape[1]), dtype=torch.float32)
-        padded[0, : rows.dim] = torch.from_numpy(np.ascontiguousarray(probe, dtype=np.float32))
-        with torch.inference_mode():
-            out = self._op(padded.to(torch.bfloat16), weight, scale)
-        return out[0].to(torch.float32).numpy()
-
-    def error_bound(self, rows: Int8Rows, probe: np.ndarray) -> float:
-        """int8 rounding ``e1`` plus, on a magnitude ``b = (1 + e1)·||p||_2``, three
-        bfloat16 roundings (probe, scale, output: ``3u(1+u)²``) and the float32
-        accumulation of D products (``D·2⁻²³``), plus 1e-5 of float32 slack."""
-        e1 = _quantization_error(rows, probe)
-        b = (1.0 + e1) * max(1.0, float(np.linalg.norm(probe)))
-        u = _BF16_UNIT
-        d = rows.q8.shape[1]
-        return e1 + b * (3.0 * u * (1.0 + u) ** 2 * (1.0 + d * 2.0**-23) + d * 2.0**-23) + 1e-5
+    def prepare(self, emb: np.ndarray) -> PreparedRows:
+        return _NumpyRows(quantize_rows(emb))
 
 
-def self_check(first_pass: FirstPass, dim: int = 128, n: int = 4099, seed: int = 0) -> float:
-    """Largest ``error / bound`` of ``first_pass`` on random unit rows (plus extreme ones)
-    against float64 arithmetic; a value above 1 means the bound does not hold."""
-    rng = np.random.default_rng(seed)
-    emb = rng.standard_normal((n, dim))
-    emb[:8] = 0.0
-    emb[:8, :8] = np.eye(8)  # rows with one +-1 entry: the largest |q| and scale
-    emb[8:16] = -1.0  # constant rows: every entry at the int8 extreme
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    emb = emb.astype(np.float32)
-    rows = quantize_rows(emb)
-    worst = 0.0
-    for probe in (emb[20] + 0.1 * rng.standard_normal(dim), np.ones(dim), rng.standard_normal(dim)):
-        p = (probe / np.linalg.norm(probe)).astype(np.float32)
-        exact = emb.astype(np.float64) @ p.astype(np.float64)
-        err = np.abs(first_pass.scores(rows, p).astype(np.float64) - exact)
-        if not np.all(np.isfinite(err)):
-            return float("inf")
-        worst = max(worst, float(err.max()) / first_pass.error_bound(rows, p))
-    return worst
+# ---------------------------------------------------------------------------- FAISS SQ8
 
 
-_DEFAULT: list[FirstPass] = []
-_DEFAULT_LOCK = threading.Lock()
+_FAISS_LOCK = threading.Lock()
+_FAISS: list[Any] = []
 
 
-def choose_first_pass(candidates: Sequence[Callable[[], FirstPass]]) -> FirstPass:
-    """The first candidate that can be built and passes :func:`self_check`; NumPy if none."""
-    for make in candidates:
+def _faiss() -> Any:
+    """The ``faiss`` module, imported on first use, its OpenMP pool set to one thread (a
+    one-probe search is bound by memory traffic; several OpenMP runtimes in one process,
+    PyTorch's and FAISS's, spinning on the same cores slow it down several times)."""
+    with _FAISS_LOCK:
+        if not _FAISS:
+            import faiss  # here, not at import: optional, and heavy
+
+            faiss.omp_set_num_threads(1)
+            _FAISS.append(faiss)
+        return _FAISS[0]
+
+
+@dataclass
+class _FaissScan:
+    index: Any
+    query: np.ndarray
+    factor: float
+    n: int
+    error_bound: float
+
+    def top(self, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        m = max(1, min(int(m), self.n))
+        dist, labels = self.index.search(self.query, m)
+        keep = labels[0] >= 0
+        rows = labels[0][keep].astype(np.int64)
+        approx = (dist[0][keep].astype(np.float64) * self.factor).astype(np.float32)
+        if m >= self.n:
+            return rows, approx, -math.inf
+        floor = float(approx[-1]) if approx.shape[0] else math.inf
+        return rows, approx, floor
+
+
+@dataclass(eq=False)
+class _FaissRows:
+    index: Any
+    scale: float
+    max_radius: float
+    dim: int
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def scan(self, probe: np.ndarray) -> Scan:
+        codes, s_p, rho = quantize_probe(probe)
+        pn = float(np.linalg.norm(np.asarray(probe, dtype=np.float64)))
+        p_hat = pn + rho
+        r = self.max_radius
+        # ||row|| <= 1 (+ float32 rounding of the normalisation)
+        bound = (1.0 + 1e-6) * rho + r * p_hat + _fp_relative(self.dim) * (1.0 + r) * p_hat + _SLACK
+        return _FaissScan(self.index, codes[None, :], self.scale * s_p, self.n, bound)
+
+
+class FaissSQ8Backend:
+    """FAISS ``IndexScalarQuantizer(QT_8bit_direct_signed)`` over the int8 codes, searched
+    with an integer-valued probe (exact integer arithmetic); one OpenMP thread."""
+
+    name = "faiss-sq8"
+    native = True
+    two_pass = True
+
+    def unavailable(self) -> str | None:
         try:
-            candidate = make()
-        except (ImportError, RuntimeError) as exc:
-            log.info("int8 first pass unavailable (%s)", exc)
-            continue
-        worst = self_check(candidate)
-        if worst <= 1.0:
-            return candidate
-        log.warning("int8 first pass %r exceeds its error bound (x%.3g): not used", candidate.name, worst)
-    return NumpyFirstPass()
+            _faiss()
+        except ImportError as err:
+            return f"faiss is not installed ({err})"
+        return None
+
+    def version(self) -> str:
+        try:
+            return str(_faiss().__version__)
+        except ImportError:
+            return "missing"
+
+    def prepare(self, emb: np.ndarray) -> PreparedRows:
+        faiss = _faiss()
+        codes = quantize_rows(emb)
+        n, d = codes.q8.shape
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit_direct_signed,
+                                           faiss.METRIC_INNER_PRODUCT)
+        index.is_trained = True
+        if n:
+            # direct_signed stores c + 128 as uint8: the same bits as c with the top bit flipped
+            index.add_sa_codes(np.ascontiguousarray(codes.q8).view(np.uint8) ^ np.uint8(0x80))
+        return _FaissRows(index, codes.scale, codes.max_radius, d, n)
 
 
-def default_first_pass() -> FirstPass:
-    """The fastest first pass that works here: PyTorch's int8 kernel when it exists and
-    passes :func:`self_check`, else NumPy. Decided once per process, on first use."""
-    with _DEFAULT_LOCK:
-        if not _DEFAULT:
-            _DEFAULT.append(choose_first_pass([TorchInt8FirstPass]))
-        return _DEFAULT[0]
+# ---------------------------------------------------------------------------- registry
+
+
+BACKENDS: dict[str, Callable[[], SearchBackend]] = {
+    EXACT: ExactBackend,
+    NumpyInt8Backend.name: NumpyInt8Backend,
+    FaissSQ8Backend.name: FaissSQ8Backend,
+}
+"""Every backend by name."""
+
+AUTO_ORDER = (FaissSQ8Backend.name,)
+"""What ``auto`` tries, in order, before the exact search (chosen by
+``faceapp bench gallery``: the NumPy int8 pass is kept for forcing and comparison, but on the
+machines measured it is barely faster than the float32 brute force)."""
+
+
+def get_backend(name: str) -> SearchBackend:
+    """The backend called ``name`` (``ValueError`` naming the choices otherwise)."""
+    try:
+        return BACKENDS[name.strip().lower()]()
+    except KeyError:
+        raise ValueError(
+            f"unknown search backend {name!r} (choose from {', '.join([AUTO, *BACKENDS])})"
+        ) from None

@@ -28,6 +28,7 @@ from sqlalchemy import (
     table,
     type_coerce,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from faceapp.errors import DuplicatePerson, GalleryError, PersonNotFound
@@ -130,9 +131,25 @@ class GalleryRepository:
             raise DuplicatePerson(f"a person named {key!r} already exists")
         person = Person(name=key)
         self.session.add(person)
-        self.session.flush()
+        self._flush_unique(key)
         bump_generation(self.session)
         return person
+
+    def _flush_unique(self, key: str) -> None:
+        """Flush; a unique-name violation (another process won a race) is DuplicatePerson.
+
+        The check above reads first for a clear message, but only the database's unique
+        constraint is race-free: two desktops enrolling the same name on a shared server
+        both pass the read, and the second INSERT fails here. The transaction is then
+        unusable and is rolled back by the caller's unit of work.
+        """
+        try:
+            self.session.flush()
+        except IntegrityError as err:
+            text = str(err.orig).lower() if err.orig is not None else str(err).lower()
+            if "unique" in text or "duplicate" in text:
+                raise DuplicatePerson(f"a person named {key!r} already exists") from err
+            raise
 
     def rename_person(self, old: str, new: str) -> Person:
         person = self.get_person(old)
@@ -144,7 +161,7 @@ class GalleryRepository:
             raise DuplicatePerson(f"a person named {key!r} already exists")
         person.name = key
         person.updated = utcnow()
-        self.session.flush()
+        self._flush_unique(key)
         bump_generation(self.session)
         return person
 
@@ -184,9 +201,21 @@ class GalleryRepository:
             for r in self.session.execute(stmt)
         ]
 
-    def person_names(self) -> dict[int, str]:
-        """person id -> name."""
-        return {int(i): n for i, n in self.session.execute(select(Person.id, Person.name))}
+    def person_names(self, ids: Iterable[int] | None = None) -> dict[int, str]:
+        """person id -> name (of everyone, or of the people ``ids`` only)."""
+        stmt = select(Person.id, Person.name)
+        if ids is not None:
+            wanted = sorted({int(i) for i in ids})
+            if not wanted:
+                return {}
+            stmt = stmt.where(Person.id.in_(wanted))
+        return {int(i): n for i, n in self.session.execute(stmt)}
+
+    def count_other_model_templates(self, model_id: str) -> int:
+        """Templates made by another model than ``model_id`` (stale until reembedded)."""
+        return int(self.session.execute(
+            select(func.count(FaceTemplate.id)).where(FaceTemplate.model_id != model_id)
+        ).scalar() or 0)
 
     # ------------------------------------------------------------------ templates
     def add_templates(self, person: Person, templates: Sequence[NewTemplate]) -> list[int]:

@@ -1,0 +1,280 @@
+"""Benchmark of 1:K search inside PostgreSQL (pgvector HNSW) against the in-memory index.
+
+``faceapp bench gallery --db URL`` runs :func:`bench_server_gallery`: for each gallery size
+it fills an empty PostgreSQL database through the gallery code (people, templates, then
+:meth:`~faceapp.gallery.server_search.ServerSearch.sync`, which copies the vectors and
+builds the HNSW index), then times one probe at a time:
+
+* ``server``: :meth:`ServerSearch.identify` (HNSW short list + exact re-score);
+* ``client``: :class:`~faceapp.gallery.matching.GalleryIndex` (exact, in memory), the
+  baseline, in the same run on the same data;
+
+and reports p50/p95 latency, recall of the exact top-1 person (and of the full top-k), the
+index build time, the client-side memory each mode holds, and how long a new desktop takes
+from connecting to its first answer (``usable_s``: it pulls no templates in server mode).
+
+Galleries follow the statistics of real embeddings when ``base`` is given (rows of real
+face embeddings, e.g. of LFW images, see :func:`lfw_base_embeddings`): each enrolled person
+is a real face's embedding moved by a small perturbation, their templates and probes are
+further small perturbations of it, so neighbouring people are as close as real faces are.
+Without ``base``, independent Gaussian people are used (HNSW's worst case). Nothing runs at
+import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import resource
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+from faceapp.errors import GalleryError
+from faceapp.gallery.database import open_database, read_session, write_session
+from faceapp.gallery.matching import GalleryIndex, l2_normalize
+from faceapp.gallery.orm import Person
+from faceapp.gallery.repository import GalleryRepository
+from faceapp.gallery.server_search import ServerSearch, ServerSearchConfig
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "bench-server"
+
+
+def realistic_gallery(n: int, dim: int, per_person: int, seed: int,
+                      base: np.ndarray | None, *, spread: float = 0.35,
+                      noise: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, D) unit templates, (N,) person ids 0.., (P, D) unit person centres.
+
+    A person's centre is a row of ``base`` (real embeddings, unit) plus Gaussian noise of
+    relative size ``spread`` (so a new identity near a real one), or a Gaussian direction
+    when ``base`` is None; their templates add relative noise ``noise`` to the centre.
+    Noise scales are relative to a unit vector's per-coordinate size (1/√D).
+    """
+    rng = np.random.default_rng(seed)
+    n_people = -(-n // per_person)
+    scale = 1.0 / np.sqrt(dim)
+    if base is None:
+        centres = l2_normalize(rng.standard_normal((n_people, dim), dtype=np.float32))
+    else:
+        rows = rng.integers(0, base.shape[0], n_people)
+        centres = l2_normalize(base[rows] + spread * scale *
+                               rng.standard_normal((n_people, dim), dtype=np.float32))
+    pids = (np.arange(n, dtype=np.int64) // per_person)
+    emb = np.empty((n, dim), dtype=np.float32)
+    step = 65_536
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        emb[start:stop] = l2_normalize(
+            centres[pids[start:stop]] + noise * scale *
+            rng.standard_normal((stop - start, dim), dtype=np.float32))
+    return emb, pids, centres
+
+
+def lfw_base_embeddings(lfw_dir: str | os.PathLike[str], model_path: str | None,
+                        limit: int = 2000, cache: Path | None = None) -> np.ndarray:
+    """(B, D) unit embeddings of up to ``limit`` LFW images (central face of each), with the
+    app's model and detector; cached in ``cache`` (an .npy outside the repository)."""
+    if cache is not None and cache.exists():
+        return np.load(cache)
+    from faceapp.config import DetectorConfig, resolve_paths
+    from faceapp.nn.pipeline import FacePipeline
+    from faceapp.vision.images import load_image
+
+    paths = resolve_paths(model=model_path)
+    pipeline = FacePipeline.from_paths(paths.model_path, detector_config=DetectorConfig())
+    files = sorted(Path(lfw_dir).rglob("*.jpg"))[:: max(1, len(list(Path(lfw_dir).rglob("*.jpg")))
+                                                       // limit)][:limit]
+    out = []
+    for f in files:
+        faces = pipeline.analyze(load_image(f))
+        if faces:
+            out.append(np.asarray(faces[0].embedding, dtype=np.float32))
+    if not out:
+        raise GalleryError(f"{lfw_dir}: no face embedded")
+    arr = l2_normalize(np.stack(out))
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, arr)
+    return arr
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values) * 1000.0
+    return {"p50": round(float(np.percentile(arr, 50)), 3),
+            "p95": round(float(np.percentile(arr, 95)), 3),
+            "max": round(float(arr.max()), 3)}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _fill(url: str, emb: np.ndarray, pids: np.ndarray) -> float:
+    """Write people and templates through the gallery code; returns seconds."""
+    n_people = int(pids[-1]) + 1
+    t0 = time.perf_counter()
+    engine = open_database(url)
+    try:
+        with read_session(engine) as s:
+            if s.execute(select(func.count(Person.id))).scalar():
+                raise GalleryError(f"{url}: the benchmark needs an empty gallery database")
+        chunk = 50_000
+        first_id = None
+        with write_session(engine) as s:
+            for start in range(0, n_people, chunk):
+                stop = min(n_people, start + chunk)
+                s.execute(insert(Person), [{"name": f"bench person {i:07d}"}
+                                           for i in range(start, stop)])
+            first_id = int(s.execute(select(func.min(Person.id))).scalar())
+        for start in range(0, emb.shape[0], 100_000):
+            stop = min(emb.shape[0], start + 100_000)
+            with write_session(engine) as s:
+                GalleryRepository(s).bulk_add_templates(pids[start:stop] + first_id,
+                                                        emb[start:stop], MODEL_ID)
+    finally:
+        engine.dispose()
+    return time.perf_counter() - t0
+
+
+def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
+              probes: int, k: int, per_person: int, config: ServerSearchConfig
+              ) -> dict[str, Any]:
+    emb, pids, centres = realistic_gallery(n, dim, per_person, seed, base)
+    fill_s = _fill(url, emb, pids)
+    engine = open_database(url)
+    try:
+        search = ServerSearch.open(engine, config)
+        t0 = time.perf_counter()
+        search.sync()
+        build_s = time.perf_counter() - t0
+        with read_session(engine) as s:
+            first_id = int(s.execute(select(func.min(Person.id))).scalar())
+            tids = np.asarray(s.execute(text(
+                "SELECT id FROM face_template ORDER BY id")).scalars().all(), dtype=np.int64)
+    finally:
+        engine.dispose()
+    rng = np.random.default_rng(seed + 1)
+    who = rng.integers(0, centres.shape[0], probes)
+    scale = 1.0 / np.sqrt(dim)
+    queries = l2_normalize(centres[who] + 0.25 * scale *
+                           rng.standard_normal((probes, dim), dtype=np.float32))
+
+    # a new desktop: connect, prepare server search, first answer (no templates pulled)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    engine = open_database(url)
+    try:
+        search = ServerSearch.open(engine, config)
+        with engine.connect() as conn:
+            search.identify(conn, queries[:1], model_id=MODEL_ID, threshold=0.0, k=k)
+        usable_s = time.perf_counter() - t0
+        t_server: list[float] = []
+        server_res = []
+        with engine.connect() as conn:
+            for q in queries:
+                t = time.perf_counter()
+                (res,) = search.identify(conn, q[None], model_id=MODEL_ID, threshold=0.0, k=k)
+                t_server.append(time.perf_counter() - t)
+                server_res.append(res)
+    finally:
+        engine.dispose()
+
+    # the in-memory baseline of the same run: pull every template, exact search
+    t0 = time.perf_counter()
+    index = GalleryIndex.from_arrays(MODEL_ID, tids, pids + first_id, emb)
+    index.people()
+    client_open_s = time.perf_counter() - t0
+    t_client: list[float] = []
+    client_res = []
+    for q in queries:
+        t = time.perf_counter()
+        (res,) = index.identify(q[None], model_id=MODEL_ID, threshold=0.0, k=k)
+        t_client.append(time.perf_counter() - t)
+        client_res.append(res)
+    top1 = sum(a.candidates[0].person_id == b.candidates[0].person_id
+               for a, b in zip(server_res, client_res, strict=True))
+    topk = sum([c.person_id for c in a.candidates] == [c.person_id for c in b.candidates]
+               for a, b in zip(server_res, client_res, strict=True))
+    server_ms, client_ms = _pct(t_server), _pct(t_client)
+    return {
+        "templates": n,
+        "people": int(centres.shape[0]),
+        "fill_s": round(fill_s, 2),
+        "index_build_s": round(build_s, 2),
+        "server_ms": server_ms,
+        "client_ms": client_ms,
+        "p95_ratio_server_vs_client": round(server_ms["p95"] / max(client_ms["p95"], 1e-9), 2),
+        "recall_top1": round(top1 / probes, 4),
+        "recall_top1_count": f"{top1}/{probes}",
+        "same_top_k": f"{topk}/{probes}",
+        "usable_s_server": round(usable_s, 3),
+        "open_s_client": round(client_open_s, 3),
+        "client_index_mb": round(emb.nbytes / 2**20, 1),
+        "client_rss_growth_mb_server_mode": round(_rss_mb() - rss0, 1),
+    }
+
+
+def bench_server_gallery(
+    database_urls: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    dim: int = 128,
+    seed: int = 0,
+    base: np.ndarray | None = None,
+    probes: int = 200,
+    k: int = 5,
+    per_person: int = 4,
+    config: ServerSearchConfig = ServerSearchConfig(),
+) -> dict[str, Any]:
+    """One entry per size; ``database_urls[i]`` (an empty database) holds size ``i``."""
+    if len(database_urls) != len(sizes):
+        raise ValueError("one empty database per gallery size")
+    if base is not None:
+        dim = int(base.shape[1])
+    out: dict[str, Any] = {
+        "dim": dim, "seed": seed, "probes": probes, "k": k,
+        "templates_per_person": per_person,
+        "embeddings": "real (perturbed)" if base is not None else "gaussian",
+        "base_embeddings": 0 if base is None else int(base.shape[0]),
+        "shortlist": config.shortlist, "ef_search": config.ef_search,
+        "hnsw_m": config.m, "hnsw_ef_construction": config.ef_construction,
+        "cpu_count": os.cpu_count(),
+        "sizes": [],
+    }
+    for url, n in zip(database_urls, sizes, strict=True):
+        logger.info("bench server search: %d templates", n)
+        out["sizes"].append(bench_one(url, n, dim, seed, base=base, probes=probes, k=k,
+                                      per_person=per_person, config=config))
+    return out
+
+
+@contextlib.contextmanager
+def scratch_databases(server_url: str, sizes: Sequence[int]) -> Iterator[list[str]]:
+    """One new, empty database per size on the server of ``server_url`` (the role needs
+    CREATEDB), dropped afterwards; yields their URLs. Nothing else on the server is touched."""
+    url = make_url(server_url)
+    if url.get_backend_name() != "postgresql":
+        raise GalleryError("the server benchmark needs a PostgreSQL URL (--db postgresql+psycopg://...)")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    names = [f"faceapp_bench_{n}_{uuid.uuid4().hex[:8]}" for n in sizes]
+    made: list[str] = []
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+                made.append(name)
+        yield [url.set(database=name).render_as_string(hide_password=False) for name in names]
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
