@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,12 +60,13 @@ from faceapp.live import FrameResult, LiveConfig, LiveRecognizer
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
 from faceapp.nn.pipeline import FacePipeline
 from faceapp.vision.detection import FaceDetector
+from faceapp.vision.images import load_image
 from faceapp.vision.tracking import iou_matrix, max_weight_assignment
 from faceapp.vision.video import iter_video_frames
 
 log = logging.getLogger(__name__)
 
-PARTS = ("frame", "embed", "gallery", "startup")
+PARTS = ("frame", "embed", "gallery", "startup", "encryption")
 SCHEMA_VERSION = 1
 FRAME_MAX_SIDE = 640
 DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
@@ -616,7 +618,7 @@ def run_bench(
     out: dict[str, Any] = {"schema": SCHEMA_VERSION, "quick": quick, "machine": machine_info()}
     model: LoadedModel | None = None
     path: Path | None = None
-    if "frame" in parts or "embed" in parts or "startup" in parts:
+    if "frame" in parts or "embed" in parts or "startup" in parts or "encryption" in parts:
         model, path = load_model(model_path)
         out["model"] = {"path": str(path), "model_id": model.model_id}
     if "embed" in parts:
@@ -632,11 +634,17 @@ def run_bench(
     if "gallery" in parts:
         dim = model.embedding_dim if model is not None else 128
         log.info("bench gallery (D=%d)", dim)
-        out["gallery"] = bench_gallery_part(dim, quick=quick, model=model)
+        with bench_key_environment():
+            out["gallery"] = bench_gallery_part(dim, quick=quick, model=model)
     if "startup" in parts:
         assert model is not None and path is not None
         log.info("bench startup")
-        out["startup"] = bench_startup(model, path, quick=quick)
+        with bench_key_environment():
+            out["startup"] = bench_startup(model, path, quick=quick)
+    if "encryption" in parts:
+        assert model is not None and path is not None
+        log.info("bench encryption")
+        out["encryption"] = bench_encryption(model, path, quick=quick)
     out["command"] = " ".join(sys.argv) if sys.argv and sys.argv[0] else ""
     return out
 
@@ -841,4 +849,189 @@ def bench_startup(
         "after": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else [],
     }
     out["raw"] = runs
+    return out
+
+
+# ---------------------------------------------------------------------------- encryption
+
+ENCRYPTION_TEMPLATES = 100_000
+QUICK_ENCRYPTION_TEMPLATES = 2_000
+ENCRYPTION_TARGET_RATIO = 1.10
+"""Issue 14: an encrypted gallery at most 10 % slower than a plaintext one, end to end."""
+
+
+@contextlib.contextmanager
+def bench_key_environment() -> Any:
+    """The bench's throw-away galleries get a random passphrase (unless
+    ``$FACEAPP_PASSPHRASE`` is set) and never touch the OS keyring; child processes
+    (``bench startup``) inherit both. The environment is restored afterwards."""
+    import secrets
+
+    saved = {k: os.environ.get(k) for k in ("FACEAPP_PASSPHRASE", "FACEAPP_KEYRING")}
+    os.environ.setdefault("FACEAPP_PASSPHRASE", secrets.token_urlsafe(24))
+    os.environ["FACEAPP_KEYRING"] = "off"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _lfw_probe_sets(lfw_dir: Path, people: int) -> list[tuple[str, list[Path], Path]]:
+    """(name, 2 enrolment images, 1 other probe image) of the first LFW people with 3+."""
+    out = []
+    for person in sorted(p for p in lfw_dir.iterdir() if p.is_dir()):
+        images = sorted(person.glob("*.jpg"))
+        if len(images) >= 3:
+            out.append((person.name.replace("_", " "), images[:2], images[2]))
+        if len(out) == people:
+            break
+    return out
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _encryption_run(encrypt: bool, work: Path, pipeline: FacePipeline, model: LoadedModel,
+                    model_path: Path, n: int, faces: dict[str, tuple[list[Any], Any]],
+                    tau: float | None) -> dict[str, Any]:
+    """One gallery (encrypted or not) through build, cold opens, enrolment, verification,
+    recognition and a deletion of already analysed faces; seconds per step (the gallery's
+    share of the work: the face analysis is the same for both and timed once outside)."""
+    from faceapp.gallery.bench import _drop_from_page_cache, synthetic_gallery
+    from faceapp.gallery.database import DatabaseConfig, open_database, write_session
+    from faceapp.gallery.repository import GalleryRepository
+    from faceapp.nn.calibration import Calibration
+    from faceapp.services import FaceService
+
+    db = work / ("encrypted.sqlite" if encrypt else "plain.sqlite")
+    config = DatabaseConfig(encrypt=encrypt)
+    calibration = None
+    with contextlib.suppress(CalibrationError):
+        calibration = Calibration.load_for(model_path, pipeline.model_id)
+    out: dict[str, Any] = {"encrypted": encrypt}
+
+    def build() -> None:
+        engine = open_database(str(db), config)
+        try:
+            emb, pids = synthetic_gallery(n, model.embedding_dim, 4, 0)
+            with write_session(engine) as s:
+                s.connection().exec_driver_sql(
+                    "INSERT INTO person (id, name, created, updated) VALUES (?, ?, ?, ?)",
+                    [(i + 1, f"person {i:07d}", "2024-01-01 00:00:00.000000",
+                      "2024-01-01 00:00:00.000000") for i in range(int(pids[-1]) + 1)])
+                GalleryRepository(s).bulk_add_templates(pids + 1, emb, pipeline.model_id)
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            engine.dispose()
+
+    out["build_s"] = _timed(build)
+    files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
+
+    def cold_open() -> Any:
+        _drop_from_page_cache([*files, *db.parent.glob(f"{db.name}.index-*")])
+        t = time.perf_counter()
+        svc = FaceService(open_database(str(db), config), pipeline, calibration, owns_engine=True)
+        svc.load_index()
+        return svc, time.perf_counter() - t
+
+    svc, out["open_rows_s"] = cold_open()  # from the rows (then a snapshot is written)
+    svc.close()
+    svc, out["open_snapshot_s"] = cold_open()
+    try:
+        out["enroll_s"] = _timed(lambda: [svc.enroll_faces(name, enrol)
+                                          for name, (enrol, _) in faces.items()])
+        out["verify_s"] = _timed(lambda: [svc.verify(name, probe, threshold=tau)
+                                          for name, (_, probe) in faces.items()])
+        out["recognize_s"] = _timed(lambda: [svc.recognize(probe, threshold=tau)
+                                             for _, probe in faces.values()])
+        out["delete_s"] = _timed(lambda: svc.delete_person(next(iter(faces))))
+    finally:
+        svc.close()
+    out["db_mb"] = round(db.stat().st_size / 2**20, 1)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def bench_encryption(model: LoadedModel, model_path: Path, *, quick: bool = False) -> dict[str, Any]:
+    """Cost of encryption at rest: the same work on a plaintext and on an encrypted gallery
+    of ``ENCRYPTION_TEMPLATES`` synthetic templates (10⁵) in one run: cold open from the
+    rows and from the (sealed) snapshot with the OS page cache dropped, enrolment of real
+    LFW people (2 images each), verification and recognition of another image of each, and
+    a verifiable deletion (VACUUM of the whole file). The faces are analysed once (real
+    MTCNN + model, ``face_analysis_s``, the same work whatever the storage) and the gallery
+    steps timed per mode; ``ratio_*`` = encrypted / plaintext; ``end_to_end_s`` = face
+    analysis + open (snapshot) + enrol + verify + recognize; target of ``ratio_end_to_end``
+    ≤ ``ENCRYPTION_TARGET_RATIO``. The KDF runs with its real defaults
+    (Argon2id 64 MiB, t=3) unless ``$FACEAPP_KDF`` says otherwise: it is part of an open."""
+    n = QUICK_ENCRYPTION_TEMPLATES if quick else ENCRYPTION_TEMPLATES
+    sets = _lfw_probe_sets(DATA_DIR / "lfw" / "lfw-deepfunneled", 2 if quick else 10)
+    if not sets:
+        raise FaceappError(f"no LFW people with 3 images under {DATA_DIR / 'lfw'}")
+    pipeline = FacePipeline(FaceDetector(DetectorConfig()), model)
+    with contextlib.suppress(FaceappError):  # warm-up (first MTCNN/torch calls are slow)
+        pipeline.analyze(load_image(sets[0][2]))
+    # the face analysis (MTCNN, alignment, embedding) does not depend on the gallery: done
+    # and timed once; a probe is analysed twice in the real flow (verify, then recognize)
+    faces: dict[str, tuple[list[Any], Any]] = {}
+    t0 = time.perf_counter()
+    for name, images, probe in sets:
+        found = [max(pipeline.analyze(load_image(p)), key=lambda f: f.detection.area,
+                     default=None) for p in [*images, probe, probe]]
+        if all(f is not None and f.quality.ok for f in found[:2]) and found[2] is not None:
+            faces[name] = (found[:2], found[2])
+    analysis_s = time.perf_counter() - t0
+    if not faces:
+        raise FaceappError("no LFW probe set passed the quality gate")
+    tau: float | None = None  # the model's calibrated τ; without one, a FAR of 1 % measured
+    try:  # on the probes against (impostor) synthetic templates: the cost is the same
+        from faceapp.nn.calibration import Calibration
+
+        Calibration.load_for(model_path, pipeline.model_id).threshold("distance")
+    except (CalibrationError, ModelError):
+        from faceapp.gallery.bench import synthetic_gallery
+
+        emb, _ = synthetic_gallery(min(n, 20_000), model.embedding_dim, 4, 0)
+        probes = np.stack([np.asarray(p.embedding, np.float32) for _, p in faces.values()])
+        tau = float(np.quantile(probes @ emb.T, 0.99))
+    # ABBA order (AB with quick), the fastest of each mode's runs per step: other load on
+    # the machine and warm-up effects hit both modes alike
+    order = (False, True) if quick else (False, True, True, False)
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    with bench_key_environment(), tempfile.TemporaryDirectory(prefix="faceapp-bench-crypto-") as tmp:
+        for i, encrypt in enumerate(order):
+            log.info("bench encryption: %s gallery of %d templates", "encrypted" if encrypt else
+                     "plaintext", n)
+            work = Path(tmp) / f"run{i}"
+            work.mkdir()
+            runs[encrypt].append(_encryption_run(encrypt, work, pipeline, model, model_path, n,
+                                                 faces, tau))
+            shutil.rmtree(work)
+    plain, enc = (
+        {k: (min(r[k] for r in rs) if isinstance(rs[0][k], float) else rs[0][k]) for k in rs[0]}
+        for rs in (runs[False], runs[True])
+    )
+    from faceapp.gallery.crypto import KdfParams, derive_key
+
+    kdf_s = _timed(lambda: derive_key("bench", os.urandom(16), KdfParams.from_env()))
+    for r in (plain, enc):
+        r["end_to_end_s"] = round(analysis_s + sum(
+            r[k] for k in ("open_snapshot_s", "enroll_s", "verify_s", "recognize_s")), 4)
+    out: dict[str, Any] = {"templates": n, "people_enrolled": len(faces),
+                           "face_analysis_s": round(analysis_s, 4),
+                           "kdf_s": round(kdf_s, 4),
+                           "kdf": os.environ.get("FACEAPP_KDF") or "argon2id:m=65536,t=3,p=4",
+                           "target_ratio": ENCRYPTION_TARGET_RATIO}
+    for key in ("build_s", "open_rows_s", "open_snapshot_s", "enroll_s", "verify_s",
+                "recognize_s", "delete_s", "end_to_end_s"):
+        out[f"ratio_{key.removesuffix('_s')}"] = round(enc[key] / max(plain[key], 1e-9), 3)
+    out["within_target"] = out["ratio_end_to_end"] <= ENCRYPTION_TARGET_RATIO
+    out["plain"], out["encrypted"] = plain, enc
+    out["runs_per_mode"] = len(runs[False])
     return out

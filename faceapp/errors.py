@@ -60,5 +60,14 @@ class DuplicatePerson(GalleryError):
     """A person of that name already exists."""
 
 
+class KeyUnavailable(GalleryError):
+    """The key of an encrypted gallery cannot be obtained (no keyring, no passphrase given,
+    key file missing); the message says what to do."""
+
+
+class WrongPassphrase(GalleryError):
+    """A passphrase did not unlock a gallery key or an export bundle; nothing was changed."""
+
+
 class CameraError(FaceappError):
     """A camera or video source cannot be opened or stopped delivering frames."""

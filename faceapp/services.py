@@ -34,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -41,7 +42,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -63,21 +64,30 @@ from faceapp.errors import (
     PersonNotFound,
     QualityRejected,
 )
+from faceapp.gallery import audit, privacy
+from faceapp.gallery.bundle import is_bundle, open_bundle, seal_bundle
+from faceapp.gallery.crypto import KdfParams
 from faceapp.gallery.database import (
+    DatabaseConfig,
+    at_rest,
     bump_generation,
     current_generation,
     gallery_uuid,
     open_database,
+    purge_deleted,
     read_session,
+    sqlite_path,
     translate_errors,
     write_session,
 )
+from faceapp.gallery.keys import KeyConfig, PromptFn, passphrase_needed
 from faceapp.gallery.matching import (
     DEFAULT_AMBIGUITY_MARGIN,
     GalleryIndex,
     Identification,
     PairScorer,
 )
+from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.repository import GalleryRepository, NewTemplate, normalize_name
 from faceapp.gallery.server_search import ServerSearch, server_search_available
 from faceapp.gallery.snapshot import (
@@ -202,10 +212,13 @@ class PersonSummary:
     n_templates: int
     created: datetime
     thumbnail_png: bytes = field(repr=False)
+    expires: datetime | None = None
+    """When the gallery's retention policy deletes them (``None``: no retention policy)."""
 
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "name": self.name, "n_templates": self.n_templates,
-                "created": self.created.isoformat()}
+                "created": self.created.isoformat(),
+                "expires": None if self.expires is None else self.expires.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -235,6 +248,48 @@ class GalleryTransfer:
 
     def to_dict(self) -> dict[str, object]:
         return {"people": self.people, "templates": self.templates, "skipped": self.skipped}
+
+
+@dataclass(frozen=True)
+class ExpiredPerson:
+    """Someone deleted (or, in a dry run, to be deleted) by the retention policy."""
+
+    name: str
+    expired: datetime
+    templates_deleted: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "expired": self.expired.isoformat(),
+                "templates_deleted": self.templates_deleted}
+
+
+@dataclass(frozen=True)
+class DeletionReceipt:
+    """What a deletion removed, to answer an erasure request (no biometric data in it).
+
+    ``removed_ids_sha256``: SHA-256 of the removed record ids
+    (``person:<id>`` then ``template:<id>`` lines, ascending), so that the gallery's owner
+    can later show which records went without keeping them. ``storage``: how the bytes
+    left the disk (:class:`~faceapp.gallery.database.PurgeReport`, snapshots removed).
+    """
+
+    person: str
+    deleted_at: datetime
+    gallery: str
+    gallery_uuid: str
+    templates: int
+    crops: int
+    removed_ids_sha256: str
+    storage: dict[str, object]
+    encrypted: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"format": "faceapp-deletion-receipt", "version": 1, "person": self.person,
+                "deleted_at": self.deleted_at.isoformat(), "gallery": self.gallery,
+                "gallery_uuid": self.gallery_uuid,
+                "removed": {"people": 1, "templates": self.templates, "crops": self.crops},
+                "removed_ids_sha256": self.removed_ids_sha256,
+                "encrypted_at_rest": self.encrypted, "storage": dict(self.storage)}
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -366,6 +421,7 @@ class FaceService:
         self._where = engine.url.render_as_string(hide_password=True)
         self._url = engine.url.render_as_string(hide_password=False)
         self._snapshot_gen = -1
+        self._at_rest = at_rest(engine)  # snapshot sealing of an encrypted gallery
         # cached search index of the current model, valid for generation self._gen
         self._index: GalleryIndex | None = None
         self._gen = -1
@@ -388,19 +444,23 @@ class FaceService:
         *,
         device: str = "cpu",
         load_model: bool = True,
+        key_prompt: PromptFn | None = None,
         search: str | None = None,
     ) -> FaceService:
         """Open the gallery (``--db``/``FACEAPP_DB``/default) and load the model
         (``--model``/``FACEAPP_MODEL``/``models/default.pt``) with its ``calibration.json``.
 
         ``load_model=False`` opens the gallery only (fast; enough for ``people`` commands).
+        ``key_prompt(message, confirm)``: gives the gallery passphrase when it is needed and
+        ``$FACEAPP_PASSPHRASE`` is unset (the GUI's dialog); default: a terminal prompt.
         ``search``: where 1:K search runs — ``client`` (the in-memory index), ``server``
         (inside PostgreSQL with pgvector; an error elsewhere) or ``auto`` (the server when it
         offers pgvector and the gallery holds at least ``SERVER_SEARCH_MIN_TEMPLATES``);
         ``None`` reads ``FACEAPP_SEARCH`` (default ``auto``).
         """
         paths = resolve_paths(db=db_url, model=model_path)
-        engine = open_database(paths.db_url)  # first: a bad gallery fails before the slow load
+        # first: a bad gallery (or passphrase) fails before the slow model load
+        engine = open_database(paths.db_url, DatabaseConfig(keys=KeyConfig(prompt=key_prompt)))
         try:
             server = choose_server_search(engine, search)
         except BaseException:
@@ -427,8 +487,13 @@ class FaceService:
             except CalibrationError as err:
                 problem = str(err)
                 logger.warning("no usable calibration: %s", err)
-        return cls(engine, pipeline, calibration, owns_engine=True, calibration_problem=problem,
-                   server_search=server)
+        service = cls(engine, pipeline, calibration, owns_engine=True,
+                      calibration_problem=problem, server_search=server)
+        try:  # the retention policy is applied at start-up
+            service.expire_people()
+        except FaceappError as err:
+            logger.warning("could not apply the retention policy: %s", err)
+        return service
 
     def close(self) -> None:
         """Release the database (idempotent)."""
@@ -455,7 +520,7 @@ class FaceService:
                 return  # someone else changed the gallery meanwhile
             uid = gallery_uuid(s)
         save_snapshot(path, index, self._names, self._stale, gallery_uuid=uid,
-                      generation=self._gen)
+                      generation=self._gen, cipher=self._at_rest)
         self._snapshot_gen = self._gen
 
     def __enter__(self) -> FaceService:
@@ -527,7 +592,8 @@ class FaceService:
         snap_path = snapshot_path(self._url, model_id)
         snap = None
         if snap_path is not None:
-            snap = load_snapshot(snap_path, model_id=model_id, gallery_uuid=uid, generation=gen)
+            snap = load_snapshot(snap_path, model_id=model_id, gallery_uuid=uid, generation=gen,
+                                 cipher=self._at_rest)
         if snap is not None:
             self._index, self._names, self._stale = snap.index, dict(snap.names), snap.stale
             self._snapshot_gen = gen
@@ -543,7 +609,7 @@ class FaceService:
                 self._index = GalleryIndex(model_id, self._require_pipeline_dim())
             if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES:
                 save_snapshot(snap_path, self._index, self._names, self._stale,
-                              gallery_uuid=uid, generation=gen)
+                              gallery_uuid=uid, generation=gen, cipher=self._at_rest)
                 self._snapshot_gen = gen
         self._gen = gen
         logger.debug("gallery index loaded: %d templates (generation %d)", len(self._index), gen)
@@ -728,8 +794,13 @@ class FaceService:
         *,
         largest: bool = False,
         create: bool = True,
+        consent: Consent | None = None,
     ) -> EnrollReport:
         """Enrol ``name`` from images (paths, bytes, PIL images or RGB frames).
+
+        ``consent`` is recorded with the person; an organisation's gallery (see
+        :mod:`faceapp.gallery.privacy`) refuses a new person without it
+        (:class:`ConsentRequired`, checked before any image is analysed).
 
         Each image must hold exactly one face (or, with ``largest``, its largest face is
         used) that passes the quality gate; other images are reported in ``rejected``
@@ -739,6 +810,8 @@ class FaceService:
         :class:`InvalidImage` when no image is accepted.
         """
         key = normalize_name(name)
+        if consent is None and self.consent_required(key):
+            raise self._consent_refusal(key)
         faces: list[FaceEmbedding] = []
         sources: list[str] = []
         rejected: list[tuple[str, str]] = []
@@ -772,7 +845,7 @@ class FaceService:
             sources.append(src)
         if not faces:
             self._raise_nothing_accepted(key, rejected, kinds)
-        return self._store(key, faces, sources, rejected, create=create)
+        return self._store(key, faces, sources, rejected, create=create, consent=consent)
 
     @_serialised
     def enroll_faces(
@@ -782,9 +855,11 @@ class FaceService:
         sources: Sequence[str] | None = None,
         *,
         create: bool = True,
+        consent: Consent | None = None,
     ) -> EnrollReport:
         """Enrol already analysed faces (e.g. the GUI's camera captures); faces failing the
-        quality gate are rejected with their reason; the rest are stored atomically."""
+        quality gate are rejected with their reason; the rest are stored atomically.
+        ``consent`` as for :meth:`enroll`."""
         key = normalize_name(name)
         labels = list(sources) if sources is not None else [
             f"capture {i + 1}" for i in range(len(faces))
@@ -805,7 +880,7 @@ class FaceService:
                 keep_src.append(src)
         if not keep:
             self._raise_nothing_accepted(key, rejected, kinds)
-        return self._store(key, keep, keep_src, rejected, create=create)
+        return self._store(key, keep, keep_src, rejected, create=create, consent=consent)
 
     def _raise_nothing_accepted(
         self, key: str, rejected: list[tuple[str, str]], kinds: list[type[FaceappError]]
@@ -828,6 +903,7 @@ class FaceService:
         rejected: list[tuple[str, str]],
         *,
         create: bool,
+        consent: Consent | None = None,
     ) -> EnrollReport:
         pipeline = self._require_pipeline()
         model_id = pipeline.model_id
@@ -854,7 +930,15 @@ class FaceService:
                         if not create:
                             raise PersonNotFound(f"no person named {key!r} in the gallery "
                                                  "(enrol without --no-create to add them)")
+                        if consent is None and privacy.load_policy(s).use == "organisation":
+                            raise self._consent_refusal(key)
                         person = repo.add_person(key)
+                    if consent is not None:
+                        privacy.record_consent(s, person, consent, audit.current_actor())
+                        repo.log_event("consent", "recorded", person=key,
+                                       detail=json.dumps({"purpose": consent.purpose,
+                                                          "basis": consent.basis,
+                                                          "given_by": consent.given_by or key}))
                     ids = repo.add_templates(person, templates)
                     pid = int(person.id)
                     repo.log_event("enroll", "accepted", person=key, model_id=model_id,
@@ -876,6 +960,55 @@ class FaceService:
         self._templates_changed()
         logger.info("enrolled %s: %d template(s), %d rejected", key, len(ids), len(rejected))
         return EnrollReport(key, list(sources), rejected, len(ids))
+
+    # ------------------------------------------------------------------ consent, retention
+    def _consent_refusal(self, key: str) -> ConsentRequired:
+        return ConsentRequired(
+            f"{key!r} was not enrolled: this gallery is an organisation's and enrolling a new "
+            "person needs their consent (who, purpose, basis: --consent-purpose and "
+            "--consent-basis, or the Enroll page's consent dialog)")
+
+    @_serialised
+    def consent_required(self, name: str) -> bool:
+        """Would enrolling ``name`` now need consent (a new person, an organisation's gallery)?"""
+        with self._read("consent") as (s, repo):
+            return privacy.load_policy(s).use == "organisation" and repo.find_person(name) is None
+
+    @_serialised
+    def consents(self, name: str) -> list[dict[str, object]]:
+        """The consent records of ``name``, oldest first."""
+        with self._read("consent") as (s, repo):
+            person = repo.get_person(name)
+            return [{"time": c.time.isoformat(), "given_by": c.given_by,
+                     "recorded_by": c.recorded_by, "purpose": c.purpose, "basis": c.basis}
+                    for c in privacy.consents(s, person.id)]
+
+    @_serialised
+    def privacy_policy(self) -> PrivacyPolicy:
+        with self._read("policy") as (s, _):
+            return privacy.load_policy(s)
+
+    @_serialised
+    def set_privacy_policy(self, policy: PrivacyPolicy) -> None:
+        """Store the gallery's use and retention (logged)."""
+        with self._write("policy") as (s, repo):
+            privacy.save_policy(s, policy)
+            repo.log_event("policy", "set", detail=json.dumps(policy.to_dict(), sort_keys=True))
+
+    @_serialised
+    def expire_people(self, *, dry_run: bool = False, now: datetime | None = None
+                      ) -> list[ExpiredPerson]:
+        """Delete everyone whose retention period is over (verifiably, as
+        :meth:`erase_person`); ``dry_run`` only lists them."""
+        with self._read("expire") as (s, _):
+            due = privacy.expired(s, privacy.load_policy(s), now)
+        out: list[ExpiredPerson] = []
+        for _, name, when in due:
+            n = 0 if dry_run else self.erase_person(name).templates
+            out.append(ExpiredPerson(name, when, n))
+        if out and not dry_run:
+            logger.info("retention: deleted %d expired people", len(out))
+        return out
 
     @_serialised
     def check_enrollment(self, name: str, faces: Sequence[FaceEmbedding]) -> list[str]:
@@ -1086,13 +1219,15 @@ class FaceService:
     @_serialised
     def list_people(self) -> list[PersonSummary]:
         """Everyone in the gallery, by name."""
-        with self._read("list people") as (_, repo):
+        with self._read("list people") as (s, repo):
             rows = repo.people()
             thumbs = repo.crops([r.first_template_id for r in rows
                                  if r.first_template_id is not None])
+            expiry = privacy.expiries(s, privacy.load_policy(s))
         return [
             PersonSummary(r.id, r.name, r.n_templates, r.created,
-                          thumbs.get(r.first_template_id, b"") if r.first_template_id else b"")
+                          thumbs.get(r.first_template_id, b"") if r.first_template_id else b"",
+                          expiry.get(r.id))
             for r in rows
         ]
 
@@ -1135,10 +1270,28 @@ class FaceService:
 
     @_serialised
     def delete_person(self, name: str) -> int:
-        """Delete a person with all their templates and crops; returns the templates removed."""
+        """Delete a person with all their templates and crops; returns the templates removed.
+        See :meth:`erase_person` (the same, with its receipt)."""
+        return self.erase_person(name).templates
+
+    @_serialised
+    def erase_person(self, name: str, receipt: str | os.PathLike[str] | None = None
+                     ) -> DeletionReceipt:
+        """Delete a person with their templates, crops and snapshot entries, and make the
+        bytes leave the disk (``secure_delete``, ``VACUUM``, WAL checkpoint ``TRUNCATE``;
+        snapshots deleted, rewritten later without them). Returns the receipt, also written
+        as JSON (0600) to ``receipt`` when given (its folder is checked first)."""
+        if receipt is not None:
+            folder = Path(receipt).expanduser().resolve().parent
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise GalleryError(f"{receipt}: cannot write the receipt there; nothing deleted")
         with self._write("delete") as (s, repo):
             synced = self._index is not None and current_generation(s) == self._gen
             key = normalize_name(name)
+            person = repo.get_person(key)
+            template_ids = repo.template_ids_of(person.id)
+            crops = repo.count_crops(template_ids)
+            uid = gallery_uuid(s)
             pid, n = repo.delete_person(key)
             repo.log_event("delete", "deleted", person=key, detail=json.dumps({"templates": n}))
             new_gen = current_generation(s)
@@ -1148,8 +1301,26 @@ class FaceService:
             self._gen = new_gen
         else:
             self._invalidate()
-        self._templates_changed()
-        return n
+        storage = self._purge()
+        ids = "\n".join([f"person:{pid}", *(f"template:{t}" for t in template_ids)])
+        result = DeletionReceipt(
+            person=key, deleted_at=datetime.now(UTC), gallery=self._where, gallery_uuid=uid,
+            templates=n, crops=crops,
+            removed_ids_sha256=hashlib.sha256(ids.encode("utf-8")).hexdigest(),
+            storage=storage, encrypted=self._at_rest.encrypted,
+        )
+        if receipt is not None:
+            _write_private(Path(receipt), json.dumps(result.to_dict(), indent=1).encode("utf-8"),
+                           "the deletion receipt")
+        return result
+
+    def _purge(self) -> dict[str, object]:
+        """After a committed deletion: snapshots removed, deleted bytes purged from the file."""
+        removed = remove_snapshots(self._url)
+        self._snapshot_gen = -1
+        with translate_errors(f"{self._where} (purge)"):
+            report = purge_deleted(self._engine)
+        return report.to_dict() | {"snapshots_removed": removed}
 
     @_serialised
     def delete_template(self, template_id: int) -> None:
@@ -1166,7 +1337,7 @@ class FaceService:
             self._gen = new_gen
         else:
             self._invalidate()
-        self._templates_changed()
+        self._purge()
 
     @_serialised
     def events(self, limit: int = 100, kind: str | None = None) -> list[dict[str, object]]:
@@ -1181,9 +1352,10 @@ class FaceService:
 
     # ------------------------------------------------------------------ export / import
     @_serialised
-    def export_gallery(self, path: str | os.PathLike[str]) -> GalleryTransfer:
+    def export_gallery(self, path: str | os.PathLike[str], *, passphrase: str) -> GalleryTransfer:
         """Write every person with their templates (embeddings, crops, sources, quality,
-        model ids) to a JSON file, created 0600 (it holds biometric data) and atomically."""
+        model ids) to an encrypted bundle (a JSON document sealed with ``passphrase``, see
+        :mod:`faceapp.gallery.bundle`), created 0600 and atomically."""
         people_out: list[dict[str, object]] = []
         n_templates = 0
         with self._read("export") as (_, repo):
@@ -1212,7 +1384,8 @@ class FaceService:
                 })
                 n_templates += len(templates)
         doc = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "people": people_out}
-        _write_private(Path(path), json.dumps(doc, indent=1).encode("utf-8"))
+        _write_private(Path(path), seal_bundle(json.dumps(doc).encode("utf-8"), passphrase,
+                                               KdfParams.from_env()))
         with self._write("export") as (_, repo):
             repo.log_event("export", "exported",
                            detail=json.dumps({"path": str(path), "people": len(people_out),
@@ -1221,9 +1394,13 @@ class FaceService:
 
     @_serialised
     def import_gallery(
-        self, path: str | os.PathLike[str], *, on_conflict: ConflictPolicy = "error"
+        self, path: str | os.PathLike[str], *, passphrase: str,
+        on_conflict: ConflictPolicy = "error", allow_plaintext: bool = False,
     ) -> GalleryTransfer:
-        """Add the people of an exported file, in one transaction.
+        """Add the people of an export bundle, in one transaction, after its integrity check
+        (a wrong ``passphrase`` or a modified bundle: :class:`WrongPassphrase`, nothing
+        imported). ``allow_plaintext`` also accepts the unencrypted JSON exports of older
+        versions (they cannot be verified).
 
         ``on_conflict`` for a name that exists already: ``error`` (nothing imported,
         :class:`DuplicatePerson`), ``skip`` that person, or ``merge`` their templates into
@@ -1232,7 +1409,7 @@ class FaceService:
         """
         if on_conflict not in ("error", "skip", "merge"):
             raise ValueError(f"on_conflict must be error, skip or merge, not {on_conflict!r}")
-        people = _read_export(Path(path))
+        people = _read_export(Path(path), passphrase, allow_plaintext=allow_plaintext)
         skipped: list[str] = []
         n_people = n_templates = 0
         with self._write("import") as (_, repo):
@@ -1326,6 +1503,14 @@ class FaceService:
         return int(size) if size else None
 
 
+def gallery_passphrase_needed(db_url: str | None = None) -> Literal["none", "unlock", "new"]:
+    """Would :meth:`FaceService.open` need a typed passphrase for this gallery? ``unlock``
+    (it is protected by one), ``new`` (it will be created and no OS keyring exists) or
+    ``none`` (keyring, ``$FACEAPP_PASSPHRASE``, plaintext or not a SQLite file)."""
+    path = sqlite_path(resolve_paths(db=db_url).db_url)
+    return "none" if path is None else passphrase_needed(path)
+
+
 # ---------------------------------------------------------------------- file helpers
 def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
     """PNG bytes -> (S, S, 3) uint8, resized to the model's input size when it differs."""
@@ -1337,7 +1522,7 @@ def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
     return crop
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, what: str = "the export") -> None:
     """Write ``data`` to ``path`` atomically with mode 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
@@ -1351,16 +1536,31 @@ def _write_private(path: Path, data: bytes) -> None:
     except OSError as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise GalleryError(f"{path}: cannot write the export ({err})") from err
+        raise GalleryError(f"{path}: cannot write {what} ({err})") from err
 
 
-def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
-    """Parse and validate an export file into (name, templates) pairs."""
+def _open_export(path: Path, passphrase: str, allow_plaintext: bool) -> bytes:
+    """The export document inside the bundle at ``path`` (its envelope checked)."""
     try:
-        doc = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise GalleryError(f"{path}: file not found") from None
-    except (OSError, ValueError) as err:
+    except OSError as err:
+        raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
+    if is_bundle(data):
+        return open_bundle(data, passphrase, str(path))
+    if not allow_plaintext:
+        raise GalleryError(f"{path}: not an encrypted faceapp export bundle (an unencrypted "
+                           "export of an older faceapp is accepted only with --allow-plaintext)")
+    return data
+
+
+def _read_export(path: Path, passphrase: str, *, allow_plaintext: bool = False
+                 ) -> list[tuple[str, list[NewTemplate]]]:
+    """Open, parse and validate an export bundle into (name, templates) pairs."""
+    try:
+        doc = json.loads(_open_export(path, passphrase, allow_plaintext))
+    except ValueError as err:
         raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise GalleryError(f"{path}: not a faceapp gallery export")
@@ -1405,11 +1605,17 @@ def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
 
 
 __all__ = [
+    "Consent",
+    "ConsentRequired",
+    "DeletionReceipt",
     "EnrollReport",
+    "ExpiredPerson",
     "FaceService",
     "GalleryTransfer",
     "PersonSummary",
+    "PrivacyPolicy",
     "RecognizedFace",
     "TemplateSummary",
     "VerifyResult",
+    "gallery_passphrase_needed",
 ]

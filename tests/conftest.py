@@ -6,13 +6,28 @@ from pathlib import Path
 
 import pytest
 
+TEST_PASSPHRASE = "correct horse battery staple (tests)"
+CHEAP_KDF = "argon2id:m=256,t=1,p=1"
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """One torch thread: on a 2-core CI machine, torch's default of one thread per core makes
-    the many small forward passes of the suite several times slower (thread hand-offs)."""
+    the many small forward passes of the suite several times slower (thread hand-offs).
+
+    Galleries are encrypted by default: the suite gives them a passphrase through the
+    environment (inherited by the subprocesses some tests start), never the developer's OS
+    keyring, and cheap Argon2id parameters for new key wraps (the defaults cost ~0.2 s and
+    64 MiB per gallery; the code path is the same)."""
+    import os
+
     import torch
 
     torch.set_num_threads(1)
+    os.environ["FACEAPP_PASSPHRASE"] = TEST_PASSPHRASE
+    os.environ["FACEAPP_EXPORT_PASSPHRASE"] = "export bundle passphrase (tests)"
+    os.environ["FACEAPP_KDF"] = CHEAP_KDF
+    os.environ["FACEAPP_KEYRING"] = "off"
+    os.environ.pop("FACEAPP_NEW_PASSPHRASE", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -169,3 +169,14 @@ def make_lfw_tree(lfw_dir: Path, root: Path) -> Path:
             os.symlink(f, root / name / f.name)
     Image.new("RGB", (100, 100), (90, 90, 90)).save(root / PEOPLE[0] / "zz_blank.png")
     return root
+
+
+def raw_connect(path: Path | str):  # type: ignore[no-untyped-def]
+    """A plain DB-API connection to a gallery file, as another program holding the key
+    would open it (SQLCipher keyed from the key file; a plaintext file in clear)."""
+    from faceapp.gallery.database import classify_gallery_file, connect_raw, gallery_key
+
+    path = Path(path)
+    encrypted = path.exists() and classify_gallery_file(path, create=False) == "encrypted"
+    key = gallery_key(path) if encrypted else b""
+    return connect_raw(path, key)

@@ -173,6 +173,25 @@ def test_startup_stages_by_hand():
     assert "people" not in _stages({k: v for k, v in marks.items() if k != "people"})
 
 
+def test_quick_encryption_bench_compares_both_galleries_in_one_run(small_model_path):
+    """The small random model: faces are still found by MTCNN on LFW (no timing asserted)."""
+    result = run_bench(("encryption",), model_path=small_model_path, quick=True)
+    enc = result["encryption"]
+    steps = ["open_rows", "open_snapshot", "enroll", "verify", "recognize", "delete", "end_to_end"]
+    for step in steps:
+        assert _positive(enc[f"ratio_{step}"]), step
+        assert enc[f"ratio_{step}"] == round(
+            enc["encrypted"][f"{step}_s"] / enc["plain"][f"{step}_s"], 3)
+    assert enc["plain"]["encrypted"] is False and enc["encrypted"]["encrypted"] is True
+    assert enc["people_enrolled"] >= 1 and enc["templates"] == 2000
+    for mode in ("plain", "encrypted"):
+        r = enc[mode]
+        parts = enc["face_analysis_s"] + sum(
+            r[k] for k in ("open_snapshot_s", "enroll_s", "verify_s", "recognize_s"))
+        assert abs(r["end_to_end_s"] - parts) < 1e-3
+    assert enc["within_target"] == (enc["ratio_end_to_end"] <= enc["target_ratio"])
+
+
 def test_json_ready_check_can_fail():
     from pathlib import Path
 

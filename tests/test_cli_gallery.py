@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakePipeline, calibration_for, img
+from fakes import FakePipeline, calibration_for, img, raw_connect
 
 from faceapp.cli import gallery_cmds, main
 from faceapp.config import PROJECT_ROOT
@@ -137,9 +137,8 @@ def test_cli_errors_are_one_line(fake_cli, capsys):
 def test_cli_refuses_newer_database(tmp_path, capsys):
     path = tmp_path / "new.sqlite"
     open_database(str(path)).dispose()
-    import sqlite3
 
-    con = sqlite3.connect(path)
+    con = raw_connect(path)
     con.execute("UPDATE schema_info SET version = version + 1")
     con.commit()
     con.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fakes import raw_connect
 
 from faceapp.gallery import integrity_check, open_database
 
@@ -54,8 +54,8 @@ def run_child(body: str, *args: str) -> subprocess.Popen[str]:
 
 
 def counts(path: Path) -> tuple[dict[str, int], int, int]:
-    """({name: n templates}, n templates, n crops) read with plain sqlite3."""
-    con = sqlite3.connect(path)
+    """({name: n templates}, n templates, n crops) read with a plain DB-API connection."""
+    con = raw_connect(path)
     try:
         per = dict(con.execute(
             "SELECT p.name, count(t.id) FROM person p LEFT JOIN face_template t "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import stat
 
 import numpy as np
 import pytest
+from fakes import raw_connect
 from sqlalchemy import select
 
 from faceapp.errors import DuplicatePerson, GalleryError, PersonNotFound
@@ -34,7 +34,7 @@ def file_digest(path) -> str:
 
 
 def raw_count(path, table: str) -> int:
-    con = sqlite3.connect(path)
+    con = raw_connect(path)
     try:
         return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     finally:
@@ -191,7 +191,7 @@ def test_events_and_settings(engine):
 def test_newer_schema_is_refused_untouched(db_path, engine):
     add_person(engine, "Ann", np.ones((1, 4)))
     engine.dispose()
-    con = sqlite3.connect(db_path)
+    con = raw_connect(db_path)
     con.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION + 1,))
     con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -216,7 +216,7 @@ def test_corrupt_file_is_refused_untouched(tmp_path, content):
 
 def test_foreign_sqlite_database_is_refused_untouched(tmp_path):
     path = tmp_path / "other.sqlite"
-    con = sqlite3.connect(path)
+    con = raw_connect(path)
     con.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
     con.commit()
     con.close()
@@ -233,7 +233,7 @@ def test_missing_file_without_create(tmp_path):
 
 def test_locked_database_gives_gallery_error(db_path):
     engine = open_database(str(db_path), DatabaseConfig(busy_timeout_s=0.2))
-    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder = raw_connect(db_path)
     try:
         holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
         from faceapp.gallery import translate_errors

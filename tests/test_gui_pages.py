@@ -23,6 +23,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
 from faceapp.config import QualityConfig
 from faceapp.gallery import open_database
+from faceapp.gallery.bundle import open_bundle
 from faceapp.gui.calibrate_page import ScoreSet
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.main_window import MainWindow
@@ -493,13 +494,22 @@ def test_rename_export_import(qtbot, window, service, tmp_path: Path) -> None:
     page.select_name("Ann")
     assert page.rename_selected("Anna")
     qtbot.waitUntil(lambda: page.model.names() == ["Anna"], timeout=WAIT)
-    out = tmp_path / "export.json"
+    out = tmp_path / "export.faceapp"
+    asked: list[bool] = []
+
+    def passphrase(title: str, label: str, *, confirm: bool = False) -> str:
+        asked.append(confirm)
+        return "bundle passphrase"
+
+    page.ask_passphrase = passphrase  # type: ignore[method-assign]
     assert page.export_gallery(str(out))
     idle(qtbot, window)
-    assert json.loads(out.read_text())["people"][0]["name"] == "Anna"
+    doc = json.loads(open_bundle(out.read_bytes(), "bundle passphrase"))
+    assert doc["people"][0]["name"] == "Anna" and asked == [True]
     # importing the same file again: the user is asked, and "No" skips the duplicate
     page.confirm = lambda title, text: False  # type: ignore[method-assign]
     assert page.import_gallery(str(out))
+    assert asked == [True, False]
     idle(qtbot, window)
     qtbot.waitUntil(lambda: "skipped Anna" in window.messages[-1][0], timeout=WAIT)
     assert [p.n_templates for p in service.list_people()] == [3]
@@ -670,3 +680,34 @@ def test_service_opens_in_background(qtbot, store, service) -> None:
     assert "fake-gui-model" in w.service_label.text()
     qtbot.waitUntil(lambda: w.recognize_page.scorer_combo.count() == 1, timeout=WAIT)
     w.shutdown()
+
+
+def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window, service) -> None:
+    from faceapp.services import Consent, PrivacyPolicy
+
+    service.set_privacy_policy(PrivacyPolicy(use="organisation"))
+    page = window.enroll_page
+    asked: list[str] = []
+    page.ask_consent = lambda name: asked.append(name)  # type: ignore[method-assign,assignment,return-value]
+    window.show_page(page)
+    page.capture_interval_s = 0.0
+    page.name_edit.setText("Ann")
+    page.target_spin.setValue(2)
+    page.capture_button.click()
+    variant = 0
+    while len(page.samples()) < 2:
+        feed(qtbot, page, frame((1, variant)))
+        variant += 1
+    assert not page.save(ask=False)  # cancelled: nothing saved
+    assert asked == ["Ann"] and service.list_people() == []
+    def consent(name: str) -> Consent:
+        asked.append(name)
+        return Consent("lab door", "form 12")
+
+    page.ask_consent = consent  # type: ignore[method-assign]
+    with qtbot.waitSignal(page.saved, timeout=WAIT):
+        assert page.save(ask=False)
+    idle(qtbot, window)
+    assert service.consents("Ann")[0]["purpose"] == "lab door" and asked == ["Ann", "Ann"]
+    enroll(qtbot, window, "Ann", person=1, n=2)  # more samples of Ann: no consent asked again
+    assert asked == ["Ann", "Ann"]

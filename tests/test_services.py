@@ -28,8 +28,12 @@ from faceapp.errors import (
     QualityRejected,
 )
 from faceapp.gallery import integrity_check, open_database
+from faceapp.gallery.bundle import seal_bundle
+from faceapp.gallery.crypto import KdfParams
 from faceapp.services import FaceService
 from faceapp.vision.images import load_image
+
+PW = "export passphrase"
 
 
 @pytest.fixture
@@ -293,15 +297,15 @@ def test_reembed_can_stop_and_resume(db_url):
 def test_export_import_gives_identical_results(svc, tmp_path):
     enroll_three(svc)
     svc.enroll("Dee", [img((4, 0))])
-    path = tmp_path / "out" / "gallery.json"
-    t = svc.export_gallery(path)
+    path = tmp_path / "out" / "gallery.faceapp"
+    t = svc.export_gallery(path, passphrase=PW)
     assert (t.people, t.templates) == (4, 7)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     probes = img((1, 9), (2, 9), (4, 9), (8, 1))
     before = svc.recognize(probes, top_k=4)
     other = make_service(f"sqlite:///{tmp_path / 'new.sqlite'}")
     try:
-        t2 = other.import_gallery(path)
+        t2 = other.import_gallery(path, passphrase=PW)
         assert (t2.people, t2.templates) == (4, 7)
         after = other.recognize(probes, top_k=4)
         assert after == before
@@ -311,10 +315,10 @@ def test_export_import_gives_identical_results(svc, tmp_path):
         assert [x.crop_png for x in a] == [x.crop_png for x in b]
         assert [x.quality for x in a] == [x.quality for x in b]
         with pytest.raises(DuplicatePerson):
-            other.import_gallery(path)
-        assert other.import_gallery(path, on_conflict="skip").skipped == ["Ann", "Bob", "Cid",
+            other.import_gallery(path, passphrase=PW)
+        assert other.import_gallery(path, passphrase=PW, on_conflict="skip").skipped == ["Ann", "Bob", "Cid",
                                                                            "Dee"]
-        merged = other.import_gallery(path, on_conflict="merge")
+        merged = other.import_gallery(path, passphrase=PW, on_conflict="merge")
         assert merged.templates == 7 and other.list_people()[0].n_templates == 4
         assert integrity_check(other.engine) == "ok"
     finally:
@@ -329,10 +333,14 @@ def test_export_import_gives_identical_results(svc, tmp_path):
         {"name": "X", "templates": [{"model_id": "m", "dim": 4, "embedding": "AAAA"}]}]}).encode(),
 ])
 def test_import_rejects_bad_files(svc, tmp_path, content):
-    path = tmp_path / "bad.json"
+    """Inside a sound bundle (the document itself is bad), and as plaintext accepted."""
+    path = tmp_path / "bad.faceapp"
+    path.write_bytes(seal_bundle(content, PW, KdfParams.from_env()))
+    with pytest.raises(GalleryError):
+        svc.import_gallery(path, passphrase=PW)
     path.write_bytes(content)
     with pytest.raises(GalleryError):
-        svc.import_gallery(path)
+        svc.import_gallery(path, passphrase=PW, allow_plaintext=True)
     assert svc.list_people() == []
 
 

@@ -22,6 +22,8 @@ _COMMAND_MODULES = (
     "faceapp.cli.vision_cmds",
     "faceapp.cli.train_cmds",
     "faceapp.cli.gallery_cmds",
+    "faceapp.cli.keys_cmds",
+    "faceapp.cli.audit_cmds",
     "faceapp.cli.live_cmds",
     "faceapp.cli.gui_cmds",
     "faceapp.cli.bench_cmds",

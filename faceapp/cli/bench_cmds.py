@@ -1,4 +1,5 @@
-"""``faceapp bench [frame|embed|gallery|startup|all] [--json] [--video PATH] [--model CKPT] [--quick]``.
+"""``faceapp bench [frame|embed|gallery|startup|encryption|all] [--json] [--video PATH]
+[--model CKPT] [--quick]``.
 
 Measures the live loop on real video, embedding throughput, 1:K search / gallery opening
 and the desktop app's start-up, each against a baseline measured in the same run (see
@@ -13,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-CHOICES = ("frame", "embed", "gallery", "startup", "all")
+CHOICES = ("frame", "embed", "gallery", "startup", "encryption", "all")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -26,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "gallery.baseline_search_ms_1e4/1e5/1e6, gallery.open_s_1e5/1e6, "
         "startup.window_s_1e5 (seconds to a usable main window with 10^5 templates: People "
         "listed), startup.ready_s_1e5 (to the model and index loaded, model pages enabled), "
-        "startup.first_paint_s_1e5, startup.window_s_empty, startup.ready_s_empty "
+        "startup.first_paint_s_1e5, startup.window_s_empty, startup.ready_s_empty, "
+        "encryption.ratio_end_to_end (encrypted / plaintext gallery of 10^5 templates: open + "
+        "enrol + verify + recognize; also ratio_open_rows, ratio_enroll, ratio_delete...) "
         "(+ ratios, machine).",
     )
     p.add_argument("part", nargs="?", default="all", choices=CHOICES, help="what to measure (default all)")
@@ -203,4 +206,15 @@ def _summary(r: dict[str, Any]) -> str:
             f"  meets the target  : {st['meets_target']} (load average "
             f"{st['load_average']['before'][0]} before)",
         ]
+    if "encryption" in r:
+        c = r["encryption"]
+        p, e = c["plain"], c["encrypted"]
+        lines.append(f"encryption ({c['templates']:,} templates, {c['people_enrolled']} LFW people; "
+                     f"encrypted vs plaintext gallery, seconds; KDF {c['kdf']})")
+        for key in ("open_rows", "open_snapshot", "enroll", "verify", "recognize", "delete",
+                    "end_to_end"):
+            lines.append(f"  {key:<14}: {e[key + '_s']} vs {p[key + '_s']} (x{c['ratio_' + key]})")
+        lines.append(f"  face analysis : {c['face_analysis_s']} s (the same for both; in end_to_end); "
+                     f"passphrase KDF {c['kdf_s']} s (in each encrypted open; none with a keyring)")
+        lines.append(f"  within target : {c['within_target']} (end to end <= x{c['target_ratio']})")
     return "\n".join(lines)

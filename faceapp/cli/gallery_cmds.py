@@ -20,7 +20,7 @@ from typing import Any
 
 from faceapp.errors import FaceappError, GalleryError
 from faceapp.gallery.repository import normalize_name
-from faceapp.services import FaceService
+from faceapp.services import Consent, FaceService
 from faceapp.vision.images import IMAGE_SUFFIXES
 
 
@@ -70,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="use the largest face of images that hold several")
     p.add_argument("--no-create", dest="create", action="store_false",
                    help="fail unless the person already exists")
+    p.add_argument("--consent-purpose", metavar="TEXT",
+                   help="record the person's consent: what the gallery is for (required with "
+                        "--consent-basis for a new person in an organisation's gallery)")
+    p.add_argument("--consent-basis", metavar="TEXT",
+                   help="how consent was obtained (free text, e.g. 'signed form 2024-031')")
+    p.add_argument("--consent-given-by", metavar="NAME", default="",
+                   help="who gave consent (default: the person)")
     p.set_defaults(func=_enroll)
 
     p = sub.add_parser("verify", parents=[with_model],
@@ -102,21 +109,44 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="delete a person with all their templates and crops")
     q.add_argument("name")
     q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    q.add_argument("--receipt", metavar="FILE",
+                   help="write a deletion receipt (JSON, 0600): what was removed, when, "
+                        "counts, a hash of the removed record ids")
     q.set_defaults(func=_people_delete)
     q = psub.add_parser("export", parents=[db_only],
-                        help="write the gallery to a JSON file (mode 0600: biometric data)")
+                        help="write the gallery to an encrypted bundle (passphrase: "
+                             "$FACEAPP_EXPORT_PASSPHRASE or a prompt; mode 0600)")
     q.add_argument("path")
     q.set_defaults(func=_people_export)
-    q = psub.add_parser("import", parents=[db_only], help="add the people of an exported file")
+    q = psub.add_parser("import", parents=[db_only],
+                        help="add the people of an export bundle (its integrity is checked "
+                             "first; passphrase: $FACEAPP_EXPORT_PASSPHRASE or a prompt)")
     q.add_argument("path")
     q.add_argument("--on-conflict", choices=["error", "skip", "merge"], default="error",
                    help="for names already present (default: error, nothing imported)")
+    q.add_argument("--allow-plaintext", action="store_true",
+                   help="also accept an unencrypted JSON export of an older faceapp")
     q.set_defaults(func=_people_import)
+    q = psub.add_parser("expire", parents=[db_only],
+                        help="delete everyone whose retention period is over (faceapp policy)")
+    q.add_argument("--dry-run", action="store_true", help="only list who would be deleted")
+    q.set_defaults(func=_people_expire)
     q = psub.add_parser("events", parents=[db_only], help="the latest logged operations")
     q.add_argument("--limit", type=int, default=20)
     q.add_argument("--kind", choices=["enroll", "verify", "recognize", "rename", "delete",
                                       "import", "export", "reembed", "calibrate"])
     q.set_defaults(func=_people_events)
+
+    p = sub.add_parser("policy", parents=[db_only],
+                       help="the gallery's privacy policy: use (personal/organisation: consent "
+                            "required) and retention; shown, or changed by the options")
+    p.add_argument("--use", choices=["personal", "organisation"],
+                   help="organisation: enrolling a new person needs recorded consent")
+    p.add_argument("--retention-days", type=int, metavar="N",
+                   help="delete people N days after enrolment / last match (0: keep)")
+    p.add_argument("--retention-from", choices=["enrolment", "last_match"],
+                   help="what the retention period counts from")
+    p.set_defaults(func=_policy)
 
     p = sub.add_parser("reembed", parents=[with_model],
                        help="recompute templates of other models from their stored crops")
@@ -153,10 +183,18 @@ def _fmt(x: float) -> str:
 
 
 # ---------------------------------------------------------------------- commands
+def _consent(args: argparse.Namespace) -> Consent | None:
+    if args.consent_purpose is None and args.consent_basis is None:
+        return None
+    return Consent(args.consent_purpose or "", args.consent_basis or "", args.consent_given_by)
+
+
 def _enroll(args: argparse.Namespace) -> int:
     images = _expand_images(args.images)
+    consent = _consent(args)
     with _open_service(args) as svc:
-        report = svc.enroll(args.name, images, largest=args.largest, create=args.create)
+        report = svc.enroll(args.name, images, largest=args.largest, create=args.create,
+                            consent=consent)
     lines = [f"enrolled {report.person}: {report.templates_added} template(s) added"]
     lines += [f"  accepted  {s}" for s in report.accepted]
     lines += [f"  rejected  {s}: {r}" for s, r in report.rejected]
@@ -195,6 +233,7 @@ def _people_list(args: argparse.Namespace) -> int:
     with _open_service(args, load_model=False) as svc:
         people = svc.list_people()
     lines = [f"{p.name:<40} {p.n_templates:>4} template(s)  since {p.created:%Y-%m-%d}"
+             + (f"  expires {p.expires:%Y-%m-%d}" if p.expires is not None else "")
              for p in people] or ["(the gallery is empty)"]
     _emit(args, [p.to_dict() for p in people], "\n".join(lines))
     return 0
@@ -235,27 +274,69 @@ def _people_delete(args: argparse.Namespace) -> int:
             print("cancelled")
             return 1
     with _open_service(args, load_model=False) as svc:
-        n = svc.delete_person(args.name)
-    _emit(args, {"person": args.name, "templates_deleted": n},
-          f"deleted {args.name} ({n} template(s))")
+        receipt = svc.erase_person(args.name, args.receipt)
+    n = receipt.templates
+    text = f"deleted {receipt.person} ({n} template(s), {receipt.crops} crop(s))"
+    if args.receipt:
+        text += f"; receipt written to {args.receipt}"
+    _emit(args, {"person": args.name, "templates_deleted": n, "receipt": receipt.to_dict()},
+          text)
     return 0
 
 
+def _bundle_passphrase(path: str, *, new: bool) -> str:
+    from faceapp.gallery.keys import ENV_EXPORT_PASSPHRASE, KeyConfig, ask_passphrase
+
+    what = "new passphrase for the export bundle" if new else "passphrase of the export bundle"
+    return ask_passphrase(KeyConfig(), f"{what} {path}", confirm=new, env=ENV_EXPORT_PASSPHRASE)
+
+
 def _people_export(args: argparse.Namespace) -> int:
+    passphrase = _bundle_passphrase(args.path, new=True)
     with _open_service(args, load_model=False) as svc:
-        t = svc.export_gallery(args.path)
+        t = svc.export_gallery(args.path, passphrase=passphrase)
     _emit(args, t.to_dict() | {"path": args.path},
           f"exported {t.people} people, {t.templates} template(s) to {args.path}")
     return 0
 
 
 def _people_import(args: argparse.Namespace) -> int:
+    passphrase = _bundle_passphrase(args.path, new=False)
     with _open_service(args, load_model=False) as svc:
-        t = svc.import_gallery(args.path, on_conflict=args.on_conflict)
+        t = svc.import_gallery(args.path, passphrase=passphrase, on_conflict=args.on_conflict,
+                               allow_plaintext=args.allow_plaintext)
     text = f"imported {t.people} new people, {t.templates} template(s) from {args.path}"
     if t.skipped:
         text += f"; skipped {', '.join(t.skipped)}"
     _emit(args, t.to_dict() | {"path": args.path}, text)
+    return 0
+
+
+def _people_expire(args: argparse.Namespace) -> int:
+    with _open_service(args, load_model=False) as svc:
+        gone = svc.expire_people(dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    lines = [f"{verb} {g.name} (expired {g.expired:%Y-%m-%d %H:%M} UTC)" for g in gone]
+    _emit(args, [g.to_dict() for g in gone], "\n".join(lines) or "nobody has expired")
+    return 0
+
+
+def _policy(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    with _open_service(args, load_model=False) as svc:
+        policy = svc.privacy_policy()
+        changes = {k: v for k, v in (("use", args.use), ("retention_days", args.retention_days),
+                                     ("retention_from", args.retention_from)) if v is not None}
+        if changes:
+            policy = replace(policy, **changes)
+            svc.set_privacy_policy(policy)
+    keep = (f"people are deleted {policy.retention_days} day(s) after their "
+            f"{'enrolment' if policy.retention_from == 'enrolment' else 'last match'}"
+            if policy.retention_days else "no retention limit")
+    consent = ("consent required for new people" if policy.use == "organisation"
+               else "consent recorded when given")
+    _emit(args, policy.to_dict(), f"use: {policy.use} ({consent}); {keep}")
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from faceapp.gallery.database import (
+    at_rest,
     current_generation,
     gallery_uuid,
     open_database,
@@ -344,7 +345,8 @@ def bench_open(n: int, dim: int, seed: int, *, per_person: int, workdir: Path) -
         del rows
         snap = snapshot_path(url, MODEL_ID)
         assert snap is not None
-        save_snapshot(snap, index, {}, 0, gallery_uuid=uid, generation=gen)
+        save_snapshot(snap, index, {}, 0, gallery_uuid=uid, generation=gen,
+                      cipher=at_rest(engine))
         reference = len(index)
         del index
     finally:
@@ -355,7 +357,8 @@ def bench_open(n: int, dim: int, seed: int, *, per_person: int, workdir: Path) -
     try:
         with read_session(engine) as s:
             gen, uid = current_generation(s), gallery_uuid(s)
-        loaded = load_snapshot(snap, model_id=MODEL_ID, gallery_uuid=uid, generation=gen)
+        loaded = load_snapshot(snap, model_id=MODEL_ID, gallery_uuid=uid, generation=gen,
+                               cipher=at_rest(engine))
         open_snapshot_s = time.perf_counter() - t0
         ok = loaded is not None and len(loaded.index) == reference
     finally:

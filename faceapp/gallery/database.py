@@ -18,6 +18,13 @@ or was written by a newer faceapp raises :class:`~faceapp.errors.GalleryError` *
 anything is written to it. A database locked beyond the busy timeout raises
 ``GalleryError`` too (see :func:`translate_errors`).
 
+Encryption at rest (see :mod:`faceapp.gallery.keys`): a **new** SQLite file is an encrypted
+SQLCipher 4 database (AES-256 pages with an HMAC each, through ``sqlcipher3``) keyed with the
+gallery's random data key, which the key file ``<database>.keys`` holds wrapped. Every
+connection sets the key first (``PRAGMA key`` with the raw key: no per-connection KDF), then
+``secure_delete`` (deleted rows are zeroed in the file). A legacy plaintext file still opens
+(with a warning) until :func:`encrypt_in_place` (``faceapp keys migrate``) converts it.
+
 Any other SQLAlchemy URL (e.g. ``postgresql+psycopg://...`` for a gallery shared by several
 desktops) goes through the same schema check; pragmas only apply to SQLite.
 """
@@ -29,8 +36,9 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from sqlalchemy import create_engine, event, inspect, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -41,7 +49,10 @@ from sqlalchemy.pool import StaticPool
 from faceapp import __version__
 from faceapp.config import resolve_paths
 from faceapp.errors import GalleryError
-from faceapp.gallery.orm import Base, SchemaInfo
+from faceapp.gallery.audit import install_append_only
+from faceapp.gallery.crypto import AtRest, subkey
+from faceapp.gallery.keys import KeyConfig, create_key_file, key_file_path, unlock
+from faceapp.gallery.orm import AuditEntry, Base, ConsentRecord, SchemaInfo
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +75,40 @@ class DatabaseConfig:
     ``busy_timeout_s``: how long a SQLite connection waits for another process's lock
     before :class:`~faceapp.errors.GalleryError` ("locked") is raised.
     ``create``: make a new, empty gallery when the SQLite file does not exist.
+    ``encrypt``: a new SQLite file is created encrypted (the default; ``False`` only for
+    tests of the legacy format). ``keys``: where key-encryption keys come from.
     """
 
     busy_timeout_s: float = 10.0
     create: bool = True
+    encrypt: bool = True
+    keys: KeyConfig = field(default_factory=KeyConfig)
+
+
+_AT_REST_OPTION = "faceapp_at_rest"
+FileState = Literal["new", "plain", "encrypted"]
+
+
+def at_rest(engine: Engine) -> AtRest:
+    """How files written beside this gallery (index snapshots) are sealed: with a key
+    derived from the gallery's data key when it is encrypted, else in clear (an engine
+    option set by :func:`create_gallery_engine`)."""
+    value = engine.get_execution_options().get(_AT_REST_OPTION)
+    return value if isinstance(value, AtRest) else AtRest()
+
+
+def is_encrypted(engine: Engine) -> bool:
+    """Is this gallery's database encrypted at rest?"""
+    return at_rest(engine).encrypted
+
+
+def key_literal(key: bytes) -> str:
+    """SQLCipher's literal of a raw 256-bit key (``"x'<64 hex digits>'"``: no KDF run)."""
+    return f"\"x'{key.hex()}'\""
+
+
+def _key_pragma(key: bytes) -> str:
+    return f"PRAGMA key = {key_literal(key)}"
 
 
 def is_sqlite(engine_or_url: Engine | str) -> bool:
@@ -90,8 +131,13 @@ def _describe(url: str) -> str:
     return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
-def _precheck_sqlite_file(path: Path, create: bool) -> None:
-    """Refuse a file that is not SQLite without opening it; create a new file 0600."""
+def classify_gallery_file(path: Path, create: bool) -> FileState:
+    """Classify the file without opening it as a database; create a new file 0600.
+
+    ``plain``: a SQLite file in clear (its header says so); ``encrypted``: a file with a
+    key file beside it whose header is not plaintext SQLite (SQLCipher starts with a random
+    salt); ``new``: missing (then created empty) or empty. Anything else is refused.
+    """
     if path.exists():
         if path.is_dir():
             raise GalleryError(f"{path}: is a directory, not a gallery database")
@@ -100,12 +146,16 @@ def _precheck_sqlite_file(path: Path, create: bool) -> None:
                 head = fh.read(len(SQLITE_MAGIC))
         except OSError as err:
             raise GalleryError(f"{path}: cannot read the gallery database ({err})") from err
-        if head and head != SQLITE_MAGIC:
-            raise GalleryError(
-                f"{path}: not a SQLite database (corrupt, or another kind of file); "
-                "it was left untouched"
-            )
-        return
+        if not head:
+            return "new"
+        if head == SQLITE_MAGIC:
+            return "plain"
+        if key_file_path(path).is_file():
+            return "encrypted"
+        raise GalleryError(
+            f"{path}: not a SQLite database (corrupt, another kind of file, or an encrypted "
+            f"gallery whose key file {key_file_path(path).name} is missing); it was left untouched"
+        )
     if not create:
         raise GalleryError(f"{path}: no gallery database at this path")
     parent = path.parent
@@ -119,19 +169,26 @@ def _precheck_sqlite_file(path: Path, create: bool) -> None:
         pass  # another process created it at the same moment
     except OSError as err:
         raise GalleryError(f"{path}: cannot create the gallery database ({err})") from err
+    return "new"
 
 
-def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float) -> None:
+def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float, key: bytes = b"") -> None:
     busy_ms = max(0, round(busy_timeout_s * 1000))
+    key_sql = _key_pragma(key) if key else ""
 
-    @event.listens_for(engine, "connect")
+    # insert=True: the key must be the very first statement of a SQLCipher connection
+    @event.listens_for(engine, "connect", insert=True)
     def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         try:
+            if key_sql:
+                cur.execute("PRAGMA cipher_log_level = NONE")  # failures become GalleryError
+                cur.execute(key_sql)
             cur.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cur.execute("PRAGMA foreign_keys = ON")
+            cur.execute("PRAGMA secure_delete = ON")
         finally:
             cur.close()
 
@@ -143,21 +200,63 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+def sqlcipher_dbapi() -> Any:
+    """The DB-API module of SQLCipher (``sqlcipher3``: SQLite with SQLCipher 4 built in)."""
+    try:
+        from sqlcipher3 import dbapi2
+    except ImportError as err:  # pragma: no cover - a dependency of faceapp
+        raise GalleryError(f"encrypted galleries need the sqlcipher3 package ({err})") from None
+    return dbapi2
+
+
+def gallery_key(path: Path, config: DatabaseConfig = DatabaseConfig()) -> bytes:
+    """The data key of the encrypted gallery file at ``path`` (unlocking its key file)."""
+    return unlock(path, config.keys)
+
+
+def connect_raw(path: str | os.PathLike[str], key: bytes = b"") -> Any:
+    """A plain DB-API connection to a gallery file (maintenance, tests): SQLCipher keyed
+    with ``key`` when given (see :func:`gallery_key`), else the file read in clear."""
+    module = sqlcipher_dbapi()
+    con = module.connect(os.fspath(path), isolation_level=None)
+    if key:
+        con.execute("PRAGMA cipher_log_level = NONE")
+        con.execute(_key_pragma(key))
+    return con
+
+
 def create_gallery_engine(url: str, config: DatabaseConfig = DatabaseConfig()) -> Engine:
     """A SQLAlchemy engine for ``url`` with faceapp's connection settings; no schema check.
 
-    Use :func:`open_database` unless you know the schema is already in place.
+    A new SQLite file is created encrypted (``config.encrypt``), an encrypted one is
+    unlocked (its passphrase asked for when needed). Use :func:`open_database` unless you
+    know the schema is already in place.
     """
     if is_sqlite(url):
         path = sqlite_path(url)
+        key = b""
         if path is not None:
-            _precheck_sqlite_file(path, config.create)
-            engine = create_engine(url)
+            existed = path.exists()
+            state = classify_gallery_file(path, config.create)
+            try:
+                if state == "encrypted" or (state == "new" and key_file_path(path).exists()):
+                    key = unlock(path, config.keys)
+                elif state == "new" and config.encrypt:
+                    key = create_key_file(path, config.keys)
+            except BaseException:
+                if not existed:  # leave no empty file behind a failed creation
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                raise
+            # SQLCipher's SQLite for plaintext files too: two SQLite libraries in one
+            # process do not see each other's POSIX locks on the same file
+            options = {_AT_REST_OPTION: AtRest(subkey(key, "snapshot"))} if key else {}
+            engine = create_engine(url, module=sqlcipher_dbapi(), execution_options=options)
         else:
             engine = create_engine(
                 url, poolclass=StaticPool, connect_args={"check_same_thread": False}
             )
-        _install_sqlite_hooks(engine, config.busy_timeout_s)
+        _install_sqlite_hooks(engine, config.busy_timeout_s, key)
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -249,6 +348,7 @@ def _check_and_migrate(engine: Engine, url: str) -> None:
                         f"{', '.join(sorted(tables)[:5])}); it was left untouched"
                     )
                 Base.metadata.create_all(conn)
+                install_append_only(conn)
                 conn.execute(
                     SchemaInfo.__table__.insert().values(
                         id=1, version=SCHEMA_VERSION, generation=0, app_version=__version__,
@@ -279,6 +379,12 @@ def _check_and_migrate(engine: Engine, url: str) -> None:
                     .where(SchemaInfo.id == 1)
                     .values(version=version, app_version=__version__)
                 )
+            if AuditEntry.__tablename__ not in tables:
+                # an additive table: galleries made before the audit log get it on open
+                # (older faceapp versions ignore it), no schema version change
+                install_append_only(conn)
+            if ConsentRecord.__tablename__ not in tables:
+                ConsentRecord.__table__.create(conn, checkfirst=True)  # additive too
 
 
 def _ensure_wal(engine: Engine) -> None:
@@ -312,9 +418,21 @@ def open_database(url: str | None = None, config: DatabaseConfig = DatabaseConfi
     try:
         with translate_errors(where):
             if is_sqlite(engine) and sqlite_path(db_url) is not None:
-                with engine.connect() as conn:
-                    # read-only probe first: a corrupt header/schema fails here, unwritten
-                    conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+                try:
+                    with engine.connect() as conn:
+                        # read-only probe first: a corrupt header/schema fails here, unwritten
+                        conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar()
+                except DBAPIError as err:
+                    if is_encrypted(engine) and "not a database" in str(err.orig).lower():
+                        raise GalleryError(
+                            f"{where}: cannot be decrypted with the key in "
+                            f"{key_file_path(Path(where)).name} (a key file of another "
+                            "gallery, or a corrupt database); it was left untouched"
+                        ) from None
+                    raise
+                if not is_encrypted(engine) and config.encrypt:
+                    logger.warning("the gallery %s is not encrypted; run `faceapp keys migrate "
+                                   "--db %s` to encrypt it", where, where)
             _check_and_migrate(engine, db_url)
             if is_sqlite(engine) and sqlite_path(db_url) is not None:
                 _ensure_wal(engine)
@@ -322,6 +440,53 @@ def open_database(url: str | None = None, config: DatabaseConfig = DatabaseConfi
         engine.dispose()
         raise
     return engine
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    """What :func:`purge_deleted` did to a SQLite file.
+
+    ``vacuumed``: the file was rebuilt without free pages; ``wal_busy``: another connection
+    kept the write-ahead log from being emptied (it is emptied at the next checkpoint);
+    ``freelist_pages``: free pages left (0 after a VACUUM).
+    """
+
+    vacuumed: bool
+    wal_busy: bool
+    freelist_pages: int
+    wal_bytes: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"secure_delete": True, "vacuumed": self.vacuumed, "wal_busy": self.wal_busy,
+                "freelist_pages": self.freelist_pages, "wal_bytes": self.wal_bytes}
+
+
+def purge_deleted(engine: Engine) -> PurgeReport:
+    """Make deleted rows leave the disk files, after their deletion was committed.
+
+    Every connection runs with ``secure_delete`` (deleted cells are zeroed); this then
+    ``VACUUM``s (no free page keeps old bytes) and checkpoints the write-ahead log with
+    ``TRUNCATE`` (its frames held the pages from before the deletion). Nothing to do for
+    in-memory SQLite or another back end (a report with ``vacuumed=False``).
+    """
+    url = engine.url.render_as_string(hide_password=False)
+    path = sqlite_path(url)
+    if not is_sqlite(engine) or path is None:
+        return PurgeReport(False, False, 0, 0)
+    with translate_errors(f"{_describe(url)} (purge)"):
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            try:
+                cur.execute("VACUUM")
+                busy = int(cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+                free = int(cur.execute("PRAGMA freelist_count").fetchone()[0])
+            finally:
+                cur.close()
+        finally:
+            raw.close()
+    wal = Path(f"{path}-wal")
+    return PurgeReport(True, bool(busy), free, wal.stat().st_size if wal.exists() else 0)
 
 
 def bump_generation(session: Session) -> int:

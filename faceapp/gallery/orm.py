@@ -11,6 +11,8 @@ Tables:
 * ``event``: an append-only log of enrol / verify / recognize / rename / delete / import /
   reembed operations. It names the person as text (no foreign key) so that the history
   survives a deletion.
+* ``audit_entry``: the hash-chained, append-only audit log (:mod:`faceapp.gallery.audit`).
+* ``consent``: consent to enrolment per person (:mod:`faceapp.gallery.privacy`).
 * ``setting``: small key/value store (user-chosen thresholds, see ``services``).
 * ``schema_info``: the schema version (one row), a ``generation`` counter incremented by
   every change of people/templates (so that a process can tell its cached index is stale)
@@ -163,3 +165,40 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One entry of the tamper-evident audit log (see :mod:`faceapp.gallery.audit`):
+    who/what/when, never biometric data. ``time`` is ISO-8601 UTC text (hashed as stored);
+    ``hash`` = SHA-256 of ``prev_hash`` and the entry's canonical JSON. SQLite triggers
+    refuse UPDATE and DELETE on this table (append-only)."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    time: Mapped[str] = mapped_column(String(40), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(NAME_MAX_LEN), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ConsentRecord(Base):
+    """Consent to enrolment of one person (see :mod:`faceapp.gallery.privacy`): who gave
+    it, who recorded it, when, for what purpose, on what basis. Deleted with the person."""
+
+    __tablename__ = "consent"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(
+        ForeignKey("person.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    given_by: Mapped[str] = mapped_column(String(NAME_MAX_LEN))
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    purpose: Mapped[str] = mapped_column(String(500))
+    basis: Mapped[str] = mapped_column(Text)

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from faceapp.errors import DuplicatePerson, GalleryError, PersonNotFound
+from faceapp.gallery import audit
 from faceapp.gallery.database import bump_generation
 from faceapp.gallery.orm import (
     NAME_MAX_LEN,
@@ -338,6 +339,21 @@ class GalleryRepository:
         )
         return list(self.session.execute(stmt).scalars())
 
+    def template_ids_of(self, person_id: int) -> list[int]:
+        """Ids of a person's templates, ascending (no embedding decoded)."""
+        stmt = select(FaceTemplate.id).where(FaceTemplate.person_id == person_id).order_by(
+            FaceTemplate.id)
+        return [int(i) for i in self.session.execute(stmt).scalars()]
+
+    def count_crops(self, template_ids: Sequence[int]) -> int:
+        ids = list(template_ids)
+        n = 0
+        for start in range(0, len(ids), 500):
+            n += int(self.session.execute(
+                select(func.count()).select_from(FaceCrop)
+                .where(FaceCrop.template_id.in_(ids[start : start + 500]))).scalar_one())
+        return n
+
     def crop_png(self, template_id: int) -> bytes | None:
         return self.session.execute(
             select(FaceCrop.png).where(FaceCrop.template_id == template_id)
@@ -446,6 +462,14 @@ class GalleryRepository:
         model_id: str | None = None,
         detail: str = "",
     ) -> None:
+        """One row of the ``event`` history, and its entry in the audit log (same
+        transaction; no biometric data in either)."""
+        finite = None if score is None or not np.isfinite(score) else float(score)
+        facts = {"score": finite, "threshold": threshold, "scorer": scorer,
+                 "model_id": model_id, "detail": detail or None}
+        audit.append(self.session, kind, outcome, subject=person or "",
+                     detail=json.dumps({k: v for k, v in facts.items() if v is not None},
+                                       sort_keys=True, default=_json_default))
         self.session.add(
             Event(
                 kind=kind,

@@ -8,11 +8,17 @@ It is used only when both stamps equal the database's current values: any change
 people or templates bumps the generation, so a stale snapshot is never read (it is
 ignored, then replaced). The services delete the snapshots after every change of templates,
 so that deleted faces do not linger on disk. Only SQLite files get snapshots.
+
+The snapshot of an encrypted gallery is sealed (AES-256-GCM, see
+:class:`~faceapp.gallery.crypto.AtRest`) with a key derived from the gallery's data key and
+associated data naming the gallery and model: its bytes hold no embedding in clear, and a
+snapshot copied from another gallery or modified does not open (it is ignored and rebuilt).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceapp.gallery.crypto import AtRest, IntegrityError
 from faceapp.gallery.database import sqlite_path
 from faceapp.gallery.matching import GalleryIndex
 
@@ -77,8 +84,9 @@ def save_snapshot(
     *,
     gallery_uuid: str,
     generation: int,
+    cipher: AtRest = AtRest(),
 ) -> None:
-    """Write ``index`` (grouped rows) atomically with mode 0600."""
+    """Write ``index`` (grouped rows) atomically with mode 0600, sealed by ``cipher``."""
     people = index.people()
     meta = {
         "version": SNAPSHOT_VERSION,
@@ -89,17 +97,21 @@ def save_snapshot(
         "stale": int(stale),
         "names": [[int(p), names.get(int(p), str(p))] for p in people],
     }
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+        template_ids=index.row_template_ids(),
+        person_ids=index.row_person_ids(),
+        embeddings=np.asarray(index.embeddings()),
+    )
+    data = cipher.seal(buf.getbuffer().tobytes(), _aad(gallery_uuid, index.model_id))
+    del buf
     tmp = path.with_name(path.name + ".partial")
     try:
         fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-                template_ids=index.row_template_ids(),
-                person_ids=index.row_person_ids(),
-                embeddings=np.asarray(index.embeddings()),
-            )
+            fh.write(data)
         os.replace(tmp, path)
         logger.info("saved index snapshot %s (%d templates)", path, len(index))
     except OSError as err:
@@ -108,15 +120,22 @@ def save_snapshot(
         logger.warning("could not save index snapshot %s: %s", path, err)
 
 
+def _aad(gallery_uuid: str, model_id: str) -> bytes:
+    return f"faceapp-index-snapshot/{SNAPSHOT_VERSION}/{gallery_uuid}/{model_id}".encode()
+
+
 def load_snapshot(
-    path: Path, *, model_id: str, gallery_uuid: str, generation: int
+    path: Path, *, model_id: str, gallery_uuid: str, generation: int,
+    cipher: AtRest = AtRest(),
 ) -> IndexSnapshot | None:
-    """The snapshot at ``path`` if it matches this gallery, model and generation, else
-    ``None`` (missing, stale, or unreadable: logged, never raised)."""
+    """The snapshot at ``path`` if it matches this gallery, model and generation (and opens
+    with ``cipher``), else ``None`` (missing, stale, foreign or unreadable: logged, never
+    raised)."""
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        raw = cipher.unseal(path.read_bytes(), _aad(gallery_uuid, model_id))
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode("utf-8"))
             if (
                 meta.get("version") != SNAPSHOT_VERSION
@@ -131,6 +150,6 @@ def load_snapshot(
             )
         names = {int(p): str(n) for p, n in meta["names"]}
         return IndexSnapshot(index, names, int(meta["stale"]))
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, IntegrityError) as err:
         logger.warning("ignoring unreadable index snapshot %s: %s", path, err)
         return None

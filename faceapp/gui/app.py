@@ -29,7 +29,10 @@ LAUNCH_T0_ENV = "FACEAPP_LAUNCH_T0"
 are counted from it. Without it, from the process start time in ``/proc``."""
 
 
-def service_opener(device: str = "cpu") -> ServiceOpener:
+KeyPrompt = Callable[[str, bool], str]
+
+
+def service_opener(device: str = "cpu", key_prompt: KeyPrompt | None = None) -> ServiceOpener:
     """A function that opens a ``FaceService`` for given settings (run in a worker thread).
 
     The gallery's search index is loaded too (from its snapshot when valid), so that the
@@ -42,7 +45,8 @@ def service_opener(device: str = "cpu") -> ServiceOpener:
         from faceapp.services import FaceService
 
         service = FaceService.open(
-            db_url=settings.db or None, model_path=settings.model or None, device=device
+            db_url=settings.db or None, model_path=settings.model or None, device=device,
+            key_prompt=key_prompt,
         )
         try:
             service.load_index()
@@ -53,7 +57,7 @@ def service_opener(device: str = "cpu") -> ServiceOpener:
     return open_service
 
 
-def gallery_opener() -> ServiceOpener:
+def gallery_opener(key_prompt: KeyPrompt | None = None) -> ServiceOpener:
     """A function that opens a gallery-only ``FaceService`` (no face model, so no torch:
     fast) for given settings, in a worker thread: listing, renaming, deleting, export and
     import work with it (see :meth:`MainWindow.open_service_async`)."""
@@ -62,10 +66,40 @@ def gallery_opener() -> ServiceOpener:
         from faceapp.services import FaceService
 
         return FaceService.open(
-            db_url=settings.db or None, model_path=settings.model or None, load_model=False
+            db_url=settings.db or None, model_path=settings.model or None, load_model=False,
+            key_prompt=key_prompt,
         )
 
     return open_gallery
+
+
+def ask_gallery_passphrase(db: str | None, parent: QWidget | None = None) -> KeyPrompt | None:
+    """When the gallery needs a typed passphrase (no OS keyring, ``$FACEAPP_PASSPHRASE``
+    unset), ask for it once here, in the GUI thread (twice for a new gallery), and return a
+    prompt that gives it to the workers that open the gallery; ``None`` when not needed or
+    cancelled (opening then reports what to do)."""
+    from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+    from faceapp.services import gallery_passphrase_needed
+
+    need = gallery_passphrase_needed(db)
+    if need == "none":
+        return None
+    label = ("Passphrase of the encrypted gallery:" if need == "unlock" else
+             "No OS keyring is available: choose a passphrase for the new encrypted gallery:")
+    first, ok = QInputDialog.getText(parent, "faceapp gallery", label, QLineEdit.EchoMode.Password)
+    if not ok or not first:
+        return None
+    if need == "new":
+        again, ok = QInputDialog.getText(parent, "faceapp gallery", "Repeat it:",
+                                         QLineEdit.EchoMode.Password)
+        if not ok or again != first:
+            return None
+
+    def prompt(_message: str, _confirm: bool) -> str:
+        return first
+
+    return prompt
 
 
 def check_display() -> None:
@@ -292,8 +326,10 @@ def run(
     from faceapp.gui.main_window import MainWindow
     store = store if store is not None else SettingsStore()
     settings = store.load().with_overrides(camera=camera, db=db, model=model)
+    key_prompt = ask_gallery_passphrase(settings.db or None)
     window = MainWindow(
-        settings, store=store, open_service=service_opener(device), open_gallery=gallery_opener()
+        settings, store=store, open_service=service_opener(device, key_prompt),
+        open_gallery=gallery_opener(key_prompt),
     )
     if probe is not None:
         probe.watch_paint(window, "window_paint")

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QSize, QTimer, Signal
@@ -39,6 +39,9 @@ from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
 from faceapp.gui.workers import FrameResult, describe_error
+
+if TYPE_CHECKING:
+    from faceapp.services import Consent
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +438,13 @@ class EnrollPage(Page):
             and not self.confirm("Save anyway?", "\n".join(self._warnings) + "\n\nSave anyway?")
         ):
             return False
+        consent = None
+        if service.consent_required(name):  # an organisation's gallery, a new person
+            consent = self.ask_consent(name)
+            if consent is None:
+                self.ctx.show_error(f"{name} was not saved: this gallery records consent "
+                                    "before enrolling a new person.")
+                return False
         faces = [s.face for s in self._samples]
         sources = [s.source for s in self._samples]
         self.save_button.setEnabled(False)
@@ -449,12 +459,27 @@ class EnrollPage(Page):
             self.saved.emit(report)
 
         self.ctx.run_task(
-            lambda _p, _s: service.enroll_faces(name, faces, sources=sources),
+            lambda _p, _s: service.enroll_faces(name, faces, sources=sources, consent=consent),
             label=f"Saving {name}",
             on_result=done,
             on_finished=self._update_buttons,
         )
         return True
+
+    def ask_consent(self, name: str) -> Consent | None:
+        """Ask once for the consent of a new person: its purpose and basis (``None``:
+        cancelled)."""
+        purpose = self.ask_text(f"Consent of {name}",
+                                f"{name} consents to be enrolled for what purpose?")
+        if not purpose or not purpose.strip():
+            return None
+        basis = self.ask_text(f"Consent of {name}",
+                              "On what basis (how was consent given, e.g. signed form no.)?")
+        if not basis or not basis.strip():
+            return None
+        from faceapp.services import Consent
+
+        return Consent(purpose.strip(), basis.strip())
 
     # life cycle ----------------------------------------------------------------------------
     def deactivated(self) -> None:

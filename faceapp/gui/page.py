@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QLineEdit, QMessageBox, QWidget
 
 from faceapp.gui.context import AppContext
 from faceapp.gui.video_view import BAD
@@ -136,6 +136,19 @@ class Page(QWidget):
     def ask_text(self, title: str, label: str, default: str = "") -> str | None:
         text, ok = QInputDialog.getText(self, title, label, text=default)
         return text if ok else None
+
+    def ask_passphrase(self, title: str, label: str, *, confirm: bool = False) -> str | None:
+        """A passphrase typed in a password field (asked twice when ``confirm``); ``None``
+        when cancelled or the two differ."""
+        first, ok = QInputDialog.getText(self, title, label, QLineEdit.EchoMode.Password)
+        if not ok or not first:
+            return None
+        if confirm:
+            again, ok = QInputDialog.getText(self, title, "Repeat it:", QLineEdit.EchoMode.Password)
+            if not ok or again != first:
+                self.ctx.show_error("The two passphrases differ.")
+                return None
+        return first
 
     def ask_open_files(self, title: str, filter_: str) -> list[str]:
         files, _ = QFileDialog.getOpenFileNames(self, title, "", filter_)

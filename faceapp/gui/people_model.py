@@ -96,6 +96,9 @@ class PeopleListModel(QAbstractListModel):
             n = int(p.n_templates)
             created = getattr(p, "created", None)
             when = f", added {created:%Y-%m-%d %H:%M}" if hasattr(created, "strftime") else ""
+            expires = getattr(p, "expires", None)
+            if hasattr(expires, "strftime"):
+                when += f", expires {expires:%Y-%m-%d} (retention policy)"
             return f"{p.name}: {n} template{'s' if n != 1 else ''}{when}"
         if role == TEMPLATES_ROLE:
             return int(p.n_templates)

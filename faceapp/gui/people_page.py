@@ -28,7 +28,7 @@ from faceapp.gui.people_model import PeopleListModel, pixmap_from_png
 
 log = logging.getLogger(__name__)
 
-GALLERY_FILTER = "faceapp gallery export (*.json);;All files (*)"
+GALLERY_FILTER = "faceapp export bundle (*.faceapp);;All files (*)"
 
 
 def _template_png(template: Any) -> bytes | None:
@@ -324,15 +324,21 @@ class PeoplePage(Page):
         return True
 
     def export_gallery(self, path: str | None = None) -> bool:
+        """Write the gallery to an encrypted bundle (a passphrase is asked, twice)."""
         service = self.service
         if service is None:
             return False
         if path is None:
-            path = self.ask_save_file("Export gallery", GALLERY_FILTER, "gallery.json")
+            path = self.ask_save_file("Export gallery", GALLERY_FILTER, "gallery.faceapp")
         if not path:
             return False
+        passphrase = self.ask_passphrase(
+            "Export gallery", "Passphrase protecting the export (needed to import it):",
+            confirm=True)
+        if not passphrase:
+            return False
         self.ctx.run_task(
-            lambda _p, _s: service.export_gallery(path),
+            lambda _p, _s: service.export_gallery(path, passphrase=passphrase),
             label="Exporting gallery",
             on_result=lambda r: self.ctx.show_message(
                 f"Exported {r.people} people, {r.templates} templates to {path}."
@@ -350,6 +356,9 @@ class PeoplePage(Page):
         if path is None:
             path = self.ask_open_file("Import gallery", GALLERY_FILTER)
         if not path:
+            return False
+        passphrase = self.ask_passphrase("Import gallery", "Passphrase of the export:")
+        if not passphrase:
             return False
 
         def done(result: Any) -> None:
@@ -370,7 +379,8 @@ class PeoplePage(Page):
 
         def start(policy: str) -> None:
             self.ctx.run_task(
-                lambda _p, _s: service.import_gallery(path, on_conflict=policy),
+                lambda _p, _s: service.import_gallery(path, passphrase=passphrase,
+                                                      on_conflict=policy),
                 label="Importing gallery",
                 on_result=done,
                 on_error=failed,
