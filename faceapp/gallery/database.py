@@ -35,7 +35,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,21 +49,20 @@ from sqlalchemy.pool import StaticPool
 from faceapp import __version__
 from faceapp.config import resolve_paths
 from faceapp.errors import GalleryError
+from faceapp.gallery import migrations
 from faceapp.gallery.audit import install_append_only
 from faceapp.gallery.crypto import AtRest, subkey
 from faceapp.gallery.keys import KeyConfig, create_key_file, key_file_path, unlock
-from faceapp.gallery.orm import AuditEntry, Base, ConsentRecord, SchemaInfo
+from faceapp.gallery.orm import Base, SchemaInfo
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-"""Version of the schema this code writes. Bump it and add a step to :data:`MIGRATIONS`."""
+"""Coarse schema version in ``schema_info`` (a gallery above it is refused). Schema changes
+themselves are Alembic revisions in :mod:`faceapp.gallery.migrations`."""
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
-"""``MIGRATIONS[v]`` upgrades a database at version ``v`` to ``v + 1`` (run in a transaction)."""
 
 _WRITE_OPTION = "faceapp_write"
 
@@ -355,36 +354,30 @@ def _check_and_migrate(engine: Engine, url: str) -> None:
                         gallery_uuid=str(uuid.uuid4()),
                     )
                 )
+                migrations.stamp(conn, migrations.head_revision())
                 logger.info("initialised gallery schema v%d in %s", SCHEMA_VERSION, where)
                 return
             row = conn.execute(select(SchemaInfo.version).where(SchemaInfo.id == 1)).first()
             if row is None:
                 raise GalleryError(f"{where}: gallery has no schema version row (corrupt?)")
             version = int(row[0])
-            if version > SCHEMA_VERSION:
+            revision = migrations.current_revision(conn)
+            if version > SCHEMA_VERSION or (
+                    revision is not None and revision not in migrations.known_revisions()):
                 raise GalleryError(
-                    f"{where}: gallery schema v{version} was written by a newer faceapp "
-                    f"(this one reads v{SCHEMA_VERSION}); upgrade faceapp. "
-                    "The file was left untouched"
+                    f"{where}: gallery schema v{version} (revision {revision}) was written by "
+                    f"a newer faceapp (this one reads up to revision "
+                    f"{migrations.head_revision()}); upgrade faceapp. The file was left untouched"
                 )
-            while version < SCHEMA_VERSION:
-                step = MIGRATIONS.get(version)
-                if step is None:
-                    raise GalleryError(f"{where}: no migration from schema v{version}")
-                logger.info("migrating gallery %s from schema v%d", where, version)
-                step(conn)
-                version += 1
-                conn.execute(
-                    update(SchemaInfo)
-                    .where(SchemaInfo.id == 1)
-                    .values(version=version, app_version=__version__)
-                )
-            if AuditEntry.__tablename__ not in tables:
-                # an additive table: galleries made before the audit log get it on open
-                # (older faceapp versions ignore it), no schema version change
-                install_append_only(conn)
-            if ConsentRecord.__tablename__ not in tables:
-                ConsentRecord.__table__.create(conn, checkfirst=True)  # additive too
+            if revision is None:
+                # a gallery from before migrations existed: its schema is the baseline
+                migrations.stamp(conn, migrations.BASELINE)
+                revision = migrations.BASELINE
+            if revision != migrations.head_revision():
+                logger.info("migrating gallery %s from revision %s", where, revision)
+                migrations.upgrade(conn)
+                conn.execute(update(SchemaInfo).where(SchemaInfo.id == 1)
+                             .values(app_version=__version__))
 
 
 def _ensure_wal(engine: Engine) -> None:

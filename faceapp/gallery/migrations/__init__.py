@@ -1,0 +1,69 @@
+"""Schema migrations of the gallery through Alembic (SQLite and PostgreSQL alike).
+
+The revisions live in ``versions/`` beside this file: ``0001`` is the schema v1 that every
+faceapp gallery had before migrations existed, each later revision one step. A gallery
+records its revision in Alembic's ``alembic_version`` table.
+
+* a new gallery is created from the current models and stamped with the head revision;
+* a gallery without ``alembic_version`` (made before migrations) is stamped ``0001`` and
+  upgraded;
+* a gallery at an older revision is upgraded in the caller's transaction (so a failure
+  leaves it as it was);
+* a gallery at a revision this faceapp does not know was written by a newer faceapp: it
+  is refused by :func:`check_revision`, untouched.
+
+A new revision: ``alembic -c /dev/null`` is not needed; copy the newest file in
+``versions/``, give it the next id and ``down_revision``, and write ``upgrade()`` with
+``alembic.op``. ``tests/test_migrations.py`` checks that upgrading an empty database
+through every revision gives exactly the models' schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+BASELINE = "0001"
+"""The revision of a gallery made before migrations existed (schema v1)."""
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _config(conn: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE))
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest revision this faceapp knows."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships revisions
+        raise RuntimeError("no gallery migrations found")
+    return head
+
+
+def known_revisions() -> set[str]:
+    return {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The gallery's revision, ``None`` when it has no ``alembic_version`` table (yet)."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def stamp(conn: Connection, revision: str) -> None:
+    """Record ``revision`` without running anything (a gallery just made at that schema)."""
+    command.stamp(_config(conn), revision)
+
+
+def upgrade(conn: Connection, revision: str = "head") -> None:
+    """Run every migration from the gallery's revision up to ``revision``."""
+    command.upgrade(_config(conn), revision)

@@ -1,0 +1,1 @@
+"""Gallery schema revisions (see :mod:`faceapp.gallery.migrations`)."""
