@@ -31,7 +31,6 @@ it. SQLite connections are pooled per engine and never shared by two threads at 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import json
@@ -67,8 +66,10 @@ from faceapp.gallery.database import (
     bump_generation,
     current_generation,
     gallery_uuid,
+    is_read_only,
     open_database,
     read_session,
+    retry_when_locked,
     translate_errors,
     write_session,
 )
@@ -82,6 +83,15 @@ from faceapp.gallery.snapshot import (
     snapshot_path,
 )
 from faceapp.gallery.types import EMBEDDING_DTYPE
+from faceapp.gallery.validation import (
+    MAX_IMPORT_BYTES,
+    check_dimensions,
+    check_people_list,
+    check_templates_list,
+    gallery_dims,
+    read_bounded,
+    validate_template,
+)
 from faceapp.types import Box
 from faceapp.vision.images import ImageInput, describe_source, encode_png, load_image
 
@@ -124,7 +134,9 @@ class EnrollReport:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """1:1 decision: ``match`` is ``score >= threshold`` (best template of ``person``)."""
+    """1:1 decision: ``match`` is ``score >= threshold`` (best template of ``person``).
+    ``faces_found``: faces in the probe image; ``face``: the one compared (1-based, in the
+    order ``recognize`` lists them)."""
 
     person: str
     match: bool
@@ -132,6 +144,8 @@ class VerifyResult:
     threshold: float
     scorer: str
     box: Box | None = None
+    faces_found: int = 1
+    face: int = 1
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -139,6 +153,8 @@ class VerifyResult:
             "match": self.match,
             "score": _finite_or_none(self.score),
             "threshold": self.threshold,
+            "faces_found": self.faces_found,
+            "face": self.face,
             "scorer": self.scorer,
             "box": None if self.box is None else [round(v, 2) for v in self.box],
         }
@@ -318,6 +334,8 @@ class FaceService:
         self._where = engine.url.render_as_string(hide_password=True)
         self._url = engine.url.render_as_string(hide_password=False)
         self._snapshot_gen = -1
+        self.read_only = is_read_only(engine)
+        """Opened read-only: searches log no events and save no snapshots; writes fail."""
         # cached search index of the current model, valid for generation self._gen
         self._index: GalleryIndex | None = None
         self._gen = -1
@@ -386,7 +404,8 @@ class FaceService:
     def _save_snapshot_if_useful(self) -> None:
         """Persist the in-memory index of a large gallery that changed since its snapshot."""
         index = self._index
-        if index is None or len(index) < SNAPSHOT_MIN_TEMPLATES or self._gen == self._snapshot_gen:
+        if index is None or len(index) < SNAPSHOT_MIN_TEMPLATES or self._gen == self._snapshot_gen \
+                or self.read_only:
             return
         path = snapshot_path(self._url, index.model_id)
         if path is None:
@@ -482,7 +501,8 @@ class FaceService:
                 )
             else:
                 self._index = GalleryIndex(model_id, self._require_pipeline_dim())
-            if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES:
+            if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES \
+                    and not self.read_only:
                 save_snapshot(snap_path, self._index, self._names, self._stale,
                               gallery_uuid=uid, generation=gen)
                 self._snapshot_gen = gen
@@ -548,16 +568,30 @@ class FaceService:
         pipeline = self._require_pipeline()
         return list(pipeline.analyze(self._load(image)))
 
-    def _probe_face(self, probe: ImageInput | FaceEmbedding) -> FaceEmbedding:
-        """The face to verify: a given face, or the largest face of an image."""
+    def _probe_face(self, probe: ImageInput | FaceEmbedding, *, face: int | None = None,
+                    largest: bool = False) -> tuple[FaceEmbedding, int, int]:
+        """The face to verify, the number of faces found and its 1-based number: a given
+        face; the only face of an image; else the ``face``-th (``recognize``'s order) or,
+        with ``largest``, the largest. Several faces and no choice: :class:`MultipleFaces`."""
         if _is_face(probe):
-            return probe  # type: ignore[return-value]
+            return probe, 1, 1  # type: ignore[return-value]
         faces = self._analyze(probe)  # type: ignore[arg-type]
+        where = describe_source(probe)
         if not faces:
-            raise NoFaceFound(f"{describe_source(probe)}: no face found")
-        if len(faces) > 1:
-            logger.info("%s: %d faces, verifying the largest", describe_source(probe), len(faces))
-        return max(faces, key=_face_area)
+            raise NoFaceFound(f"{where}: no face found")
+        if face is not None:
+            if not 1 <= face <= len(faces):
+                raise MultipleFaces(f"{where}: face {face} asked for, {len(faces)} found")
+            return faces[face - 1], len(faces), face
+        if len(faces) == 1:
+            return faces[0], 1, 1
+        if not largest:
+            raise MultipleFaces(
+                f"{where}: {len(faces)} faces found; choose one with --largest or --face N "
+                f"(1..{len(faces)}, numbered as `faceapp recognize` lists them)")
+        number = max(range(len(faces)), key=lambda i: _face_area(faces[i])) + 1
+        logger.info("%s: %d faces, verifying the largest (face %d)", where, len(faces), number)
+        return faces[number - 1], len(faces), number
 
     def _check_embedding(self, face: FaceEmbedding) -> np.ndarray:
         """The (D,) float32 embedding of a face made by the current model."""
@@ -799,14 +833,18 @@ class FaceService:
         scorer: str = DISTANCE,
         threshold: float | None = None,
         log_event: bool = True,
+        face: int | None = None,
+        largest: bool = False,
     ) -> VerifyResult:
-        """Is the face in ``probe`` (its largest face) the person ``name``? Best-template
-        score against τ (``match`` when ``score >= threshold``). ``log_event=False`` skips
-        the event row (live camera loops that decide over several frames)."""
+        """Is the face in ``probe`` the person ``name``? Best-template score against τ
+        (``match`` when ``score >= threshold``). An image with several faces needs
+        ``face=N`` (1-based, ``recognize``'s order) or ``largest=True``, else
+        :class:`MultipleFaces`. ``log_event=False`` skips the event row (live camera loops
+        that decide over several frames)."""
         key = normalize_name(name)
         scorer_obj = self._scorer(scorer)
         tau = self._resolve_threshold(scorer, threshold)
-        face = self._probe_face(probe)
+        face, n_faces, number = self._probe_face(probe, face=face, largest=largest)
         emb = self._check_embedding(face)
         with self._read("verify") as (s, repo):
             person = repo.get_person(key)
@@ -815,12 +853,13 @@ class FaceService:
         if pid not in set(index.people().tolist()):
             raise GalleryError(f"{key!r} has no templates to compare with; enrol them first")
         v = index.verify(pid, emb, model_id=self.model_id, threshold=tau, scorer=scorer_obj)
-        if log_event:
+        if log_event and not self.read_only:
             with self._write("verify") as (_, repo):
                 repo.log_event("verify", "match" if v.match else "no match", person=key,
                                score=v.score, threshold=tau, scorer=scorer,
                                model_id=self.model_id)
-        return VerifyResult(key, v.match, v.score, tau, scorer, tuple(face.detection.box))
+        return VerifyResult(key, v.match, v.score, tau, scorer, tuple(face.detection.box),
+                            n_faces, number)
 
     @_serialised
     def recognize(
@@ -869,7 +908,7 @@ class FaceService:
                 threshold=tau,
                 scorer=scorer,
             ))
-        if log_event:
+        if log_event and not self.read_only:
             with self._write("recognize") as (_, repo):
                 for r in out:
                     outcome = "unknown" if r.person is None else (
@@ -1099,9 +1138,17 @@ class FaceService:
 
     @_serialised
     def import_gallery(
-        self, path: str | os.PathLike[str], *, on_conflict: ConflictPolicy = "error"
+        self, path: str | os.PathLike[str], *, on_conflict: ConflictPolicy = "error",
+        max_bytes: int = MAX_IMPORT_BYTES,
     ) -> GalleryTransfer:
         """Add the people of an exported file, in one transaction.
+
+        Every template is validated first (:mod:`faceapp.gallery.validation`: dimension
+        equal to its model's, finite unit embedding, model id, crop decodable within the
+        image caps, bounded fields; a file above ``max_bytes`` is refused): one bad
+        template refuses the whole file, naming the person and template, nothing written.
+        When another process holds the gallery's write lock beyond the busy timeout, the
+        transaction is retried with back-off (:func:`retry_when_locked`).
 
         ``on_conflict`` for a name that exists already: ``error`` (nothing imported,
         :class:`DuplicatePerson`), ``skip`` that person, or ``merge`` their templates into
@@ -1110,10 +1157,21 @@ class FaceService:
         """
         if on_conflict not in ("error", "skip", "merge"):
             raise ValueError(f"on_conflict must be error, skip or merge, not {on_conflict!r}")
-        people = _read_export(Path(path))
+        people = _read_export(Path(path), max_bytes)
+        return retry_when_locked(lambda: self._import_people(path, people, on_conflict),
+                                 f"import of {path}")
+
+    def _import_people(self, path: str | os.PathLike[str],
+                       people: list[tuple[str, list[NewTemplate]]],
+                       on_conflict: ConflictPolicy) -> GalleryTransfer:
+        """One write transaction: everything or nothing."""
         skipped: list[str] = []
         n_people = n_templates = 0
-        with self._write("import") as (_, repo):
+        with self._write("import") as (s, repo):
+            known: dict[str, set[int] | int] = dict(gallery_dims(s))
+            if self._pipeline is not None:
+                known[self._pipeline.model_id] = self._require_pipeline_dim()
+            check_dimensions(Path(path), people, known)
             clashes = [name for name, _ in people if repo.find_person(name) is not None]
             if clashes and on_conflict == "error":
                 raise DuplicatePerson(
@@ -1163,6 +1221,7 @@ class FaceService:
         total = len(todo)
         done = 0
         missing: list[int] = []
+        unusable: list[str] = []
         if progress is not None:
             progress(0, total)
         size = self._model_input_size()
@@ -1171,12 +1230,22 @@ class FaceService:
                 logger.info("reembed stopped after %d of %d templates", done, total)
                 break
             ids = [tid for tid, _ in todo[start : start + batch_size]]
-            with self._write("reembed") as (_, repo):
+            with self._write("reembed") as (s, repo):
                 crops = repo.crops(ids)
                 ready = [t for t in ids if t in crops]
                 missing.extend(t for t in ids if t not in crops)
+                decoded: dict[int, np.ndarray] = {}
+                for tid in ready:
+                    try:
+                        decoded[tid] = _decode_crop(crops[tid], size)
+                    except InvalidImage as err:  # this one is skipped, the others go on
+                        who = _template_owner(s, tid)
+                        unusable.append(f"template {tid} of {who!r} ({err.reason})")
+                        logger.warning("reembed: skipping template %d of %r: its crop %s",
+                                       tid, who, err.reason)
+                ready = [t for t in ready if t in decoded]
                 if ready:
-                    arrays = np.stack([_decode_crop(crops[t], size) for t in ready])
+                    arrays = np.stack([decoded[t] for t in ready])
                     embs = np.asarray(pipeline.embed_crops(arrays), dtype=np.float32)
                     for tid, emb in zip(ready, embs, strict=True):
                         repo.set_template_embedding(tid, model_id, emb)
@@ -1190,11 +1259,16 @@ class FaceService:
         self._invalidate()
         if done:
             self._templates_changed()
+        problems = []
         if missing:
-            raise GalleryError(
-                f"{len(missing)} template(s) have no stored crop and cannot be recomputed "
-                f"(ids {missing[:10]}); delete and re-enrol them"
-            )
+            problems.append(f"{len(missing)} template(s) have no stored crop and cannot be "
+                            f"recomputed (ids {missing[:10]}); delete and re-enrol them")
+        if unusable:
+            problems.append(f"{len(unusable)} template(s) were skipped: "
+                            + "; ".join(unusable[:10]) + (" ..." if len(unusable) > 10 else "")
+                            + "; delete and re-enrol them")
+        if problems:
+            raise GalleryError(f"recomputed {done} of {total} template(s); " + "; ".join(problems))
         return done
 
     def _model_input_size(self) -> int | None:
@@ -1205,6 +1279,14 @@ class FaceService:
 
 
 # ---------------------------------------------------------------------- file helpers
+def _template_owner(session: Session, template_id: int) -> str:
+    """Name of the person a template belongs to (for messages)."""
+    from faceapp.gallery.orm import FaceTemplate
+
+    row = session.get(FaceTemplate, template_id)
+    return row.person.name if row is not None and row.person is not None else "?"
+
+
 def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
     """PNG bytes -> (S, S, 3) uint8, resized to the model's input size when it differs."""
     crop = load_image(png)
@@ -1232,14 +1314,15 @@ def _write_private(path: Path, data: bytes) -> None:
         raise GalleryError(f"{path}: cannot write the export ({err})") from err
 
 
-def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
-    """Parse and validate an export file into (name, templates) pairs."""
+def _read_export(path: Path, max_bytes: int = MAX_IMPORT_BYTES) -> list[tuple[str, list[NewTemplate]]]:
+    """Parse and validate an export file into (name, templates) pairs (every field of every
+    template: :mod:`faceapp.gallery.validation`)."""
+    data = read_bounded(path, max_bytes)
     try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise GalleryError(f"{path}: file not found") from None
-    except (OSError, ValueError) as err:
+        doc = json.loads(data)
+    except ValueError as err:
         raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
+    del data
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise GalleryError(f"{path}: not a faceapp gallery export")
     if doc.get("version") != EXPORT_VERSION:
@@ -1247,38 +1330,16 @@ def _read_export(path: Path) -> list[tuple[str, list[NewTemplate]]]:
                            f"(this faceapp reads {EXPORT_VERSION})")
     out: list[tuple[str, list[NewTemplate]]] = []
     seen: set[str] = set()
-    try:
-        for p in doc["people"]:
-            name = normalize_name(p["name"])
-            if name in seen:
-                raise GalleryError(f"{path}: person {name!r} appears twice")
-            seen.add(name)
-            templates = []
-            for t in p["templates"]:
-                dim = int(t["dim"])
-                raw = base64.b64decode(t["embedding"], validate=True)
-                if len(raw) != dim * EMBEDDING_DTYPE.itemsize:
-                    raise GalleryError(f"{path}: a template of {name!r} has a bad embedding size")
-                emb = np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
-                if not np.all(np.isfinite(emb)):
-                    raise GalleryError(f"{path}: a template of {name!r} is not finite")
-                crop = None
-                if t.get("crop_png") is not None:
-                    crop = base64.b64decode(t["crop_png"], validate=True)
-                    if not crop.startswith(PNG_SIGNATURE):
-                        raise GalleryError(f"{path}: a crop of {name!r} is not a PNG")
-                created = datetime.fromisoformat(t["created"]) if t.get("created") else None
-                templates.append(NewTemplate(
-                    model_id=str(t["model_id"]), embedding=emb, crop_png=crop,
-                    source=str(t.get("source", "")), quality=dict(t.get("quality") or {}),
-                    created=created,
-                ))
-            out.append((name, templates))
-    except GalleryError:
-        raise
-    except (KeyError, TypeError, ValueError, binascii.Error) as err:
-        raise GalleryError(f"{path}: malformed gallery export ({type(err).__name__}: {err})") \
-            from None
+    for i, p in enumerate(check_people_list(path, doc.get("people")), 1):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise GalleryError(f"{path}: person {i} has no name; nothing was imported")
+        name = normalize_name(p["name"])
+        if name in seen:
+            raise GalleryError(f"{path}: person {name!r} appears twice")
+        seen.add(name)
+        templates = check_templates_list(path, name, p.get("templates"))
+        out.append((name, [validate_template(path, name, j, t)
+                           for j, t in enumerate(templates, 1)]))
     return out
 
 
