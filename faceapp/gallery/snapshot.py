@@ -108,6 +108,39 @@ def save_snapshot(
         logger.warning("could not save index snapshot %s: %s", path, err)
 
 
+def _read_stored_npz(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` (as :func:`save_snapshot` writes), each read
+    straight from its offset into its final buffer: a cold open of 10⁶ rows is bound by
+    the disk, not by a second copy and a CRC pass over 0.5 GB as with ``np.load``. Any
+    other layout (a compressed member, ...) goes through ``np.load``."""
+    with zipfile.ZipFile(path) as zf:
+        infos = {n: zf.getinfo(f"{n}.npy") for n in names}
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos.values()):
+        with np.load(path, allow_pickle=False) as data:
+            return {n: data[n] for n in names}
+    out: dict[str, np.ndarray] = {}
+    with path.open("rb") as fh:
+        for name, info in infos.items():
+            fh.seek(info.header_offset)
+            local = fh.read(30)  # the member's local header: name and extra field lengths
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"bad zip member header for {name}")
+            skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+            fh.seek(info.header_offset + 30 + skip)
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype.hasobject or fortran:
+                raise ValueError(f"unexpected array layout for {name}")
+            arr = np.empty(shape, dtype=dtype)
+            if arr.nbytes and fh.readinto(memoryview(arr).cast("B")) != arr.nbytes:
+                raise ValueError(f"{name} is truncated")
+            out[name] = arr
+    return out
+
+
 def load_snapshot(
     path: Path, *, model_id: str, gallery_uuid: str, generation: int
 ) -> IndexSnapshot | None:
@@ -116,19 +149,19 @@ def load_snapshot(
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(bytes(data["meta"]).decode("utf-8"))
-            if (
-                meta.get("version") != SNAPSHOT_VERSION
-                or meta.get("model_id") != model_id
-                or meta.get("gallery_uuid") != gallery_uuid
-                or meta.get("generation") != generation
-            ):
-                logger.debug("index snapshot %s is stale", path)
-                return None
-            index = GalleryIndex.from_grouped(
-                model_id, data["template_ids"], data["person_ids"], data["embeddings"]
-            )
+        data = _read_stored_npz(path, ("meta", "template_ids", "person_ids", "embeddings"))
+        meta = json.loads(bytes(data["meta"]).decode("utf-8"))
+        if (
+            meta.get("version") != SNAPSHOT_VERSION
+            or meta.get("model_id") != model_id
+            or meta.get("gallery_uuid") != gallery_uuid
+            or meta.get("generation") != generation
+        ):
+            logger.debug("index snapshot %s is stale", path)
+            return None
+        index = GalleryIndex.from_grouped(
+            model_id, data["template_ids"], data["person_ids"], data["embeddings"]
+        )
         names = {int(p): str(n) for p, n in meta["names"]}
         return IndexSnapshot(index, names, int(meta["stale"]))
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
