@@ -292,3 +292,24 @@ def test_faiss_passes_its_real_child_process_check():
     result = selfcheck._run_child(FaissSQ8Backend(), 33, 5000)
     assert result["ok"], result
     assert 0.05 < result["worst"] <= 1.0 and result["seconds"] > 0
+
+
+def test_auto_skips_a_native_backend_slower_than_exact(monkeypatch, caplog):
+    monkeypatch.setitem(quantized.BACKENDS, "fake-native", _FakeNative)
+    monkeypatch.setattr(selfcheck, "AUTO_ORDER", ("fake-native",))
+
+    def slow(backend, dim, n):
+        return {"ok": True, "worst": 0.5, "detail": "fake", "speedup": 0.07}
+
+    with caplog.at_level(logging.INFO, logger="faceapp.gallery.selfcheck"):
+        assert choose_backend("auto", 20, 100_000, runner=slow).name == "exact"
+    assert "slower than the exact search" in caplog.text
+    selfcheck.clear_choices()
+    assert choose_backend("fake-native", 20, 100_000, runner=slow).name == "fake-native"  # forced
+    assert choose_backend("auto", 20, 500, runner=slow).name == "fake-native"  # too small to time
+
+
+@pytest.mark.parametrize("make", AVAILABLE[1:], ids=IDS[1:])
+def test_the_check_reports_a_speed_ratio(make):
+    result = check_backend(make(), 16, 5000)
+    assert result["ok"] and result["speedup"] > 0
