@@ -1211,8 +1211,10 @@ class FaceService:
         Works in batches, each committed on its own (a template is always consistent: its
         embedding and ``model_id`` change together), so it can be stopped
         (``should_stop()`` is polled between batches) and resumed. ``progress(done, total)``
-        is called after each batch. Templates without a crop cannot be recomputed and are
-        reported by a :class:`GalleryError` at the end. Returns the number recomputed.
+        is called after each batch. Templates without a crop, or whose crop cannot be
+        decoded (each logged with its id and person), are skipped, the others recomputed,
+        and all of them reported by a :class:`GalleryError` at the end. Returns the number
+        recomputed.
         """
         pipeline = self._require_pipeline()
         model_id = pipeline.model_id
