@@ -139,9 +139,9 @@ def test_quantize_rows_and_probe_by_loops(d):
     assert np.abs(codes.q8).max() == 127  # the largest |value| maps to ±127
     for i in range(40):
         err2 = sum((float(emb[i, j]) - codes.scale * int(codes.q8[i, j])) ** 2 for j in range(d))
-        assert math.sqrt(err2) <= codes.radius[i] <= math.sqrt(err2) * (1 + 1e-6) + 1e-12
+        assert math.sqrt(err2) <= codes.radius[i] <= math.sqrt(err2) * (1 + 1e-4) + 1e-6
         for j in range(d):
-            assert abs(float(emb[i, j]) - codes.scale * int(codes.q8[i, j])) <= codes.scale / 2 + 1e-9
+            assert abs(float(emb[i, j]) - codes.scale * int(codes.q8[i, j])) <= codes.scale * 0.5001
     q, s, rho = quantize_probe(emb[3])
     assert np.all(q == np.rint(q)) and np.abs(q).max() == 127
     assert math.sqrt(sum((float(a) - s * float(b)) ** 2 for a, b in zip(emb[3], q, strict=True))) <= rho
