@@ -313,3 +313,15 @@ def test_auto_skips_a_native_backend_slower_than_exact(monkeypatch, caplog):
 def test_the_check_reports_a_speed_ratio(make):
     result = check_backend(make(), 16, 5000)
     assert result["ok"] and result["speedup"] > 0
+
+
+@pytest.mark.skipif(not HAVE_FAISS, reason="faiss-cpu is not installed")
+@pytest.mark.parametrize("level", ["NONE", "AVX2", "AVX512"])
+def test_faiss_passes_at_every_simd_level(level, monkeypatch):
+    """FAISS picks its kernels by CPU at run time; forcing each level in the child process
+    runs the generic and AVX2 code on an AVX-512 machine too (a level the CPU lacks falls
+    back to one it has). The answers are exact integers: the same verdict everywhere."""
+    monkeypatch.setenv("FAISS_SIMD_LEVEL", level)
+    for d in (8, 33, 128):
+        result = selfcheck._run_child(FaissSQ8Backend(), d, 3000)
+        assert result["ok"], (level, d, result)
