@@ -31,7 +31,6 @@ it. SQLite connections are pooled per engine and never shared by two threads at 
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import functools
 import hashlib
@@ -73,9 +72,11 @@ from faceapp.gallery.database import (
     bump_generation,
     current_generation,
     gallery_uuid,
+    is_read_only,
     open_database,
     purge_deleted,
     read_session,
+    retry_when_locked,
     sqlite_path,
     translate_errors,
     write_session,
@@ -98,6 +99,15 @@ from faceapp.gallery.snapshot import (
     snapshot_path,
 )
 from faceapp.gallery.types import EMBEDDING_DTYPE
+from faceapp.gallery.validation import (
+    MAX_IMPORT_BYTES,
+    check_dimensions,
+    check_people_list,
+    check_templates_list,
+    gallery_dims,
+    read_bounded,
+    validate_template,
+)
 from faceapp.types import Box
 from faceapp.vision.images import ImageInput, describe_source, encode_png, load_image
 
@@ -140,7 +150,9 @@ class EnrollReport:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """1:1 decision: ``match`` is ``score >= threshold`` (best template of ``person``)."""
+    """1:1 decision: ``match`` is ``score >= threshold`` (best template of ``person``).
+    ``faces_found``: faces in the probe image; ``face``: the one compared (1-based, in the
+    order ``recognize`` lists them)."""
 
     person: str
     match: bool
@@ -148,6 +160,8 @@ class VerifyResult:
     threshold: float
     scorer: str
     box: Box | None = None
+    faces_found: int = 1
+    face: int = 1
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -155,6 +169,8 @@ class VerifyResult:
             "match": self.match,
             "score": _finite_or_none(self.score),
             "threshold": self.threshold,
+            "faces_found": self.faces_found,
+            "face": self.face,
             "scorer": self.scorer,
             "box": None if self.box is None else [round(v, 2) for v in self.box],
         }
@@ -422,6 +438,8 @@ class FaceService:
         self._url = engine.url.render_as_string(hide_password=False)
         self._snapshot_gen = -1
         self._at_rest = at_rest(engine)  # snapshot sealing of an encrypted gallery
+        self.read_only = is_read_only(engine)
+        """Opened read-only: searches log no events and save no snapshots; writes fail."""
         # cached search index of the current model, valid for generation self._gen
         self._index: GalleryIndex | None = None
         self._gen = -1
@@ -510,7 +528,8 @@ class FaceService:
     def _save_snapshot_if_useful(self) -> None:
         """Persist the in-memory index of a large gallery that changed since its snapshot."""
         index = self._index
-        if index is None or len(index) < SNAPSHOT_MIN_TEMPLATES or self._gen == self._snapshot_gen:
+        if index is None or len(index) < SNAPSHOT_MIN_TEMPLATES or self._gen == self._snapshot_gen \
+                or self.read_only:
             return
         path = snapshot_path(self._url, index.model_id)
         if path is None:
@@ -607,7 +626,8 @@ class FaceService:
                 )
             else:
                 self._index = GalleryIndex(model_id, self._require_pipeline_dim())
-            if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES:
+            if snap_path is not None and len(self._index) >= SNAPSHOT_MIN_TEMPLATES \
+                    and not self.read_only:
                 save_snapshot(snap_path, self._index, self._names, self._stale,
                               gallery_uuid=uid, generation=gen, cipher=self._at_rest)
                 self._snapshot_gen = gen
@@ -721,16 +741,30 @@ class FaceService:
         pipeline = self._require_pipeline()
         return list(pipeline.analyze(self._load(image)))
 
-    def _probe_face(self, probe: ImageInput | FaceEmbedding) -> FaceEmbedding:
-        """The face to verify: a given face, or the largest face of an image."""
+    def _probe_face(self, probe: ImageInput | FaceEmbedding, *, face: int | None = None,
+                    largest: bool = False) -> tuple[FaceEmbedding, int, int]:
+        """The face to verify, the number of faces found and its 1-based number: a given
+        face; the only face of an image; else the ``face``-th (``recognize``'s order) or,
+        with ``largest``, the largest. Several faces and no choice: :class:`MultipleFaces`."""
         if _is_face(probe):
-            return probe  # type: ignore[return-value]
+            return probe, 1, 1  # type: ignore[return-value]
         faces = self._analyze(probe)  # type: ignore[arg-type]
+        where = describe_source(probe)
         if not faces:
-            raise NoFaceFound(f"{describe_source(probe)}: no face found")
-        if len(faces) > 1:
-            logger.info("%s: %d faces, verifying the largest", describe_source(probe), len(faces))
-        return max(faces, key=_face_area)
+            raise NoFaceFound(f"{where}: no face found")
+        if face is not None:
+            if not 1 <= face <= len(faces):
+                raise MultipleFaces(f"{where}: face {face} asked for, {len(faces)} found")
+            return faces[face - 1], len(faces), face
+        if len(faces) == 1:
+            return faces[0], 1, 1
+        if not largest:
+            raise MultipleFaces(
+                f"{where}: {len(faces)} faces found; choose one with --largest or --face N "
+                f"(1..{len(faces)}, numbered as `faceapp recognize` lists them)")
+        number = max(range(len(faces)), key=lambda i: _face_area(faces[i])) + 1
+        logger.info("%s: %d faces, verifying the largest (face %d)", where, len(faces), number)
+        return faces[number - 1], len(faces), number
 
     def _check_embedding(self, face: FaceEmbedding) -> np.ndarray:
         """The (D,) float32 embedding of a face made by the current model."""
@@ -1051,14 +1085,18 @@ class FaceService:
         scorer: str = DISTANCE,
         threshold: float | None = None,
         log_event: bool = True,
+        face: int | None = None,
+        largest: bool = False,
     ) -> VerifyResult:
-        """Is the face in ``probe`` (its largest face) the person ``name``? Best-template
-        score against τ (``match`` when ``score >= threshold``). ``log_event=False`` skips
-        the event row (live camera loops that decide over several frames)."""
+        """Is the face in ``probe`` the person ``name``? Best-template score against τ
+        (``match`` when ``score >= threshold``). An image with several faces needs
+        ``face=N`` (1-based, ``recognize``'s order) or ``largest=True``, else
+        :class:`MultipleFaces`. ``log_event=False`` skips the event row (live camera loops
+        that decide over several frames)."""
         key = normalize_name(name)
         scorer_obj = self._scorer(scorer)
         tau = self._resolve_threshold(scorer, threshold)
-        face = self._probe_face(probe)
+        face, n_faces, number = self._probe_face(probe, face=face, largest=largest)
         emb = self._check_embedding(face)
         with self._read("verify") as (s, repo):
             person = repo.get_person(key)
@@ -1067,12 +1105,13 @@ class FaceService:
         if pid not in set(index.people().tolist()):
             raise GalleryError(f"{key!r} has no templates to compare with; enrol them first")
         v = index.verify(pid, emb, model_id=self.model_id, threshold=tau, scorer=scorer_obj)
-        if log_event:
+        if log_event and not self.read_only:
             with self._write("verify") as (_, repo):
                 repo.log_event("verify", "match" if v.match else "no match", person=key,
                                score=v.score, threshold=tau, scorer=scorer,
                                model_id=self.model_id)
-        return VerifyResult(key, v.match, v.score, tau, scorer, tuple(face.detection.box))
+        return VerifyResult(key, v.match, v.score, tau, scorer, tuple(face.detection.box),
+                            n_faces, number)
 
     @_serialised
     def recognize(
@@ -1124,7 +1163,7 @@ class FaceService:
                 threshold=tau,
                 scorer=scorer,
             ))
-        if log_event:
+        if log_event and not self.read_only:
             with self._write("recognize") as (_, repo):
                 for r in out:
                     outcome = "unknown" if r.person is None else (
@@ -1396,11 +1435,19 @@ class FaceService:
     def import_gallery(
         self, path: str | os.PathLike[str], *, passphrase: str,
         on_conflict: ConflictPolicy = "error", allow_plaintext: bool = False,
+        max_bytes: int = MAX_IMPORT_BYTES,
     ) -> GalleryTransfer:
         """Add the people of an export bundle, in one transaction, after its integrity check
         (a wrong ``passphrase`` or a modified bundle: :class:`WrongPassphrase`, nothing
         imported). ``allow_plaintext`` also accepts the unencrypted JSON exports of older
         versions (they cannot be verified).
+
+        Every template is validated first (:mod:`faceapp.gallery.validation`: dimension
+        equal to its model's, finite unit embedding, model id, crop decodable within the
+        image caps, bounded fields; a file above ``max_bytes`` is refused): one bad
+        template refuses the whole file, naming the person and template, nothing written.
+        When another process holds the gallery's write lock beyond the busy timeout, the
+        transaction is retried with back-off (:func:`retry_when_locked`).
 
         ``on_conflict`` for a name that exists already: ``error`` (nothing imported,
         :class:`DuplicatePerson`), ``skip`` that person, or ``merge`` their templates into
@@ -1409,10 +1456,22 @@ class FaceService:
         """
         if on_conflict not in ("error", "skip", "merge"):
             raise ValueError(f"on_conflict must be error, skip or merge, not {on_conflict!r}")
-        people = _read_export(Path(path), passphrase, allow_plaintext=allow_plaintext)
+        people = _read_export(Path(path), passphrase, allow_plaintext=allow_plaintext,
+                              max_bytes=max_bytes)
+        return retry_when_locked(lambda: self._import_people(path, people, on_conflict),
+                                 f"import of {path}")
+
+    def _import_people(self, path: str | os.PathLike[str],
+                       people: list[tuple[str, list[NewTemplate]]],
+                       on_conflict: ConflictPolicy) -> GalleryTransfer:
+        """One write transaction: everything or nothing."""
         skipped: list[str] = []
         n_people = n_templates = 0
-        with self._write("import") as (_, repo):
+        with self._write("import") as (s, repo):
+            known: dict[str, set[int] | int] = dict(gallery_dims(s))
+            if self._pipeline is not None:
+                known[self._pipeline.model_id] = self._require_pipeline_dim()
+            check_dimensions(Path(path), people, known)
             clashes = [name for name, _ in people if repo.find_person(name) is not None]
             if clashes and on_conflict == "error":
                 raise DuplicatePerson(
@@ -1452,8 +1511,10 @@ class FaceService:
         Works in batches, each committed on its own (a template is always consistent: its
         embedding and ``model_id`` change together), so it can be stopped
         (``should_stop()`` is polled between batches) and resumed. ``progress(done, total)``
-        is called after each batch. Templates without a crop cannot be recomputed and are
-        reported by a :class:`GalleryError` at the end. Returns the number recomputed.
+        is called after each batch. Templates without a crop, or whose crop cannot be
+        decoded (each logged with its id and person), are skipped, the others recomputed,
+        and all of them reported by a :class:`GalleryError` at the end. Returns the number
+        recomputed.
         """
         pipeline = self._require_pipeline()
         model_id = pipeline.model_id
@@ -1462,6 +1523,7 @@ class FaceService:
         total = len(todo)
         done = 0
         missing: list[int] = []
+        unusable: list[str] = []
         if progress is not None:
             progress(0, total)
         size = self._model_input_size()
@@ -1470,12 +1532,22 @@ class FaceService:
                 logger.info("reembed stopped after %d of %d templates", done, total)
                 break
             ids = [tid for tid, _ in todo[start : start + batch_size]]
-            with self._write("reembed") as (_, repo):
+            with self._write("reembed") as (s, repo):
                 crops = repo.crops(ids)
                 ready = [t for t in ids if t in crops]
                 missing.extend(t for t in ids if t not in crops)
+                decoded: dict[int, np.ndarray] = {}
+                for tid in ready:
+                    try:
+                        decoded[tid] = _decode_crop(crops[tid], size)
+                    except InvalidImage as err:  # this one is skipped, the others go on
+                        who = _template_owner(s, tid)
+                        unusable.append(f"template {tid} of {who!r} ({err.reason})")
+                        logger.warning("reembed: skipping template %d of %r: its crop %s",
+                                       tid, who, err.reason)
+                ready = [t for t in ready if t in decoded]
                 if ready:
-                    arrays = np.stack([_decode_crop(crops[t], size) for t in ready])
+                    arrays = np.stack([decoded[t] for t in ready])
                     embs = np.asarray(pipeline.embed_crops(arrays), dtype=np.float32)
                     for tid, emb in zip(ready, embs, strict=True):
                         repo.set_template_embedding(tid, model_id, emb)
@@ -1489,11 +1561,16 @@ class FaceService:
         self._invalidate()
         if done:
             self._templates_changed()
+        problems = []
         if missing:
-            raise GalleryError(
-                f"{len(missing)} template(s) have no stored crop and cannot be recomputed "
-                f"(ids {missing[:10]}); delete and re-enrol them"
-            )
+            problems.append(f"{len(missing)} template(s) have no stored crop and cannot be "
+                            f"recomputed (ids {missing[:10]}); delete and re-enrol them")
+        if unusable:
+            problems.append(f"{len(unusable)} template(s) were skipped: "
+                            + "; ".join(unusable[:10]) + (" ..." if len(unusable) > 10 else "")
+                            + "; delete and re-enrol them")
+        if problems:
+            raise GalleryError(f"recomputed {done} of {total} template(s); " + "; ".join(problems))
         return done
 
     def _model_input_size(self) -> int | None:
@@ -1512,6 +1589,14 @@ def gallery_passphrase_needed(db_url: str | None = None) -> Literal["none", "unl
 
 
 # ---------------------------------------------------------------------- file helpers
+def _template_owner(session: Session, template_id: int) -> str:
+    """Name of the person a template belongs to (for messages)."""
+    from faceapp.gallery.orm import FaceTemplate
+
+    row = session.get(FaceTemplate, template_id)
+    return row.person.name if row is not None and row.person is not None else "?"
+
+
 def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
     """PNG bytes -> (S, S, 3) uint8, resized to the model's input size when it differs."""
     crop = load_image(png)
@@ -1539,14 +1624,11 @@ def _write_private(path: Path, data: bytes, what: str = "the export") -> None:
         raise GalleryError(f"{path}: cannot write {what} ({err})") from err
 
 
-def _open_export(path: Path, passphrase: str, allow_plaintext: bool) -> bytes:
-    """The export document inside the bundle at ``path`` (its envelope checked)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise GalleryError(f"{path}: file not found") from None
-    except OSError as err:
-        raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
+def _open_export(path: Path, passphrase: str, allow_plaintext: bool,
+                 max_bytes: int = MAX_IMPORT_BYTES) -> bytes:
+    """The export document inside the bundle at ``path`` (its size bounded, its envelope
+    checked)."""
+    data = read_bounded(path, max_bytes)
     if is_bundle(data):
         return open_bundle(data, passphrase, str(path))
     if not allow_plaintext:
@@ -1555,13 +1637,16 @@ def _open_export(path: Path, passphrase: str, allow_plaintext: bool) -> bytes:
     return data
 
 
-def _read_export(path: Path, passphrase: str, *, allow_plaintext: bool = False
-                 ) -> list[tuple[str, list[NewTemplate]]]:
-    """Open, parse and validate an export bundle into (name, templates) pairs."""
+def _read_export(path: Path, passphrase: str, *, allow_plaintext: bool = False,
+                 max_bytes: int = MAX_IMPORT_BYTES) -> list[tuple[str, list[NewTemplate]]]:
+    """Open, parse and validate an export bundle into (name, templates) pairs (every field
+    of every template: :mod:`faceapp.gallery.validation`)."""
+    data = _open_export(path, passphrase, allow_plaintext, max_bytes)
     try:
-        doc = json.loads(_open_export(path, passphrase, allow_plaintext))
+        doc = json.loads(data)
     except ValueError as err:
         raise GalleryError(f"{path}: not a readable gallery export ({err})") from None
+    del data
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise GalleryError(f"{path}: not a faceapp gallery export")
     if doc.get("version") != EXPORT_VERSION:
@@ -1569,38 +1654,16 @@ def _read_export(path: Path, passphrase: str, *, allow_plaintext: bool = False
                            f"(this faceapp reads {EXPORT_VERSION})")
     out: list[tuple[str, list[NewTemplate]]] = []
     seen: set[str] = set()
-    try:
-        for p in doc["people"]:
-            name = normalize_name(p["name"])
-            if name in seen:
-                raise GalleryError(f"{path}: person {name!r} appears twice")
-            seen.add(name)
-            templates = []
-            for t in p["templates"]:
-                dim = int(t["dim"])
-                raw = base64.b64decode(t["embedding"], validate=True)
-                if len(raw) != dim * EMBEDDING_DTYPE.itemsize:
-                    raise GalleryError(f"{path}: a template of {name!r} has a bad embedding size")
-                emb = np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
-                if not np.all(np.isfinite(emb)):
-                    raise GalleryError(f"{path}: a template of {name!r} is not finite")
-                crop = None
-                if t.get("crop_png") is not None:
-                    crop = base64.b64decode(t["crop_png"], validate=True)
-                    if not crop.startswith(PNG_SIGNATURE):
-                        raise GalleryError(f"{path}: a crop of {name!r} is not a PNG")
-                created = datetime.fromisoformat(t["created"]) if t.get("created") else None
-                templates.append(NewTemplate(
-                    model_id=str(t["model_id"]), embedding=emb, crop_png=crop,
-                    source=str(t.get("source", "")), quality=dict(t.get("quality") or {}),
-                    created=created,
-                ))
-            out.append((name, templates))
-    except GalleryError:
-        raise
-    except (KeyError, TypeError, ValueError, binascii.Error) as err:
-        raise GalleryError(f"{path}: malformed gallery export ({type(err).__name__}: {err})") \
-            from None
+    for i, p in enumerate(check_people_list(path, doc.get("people")), 1):
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            raise GalleryError(f"{path}: person {i} has no name; nothing was imported")
+        name = normalize_name(p["name"])
+        if name in seen:
+            raise GalleryError(f"{path}: person {name!r} appears twice")
+        seen.add(name)
+        templates = check_templates_list(path, name, p.get("templates"))
+        out.append((name, [validate_template(path, name, j, t)
+                           for j, t in enumerate(templates, 1)]))
     return out
 
 

@@ -23,6 +23,7 @@ from faceapp.errors import (
     GalleryError,
     InvalidImage,
     ModelMismatch,
+    MultipleFaces,
     NoFaceFound,
     PersonNotFound,
     QualityRejected,
@@ -84,10 +85,23 @@ def test_enroll_recognize_verify(svc):
     assert v.score < 0.6
 
 
-def test_verify_uses_largest_face_and_needs_a_face(svc):
+def test_verify_needs_a_face_and_a_choice_among_several(svc):
+    """Several faces: verify says how many and takes --largest or --face N, never silently
+    the largest (a photo of Blair with Bush used to verify Blair's face against "Bush")."""
     enroll_three(svc)
-    v = svc.verify("Bob", img((1, 3, 0, 40), (2, 3, 0, 120)))
+    two = img((1, 3, 0, 40), (2, 3, 0, 120))
+    with pytest.raises(MultipleFaces, match=r"2 faces found; choose one with --largest or --face N"):
+        svc.verify("Bob", two)
+    v = svc.verify("Bob", two, largest=True)
     assert v.match and v.box == (10.0, 0.0, 130.0, 120.0)
+    assert (v.faces_found, v.face) == (2, 2) and v.to_dict()["faces_found"] == 2
+    first = svc.verify("Bob", two, face=1)  # Ann's face, against Bob
+    assert not first.match and (first.faces_found, first.face) == (2, 1)
+    assert first.box == (0.0, 0.0, 40.0, 40.0)
+    with pytest.raises(MultipleFaces, match="face 3 asked for, 2 found"):
+        svc.verify("Bob", two, face=3)
+    one = svc.verify("Bob", img((2, 4)))
+    assert one.match and (one.faces_found, one.face) == (1, 1)
     with pytest.raises(NoFaceFound):
         svc.verify("Bob", img())
     with pytest.raises(PersonNotFound):

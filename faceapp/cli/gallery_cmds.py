@@ -20,6 +20,7 @@ from typing import Any
 
 from faceapp.errors import FaceappError, GalleryError
 from faceapp.gallery.repository import normalize_name
+from faceapp.gallery.validation import private_file, private_folder
 from faceapp.services import Consent, FaceService
 from faceapp.vision.images import IMAGE_SUFFIXES
 
@@ -80,9 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_enroll)
 
     p = sub.add_parser("verify", parents=[with_model],
-                       help="1:1: is the (largest) face in IMAGE this person?")
+                       help="1:1: is the face in IMAGE this person?")
     p.add_argument("name")
     p.add_argument("image")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--largest", action="store_true",
+                       help="an image with several faces: compare its largest face")
+    which.add_argument("--face", type=_positive_int, metavar="N",
+                       help="an image with several faces: compare face N (1-based, as "
+                            "`faceapp recognize` numbers them)")
     _decision_options(p)
     p.set_defaults(func=_verify)
 
@@ -178,6 +185,16 @@ def _expand_images(items: list[str]) -> list[str]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4f}" if math.isfinite(x) else "n/a"
 
@@ -204,10 +221,12 @@ def _enroll(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     with _open_service(args) as svc:
-        res = svc.verify(args.name, args.image, scorer=args.scorer, threshold=args.threshold)
+        res = svc.verify(args.name, args.image, scorer=args.scorer, threshold=args.threshold,
+                         face=args.face, largest=args.largest)
     verdict = "MATCH" if res.match else "NO MATCH"
+    which = f" (face {res.face} of {res.faces_found})" if res.faces_found > 1 else ""
     _emit(args, res.to_dict(),
-          f"{verdict}: {args.image} vs {res.person} — score {_fmt(res.score)} "
+          f"{verdict}: {args.image}{which} vs {res.person} — score {_fmt(res.score)} "
           f"{'>=' if res.match else '<'} threshold {_fmt(res.threshold)} ({res.scorer})")
     return 0 if res.match else 1
 
@@ -243,12 +262,12 @@ def _people_show(args: argparse.Namespace) -> int:
     with _open_service(args, load_model=False) as svc:
         templates = svc.person_templates(args.name)
     name = normalize_name(args.name)
-    if args.crops:
+    if args.crops:  # face crops are biometric data: 0600 files, a new folder 0700
         folder = Path(args.crops)
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         for t in templates:
             if t.crop_png:
-                (folder / f"template_{t.id}.png").write_bytes(t.crop_png)
+                private_file(folder / f"template_{t.id}.png", t.crop_png)
     lines = [f"{name}: {len(templates)} template(s)"]
     for t in templates:
         ok = t.quality.get("ok", "?")

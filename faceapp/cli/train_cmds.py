@@ -12,6 +12,20 @@ from typing import Any
 from faceapp.config import default_model_path
 
 
+def _embedding_dim(text: str) -> int:
+    """``--dim``: a whole number from 2 to the gallery's largest storable dimension."""
+    from faceapp.gallery.types import MAX_EMBEDDING_DIM
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 2 <= value <= MAX_EMBEDDING_DIM:
+        raise argparse.ArgumentTypeError(
+            f"must be from 2 to {MAX_EMBEDDING_DIM} (the gallery stores at most that), got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train", help="train the encoder with triplet loss and online mining")
     p.add_argument("data", help="identity folders: DATA/<person>/<image>")
@@ -19,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="checkpoint to write (best epoch), e.g. models/NAME.pt")
     p.add_argument("--backbone", default="resnet", choices=["resnet", "inception_resnet_v1"])
     p.add_argument("--input-size", type=int, default=96)
-    p.add_argument("--dim", type=int, default=128, help="embedding dimension D")
+    p.add_argument("--dim", type=_embedding_dim, default=128,
+                   help="embedding dimension D (2..8192; every search backend handles any D)")
     p.add_argument("--width", type=int, default=32, help="channels of the first ResNet stage")
     p.add_argument("--layers", default="1,2,2,1", help="BasicBlocks per ResNet stage")
     p.add_argument("--miner", default="batch-hard", choices=["batch-hard", "semi-hard", "batch-all"])

@@ -5,7 +5,11 @@ Nothing here runs at import: :func:`open_database` builds an engine when called.
 SQLite specifics (the default back end, one file under ``db/``):
 
 * a new file is created with mode 0600 (a face gallery is biometric data), its directory
-  with 0700 when it has to be made;
+  with 0700 when it has to be made; an existing empty file that becomes a gallery is set
+  to 0600 too (and so are the -wal/-shm files SQLite makes beside it);
+* a file (or folder) this process cannot write is opened read-only (``mode=ro``; as
+  ``immutable`` when SQLite cannot make the -shm file and no -wal holds changes): listing
+  and searching work, writes raise "the database is read-only";
 * every connection runs ``PRAGMA foreign_keys=ON`` and a ``busy_timeout``;
 * the file is switched to WAL journaling (readers never block the writer) once the schema
   is known to be ours;
@@ -34,11 +38,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
+import time
+import urllib.parse
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import create_engine, event, inspect, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -56,6 +64,8 @@ from faceapp.gallery.keys import KeyConfig, create_key_file, key_file_path, unlo
 from faceapp.gallery.orm import Base, SchemaInfo
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 """Coarse schema version in ``schema_info`` (a gallery above it is refused). Schema changes
@@ -76,12 +86,16 @@ class DatabaseConfig:
     ``create``: make a new, empty gallery when the SQLite file does not exist.
     ``encrypt``: a new SQLite file is created encrypted (the default; ``False`` only for
     tests of the legacy format). ``keys``: where key-encryption keys come from.
+    ``read_only``: see below.
     """
 
     busy_timeout_s: float = 10.0
     create: bool = True
     encrypt: bool = True
     keys: KeyConfig = field(default_factory=KeyConfig)
+    read_only: bool = False
+    """Open without writing anything (also chosen by itself for a SQLite file, or a folder,
+    this process cannot write): reads work, writes raise "the database is read-only"."""
 
 
 _AT_REST_OPTION = "faceapp_at_rest"
@@ -145,7 +159,8 @@ def classify_gallery_file(path: Path, create: bool) -> FileState:
                 head = fh.read(len(SQLITE_MAGIC))
         except OSError as err:
             raise GalleryError(f"{path}: cannot read the gallery database ({err})") from err
-        if not head:
+        if not head:  # an empty file becomes a gallery: make it private first
+            _make_private(path)
             return "new"
         if head == SQLITE_MAGIC:
             return "plain"
@@ -169,6 +184,60 @@ def classify_gallery_file(path: Path, create: bool) -> FileState:
     except OSError as err:
         raise GalleryError(f"{path}: cannot create the gallery database ({err})") from err
     return "new"
+
+
+def _make_private(path: Path) -> None:
+    """Mode 0600 for a gallery file this process made or adopted, and for its -wal/-shm."""
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if p.exists() and (p.stat().st_mode & 0o077):
+                os.chmod(p, 0o600)
+        except OSError as err:
+            logger.warning("%s: could not make the gallery file private (%s)", p, err)
+
+
+def _writable(path: Path) -> bool:
+    """This process can write the SQLite file and create its -wal/-shm beside it."""
+    folder = path.parent if str(path.parent) else Path(".")
+    return os.access(path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
+
+
+_READ_ONLY: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def is_read_only(engine: Engine) -> bool:
+    """The engine was opened read-only (:attr:`DatabaseConfig.read_only`)."""
+    return engine in _READ_ONLY
+
+
+def _read_only_uri(path: Path, key: bytes = b"") -> str:
+    """A ``file:`` URI that opens ``path`` read-only (through SQLCipher's SQLite, keyed with
+    ``key`` for an encrypted gallery). In a folder this process cannot write, SQLite cannot
+    make the -shm file of a WAL gallery: then it is opened as immutable, which is right
+    only when no -wal file holds changes."""
+    module = sqlcipher_dbapi()
+    base = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    last: Exception | None = None
+    for uri in (base, base + "&immutable=1"):
+        if uri.endswith("immutable=1"):
+            wal = Path(f"{path}-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise GalleryError(
+                    f"{path}: read-only gallery whose journal ({wal.name}) holds changes "
+                    "not yet in the file; open it once where it can be written")
+        try:
+            conn = module.connect(uri, uri=True)
+            try:
+                if key:
+                    conn.execute("PRAGMA cipher_log_level = NONE")
+                    conn.execute(_key_pragma(key))
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                conn.close()
+            return uri
+        except module.DatabaseError as err:
+            last = err
+    raise GalleryError(f"{path}: cannot open the gallery read-only ({last})")
 
 
 def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float, key: bytes = b"") -> None:
@@ -234,7 +303,20 @@ def create_gallery_engine(url: str, config: DatabaseConfig = DatabaseConfig()) -
     if is_sqlite(url):
         path = sqlite_path(url)
         key = b""
-        if path is not None:
+        options: dict[str, Any] = {}
+        if path is not None and (config.read_only or (path.exists() and not _writable(path))):
+            state = classify_gallery_file(path, create=False)
+            if state == "encrypted":
+                key = unlock(path, config.keys)
+                options = {_AT_REST_OPTION: AtRest(subkey(key, "snapshot"))}
+            uri = _read_only_uri(path, key)
+            module = sqlcipher_dbapi()
+            engine = create_engine(
+                url, module=module, execution_options=options,
+                creator=lambda: module.connect(uri, uri=True, check_same_thread=False))
+            _READ_ONLY.add(engine)
+            logger.info("opened gallery %s read-only", path)
+        elif path is not None:
             existed = path.exists()
             state = classify_gallery_file(path, config.create)
             try:
@@ -307,6 +389,43 @@ def translate_errors(what: str) -> Iterator[None]:
         raise GalleryError(f"{what}: database error ({err})") from err
 
 
+LOCK_PATIENCE_S = 300.0
+"""How long :func:`retry_when_locked` keeps retrying a write that found the gallery locked."""
+
+
+def is_locked_error(err: BaseException) -> bool:
+    """A :class:`GalleryError` from :func:`translate_errors` for a lock held beyond the busy
+    timeout (another process is writing)."""
+    cause = err.__cause__
+    if not isinstance(err, GalleryError) or not isinstance(cause, DBAPIError):
+        return False
+    text = (str(cause.orig) if cause.orig is not None else str(cause)).lower()
+    return "locked" in text or "busy" in text
+
+
+def retry_when_locked(fn: Callable[[], _T], what: str, *, patience_s: float = LOCK_PATIENCE_S,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> _T:
+    """``fn()`` (one write transaction), run again with exponential back-off (0.1 s doubling
+    to 5 s, with jitter) while it fails because another process holds the write lock, for
+    up to ``patience_s``: concurrent big writers queue instead of failing. The transaction
+    must be all-or-nothing (a failed try wrote nothing)."""
+    start = clock()
+    delay = 0.1
+    tries = 0
+    while True:
+        try:
+            return fn()
+        except GalleryError as err:
+            tries += 1
+            if not is_locked_error(err) or clock() - start + delay > patience_s:
+                raise
+            logger.info("%s: the gallery is locked by another writer; retry %d in %.1f s",
+                        what, tries, delay)
+            sleep(delay * random.uniform(0.75, 1.25))
+            delay = min(5.0, delay * 2)
+
+
 @contextlib.contextmanager
 def write_session(engine: Engine) -> Iterator[Session]:
     """``with write_session(engine) as s:`` one write transaction, committed on success.
@@ -334,8 +453,39 @@ def read_session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
+def _check_read_only(engine: Engine, url: str) -> None:
+    """The schema checks of :func:`_check_and_migrate`, without writing."""
+    where = _describe(url)
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        if SchemaInfo.__tablename__ not in tables:
+            raise GalleryError(f"{where}: read-only, and not a faceapp gallery (or an empty file)")
+        row = conn.execute(select(SchemaInfo.version).where(SchemaInfo.id == 1)).first()
+        if row is None:
+            raise GalleryError(f"{where}: gallery has no schema version row (corrupt?)")
+        version = int(row[0])
+        revision = migrations.current_revision(conn)
+        if version != SCHEMA_VERSION or revision != migrations.head_revision():
+            raise GalleryError(
+                f"{where}: gallery schema v{version} (revision {revision}), this faceapp reads "
+                f"v{SCHEMA_VERSION} (revision {migrations.head_revision()}), and the file is "
+                "read-only (it cannot be migrated)")
+
+
+def _schema_is_current(engine: Engine) -> bool:
+    """A read (no write lock): the gallery schema is there at this code's version."""
+    with engine.connect() as conn:
+        if SchemaInfo.__tablename__ not in set(inspect(conn).get_table_names()):
+            return False
+        row = conn.execute(select(SchemaInfo.version).where(SchemaInfo.id == 1)).first()
+        return (row is not None and int(row[0]) == SCHEMA_VERSION
+                and migrations.current_revision(conn) == migrations.head_revision())
+
+
 def _check_and_migrate(engine: Engine, url: str) -> None:
     where = _describe(url)
+    if _schema_is_current(engine):
+        return  # nothing to write: no need to wait for another writer's lock
     with engine.connect() as conn:
         conn = conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
@@ -407,10 +557,12 @@ def open_database(url: str | None = None, config: DatabaseConfig = DatabaseConfi
     """
     db_url = resolve_paths(db=url).db_url
     where = _describe(db_url)
+    path = sqlite_path(db_url) if is_sqlite(db_url) else None
+    fresh = path is not None and (not path.exists() or path.stat().st_size == 0)
     engine = create_gallery_engine(db_url, config)
     try:
         with translate_errors(where):
-            if is_sqlite(engine) and sqlite_path(db_url) is not None:
+            if is_sqlite(engine) and path is not None:
                 try:
                     with engine.connect() as conn:
                         # read-only probe first: a corrupt header/schema fails here, unwritten
@@ -426,9 +578,14 @@ def open_database(url: str | None = None, config: DatabaseConfig = DatabaseConfi
                 if not is_encrypted(engine) and config.encrypt:
                     logger.warning("the gallery %s is not encrypted; run `faceapp keys migrate "
                                    "--db %s` to encrypt it", where, where)
+            if is_read_only(engine):
+                _check_read_only(engine, db_url)
+                return engine
             _check_and_migrate(engine, db_url)
-            if is_sqlite(engine) and sqlite_path(db_url) is not None:
+            if is_sqlite(engine) and path is not None:
                 _ensure_wal(engine)
+                if fresh:
+                    _make_private(path)
     except BaseException:
         engine.dispose()
         raise

@@ -90,19 +90,26 @@ class Int8Codes:
 
 
 def quantize_rows(emb: np.ndarray) -> Int8Codes:
-    """(N, D) float32 rows -> :class:`Int8Codes` (one symmetric scale for all rows)."""
+    """(N, D) float32 rows -> :class:`Int8Codes` (one symmetric scale for all rows).
+
+    Done in float32 (10⁶ × 128 rows in well under a second); the radius is then rounded up
+    by the float32 error of computing it: each ``x_k - s·c_k`` is off by at most
+    ``2⁻²⁴(|x_k| + |x_k - s·c_k|)``, the norm of D terms by ``D·2⁻²⁴`` relative."""
     emb = np.asarray(emb, dtype=np.float32)
     n, d = emb.shape
     peak = float(np.abs(emb).max()) if emb.size else 0.0
-    scale = peak / 127.0 if peak > 0 else 1.0
+    scale = float(np.float32(peak / 127.0)) if peak > 0 else 1.0  # exactly a float32
+    inv, s32 = np.float32(1.0 / scale), np.float32(scale)
     q8 = np.empty((n, d), dtype=np.int8)
     radius = np.empty(n, dtype=np.float64)
     for lo in range(0, n, _QUANTIZE_STEP):
-        block = emb[lo : lo + _QUANTIZE_STEP].astype(np.float64)
-        codes = np.clip(np.rint(block / scale), -127, 127)
+        block = emb[lo : lo + _QUANTIZE_STEP]
+        codes = np.rint(block * inv)
+        np.clip(codes, -127, 127, out=codes)
         q8[lo : lo + _QUANTIZE_STEP] = codes
-        radius[lo : lo + _QUANTIZE_STEP] = np.linalg.norm(block - scale * codes, axis=1)
-    radius *= 1.0 + 1e-9  # float64 rounding of the norm, upwards
+        diff = block - codes * s32
+        radius[lo : lo + _QUANTIZE_STEP] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    radius = radius * (1.0 + (d + 4) * 2.0**-23) + 2.0**-22
     return Int8Codes(q8, scale, radius, d)
 
 

@@ -7,7 +7,9 @@ first time a backend is wanted for D dimensions and about N rows, :func:`verdict
 ``python -m faceapp.gallery.selfcheck NAME D N`` (:func:`check_backend` on random unit rows
 of that width, in the size class of N, plus extreme rows and probes) and reads its one JSON
 line. A crash, a time-out, a wrong answer or a broken bound is a failed check; then
-:func:`choose_backend` falls back to the exact search and logs one warning line.
+:func:`choose_backend` falls back to the exact search and logs one warning line. The check
+also times the backend against the float32 brute force on the same rows: ``auto`` skips a
+backend that is slower there (FAISS built without SIMD for this CPU, say).
 
 Verdicts are cached in ``<cache dir>/search-selfcheck.json`` (``$FACEAPP_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/faceapp``, else ``~/.cache/faceapp``; mode 0600), keyed by a fingerprint of
@@ -57,6 +59,12 @@ MIN_CLASS_ROWS = 4**6
 MAX_CHECK_ELEMENTS = 1 << 27
 """Rows × D of the largest check (128 M: 1,048,576 rows at D = 128; 512 MB of float32)."""
 CHECK_TIMEOUT_S = 300.0
+MIN_SPEEDUP = 1.0
+"""``auto`` uses a native backend only when its check measured it at least this much faster
+than the float32 brute force (a name forced by the user is used whatever its speed)."""
+TIMED_MIN_ROWS = 4**8
+"""Size classes from which the speed measured by the check counts (65,536 rows: smaller
+searches take tens of microseconds either way, and their timing is noise)."""
 _CHECK_MS = (1, 7, 100)
 """Short-list sizes asked of the backend by the check."""
 
@@ -167,7 +175,27 @@ def check_backend(backend: SearchBackend, dim: int, n: int, seed: int = 0) -> di
                 rest[rows] = False
                 over = float(exact[rest].max()) - floor
                 worst = max(worst, over / bound)
-    return {"ok": worst <= 1.0, "worst": worst, "detail": f"{n} rows x {dim}, {len(probes)} probes"}
+    speedup = _speedup(prepared, emb, probes[0])
+    return {"ok": worst <= 1.0, "worst": worst, "speedup": speedup,
+            "detail": f"{n} rows x {dim}, {len(probes)} probes"}
+
+
+def _speedup(prepared: Any, emb: np.ndarray, probe: np.ndarray, reps: int = 5) -> float:
+    """Time of the float32 brute force over the time of the backend's first pass (scan +
+    a short list of 112 rows, as for k = 5), best of ``reps`` each: above 1 the backend is
+    faster here. Coarse on purpose: it only keeps ``auto`` off a kernel slower than NumPy
+    (e.g. FAISS without SIMD: 13 times slower at 10⁶ rows)."""
+    def best(fn: Any) -> float:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    exact = best(lambda: emb @ probe)
+    fast = best(lambda: prepared.scan(probe).top(min(emb.shape[0], 112)))
+    return round(exact / max(fast, 1e-9), 3)
 
 
 # ---------------------------------------------------------------------------- child + cache
@@ -198,7 +226,8 @@ def run_check_command(cmd: Sequence[str], timeout: float = CHECK_TIMEOUT_S) -> d
                 "seconds": seconds}
     try:
         out = json.loads((proc.stdout or "").strip().splitlines()[-1])
-        result = {"ok": bool(out["ok"]), "worst": float(out["worst"]), "detail": str(out["detail"])}
+        result = {"ok": bool(out["ok"]), "worst": float(out["worst"]), "detail": str(out["detail"]),
+                  "speedup": float(out.get("speedup", math.inf))}
     except (IndexError, KeyError, TypeError, ValueError):
         return {"ok": False, "worst": math.inf, "detail": "no verdict printed", "seconds": seconds}
     result["seconds"] = seconds
@@ -293,6 +322,12 @@ def choose_backend(name: str | None, dim: int, n: int, *, runner=None) -> Search
                 log.warning("search backend %s failed its self-check for D=%d, %d rows (%s, "
                             "worst error/bound %s): using the exact search", candidate, dim,
                             v.get("rows", n), v.get("detail"), v.get("worst"))
+                continue
+            speedup = float(v.get("speedup", math.inf))
+            if wanted == AUTO and size_class(n) >= TIMED_MIN_ROWS and speedup < MIN_SPEEDUP:
+                log.info("search backend %s is slower than the exact search here for D=%d, "
+                         "%d rows (x%.2f): using the exact search", candidate, dim,
+                         v.get("rows", n), speedup)
                 continue
         chosen = backend
         break

@@ -192,7 +192,8 @@ class VerifyPage(Page):
 
             def process(frame: np.ndarray) -> VerifyFrame:
                 try:
-                    result = service.verify(name, frame, scorer=scorer, threshold=tau, log_event=False)
+                    result = service.verify(name, frame, scorer=scorer, threshold=tau, log_event=False,
+                                            largest=True)
                 except NoFaceFound:
                     return VerifyFrame(None, None)
                 box = getattr(result, "box", None)
