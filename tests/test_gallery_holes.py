@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import sqlite3
 import stat
 import struct
 import subprocess
@@ -29,10 +28,20 @@ from fakes import DIM, FakePipeline, calibration_for, enroll_three, img, make_se
 from faceapp.cli import gallery_cmds, main
 from faceapp.errors import GalleryError, MultipleFaces
 from faceapp.gallery import GalleryRepository, NewTemplate, database, open_database, write_session
-from faceapp.gallery.database import DatabaseConfig
+from faceapp.gallery.bundle import seal_bundle
+from faceapp.gallery.database import (
+    DatabaseConfig,
+    classify_gallery_file,
+    gallery_key,
+    key_literal,
+    sqlcipher_dbapi,
+)
+from faceapp.gallery.keys import KdfParams
 from faceapp.nn.scoring import CosineScorer
 from faceapp.services import EXPORT_FORMAT, EXPORT_VERSION, FaceService
 from faceapp.vision.images import encode_png
+
+PASSPHRASE = os.environ.get("FACEAPP_EXPORT_PASSPHRASE", "export bundle passphrase (tests)")
 
 MODEL = FakePipeline().model_id  # "fake-model-1", D = 16
 
@@ -67,7 +76,9 @@ def template(seed: int = 0, **override) -> dict:
 
 def export(tmp_path: Path, people: list[dict], name: str = "g.json") -> Path:
     path = tmp_path / name
-    path.write_text(json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "people": people}))
+    doc = json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "people": people})
+    # sealed as `people export` seals it: the validation below runs on the opened bundle
+    path.write_bytes(seal_bundle(doc.encode("utf-8"), PASSPHRASE, KdfParams.from_env()))
     return path
 
 
@@ -116,7 +127,7 @@ def test_import_refuses_the_whole_file_naming_person_and_template(svc, tmp_path,
         {"name": "Eve", "templates": [template(11), template(12, **override)]},
     ])
     with pytest.raises(GalleryError) as info:
-        svc.import_gallery(path)
+        svc.import_gallery(path, passphrase=PASSPHRASE)
     msg = str(info.value)
     assert "person 'Eve', template 2" in msg and reason in msg, msg
     assert "nothing was imported" in msg
@@ -127,7 +138,7 @@ def test_import_refuses_a_person_without_templates(svc, tmp_path):
     path = export(tmp_path, [{"name": "Dee", "templates": [template(1)]},
                              {"name": "Eve", "templates": []}])
     with pytest.raises(GalleryError, match="person 'Eve' has no templates"):
-        svc.import_gallery(path)
+        svc.import_gallery(path, passphrase=PASSPHRASE)
     assert counts(svc) == ([], 0)
 
 
@@ -138,7 +149,7 @@ def test_a_refused_import_leaves_recognition_working(svc, tmp_path):
     path = export(tmp_path, [{"name": "Mallory", "templates": [
         template(1, dim=8, embedding=b64(unit(8, 1).tobytes()))]}])
     with pytest.raises(GalleryError, match="person 'Mallory', template 1"):
-        svc.import_gallery(path)
+        svc.import_gallery(path, passphrase=PASSPHRASE)
     (face,) = svc.recognize(img((2, 7)))
     assert face.person == "Bob"
 
@@ -151,22 +162,23 @@ def test_import_checks_dimensions_against_the_gallery_without_a_model(tmp_path):
         path = export(tmp_path, [{"name": "Zed", "templates": [
             template(1, dim=8, embedding=b64(unit(8, 1).tobytes()))]}])
         with pytest.raises(GalleryError, match="have 16 dimensions"):
-            gallery_only.import_gallery(path)
+            gallery_only.import_gallery(path, passphrase=PASSPHRASE)
         mixed = export(tmp_path, [{"name": "Zed", "templates": [
             template(1, model_id="other"),
             template(2, model_id="other", dim=8, embedding=b64(unit(8, 2).tobytes()))]}], "m.json")
         with pytest.raises(GalleryError, match=r"person 'Zed', template 2.*'other' have 16"):
-            gallery_only.import_gallery(mixed)
+            gallery_only.import_gallery(mixed, passphrase=PASSPHRASE)
         ok = export(tmp_path, [{"name": "Zed", "templates": [template(3, model_id="other")]}], "ok.json")
-        assert gallery_only.import_gallery(ok).templates == 1
+        assert gallery_only.import_gallery(ok, passphrase=PASSPHRASE).templates == 1
 
 
 def test_import_is_size_capped(svc, tmp_path):
     path = export(tmp_path, [{"name": "Dee", "templates": [template(1)]}])
     with pytest.raises(GalleryError, match=r"above the import limit of 0 MiB"):
-        svc.import_gallery(path, max_bytes=100)
+        svc.import_gallery(path, passphrase=PASSPHRASE, max_bytes=100)
     assert counts(svc) == ([], 0)
-    assert svc.import_gallery(path).templates == 1  # the default limit (512 MiB) takes it
+    # the default limit (512 MiB) takes it
+    assert svc.import_gallery(path, passphrase=PASSPHRASE).templates == 1
 
 
 def test_reembed_names_the_template_it_skips_and_carries_on(svc):
@@ -277,8 +289,12 @@ def test_a_gallery_in_a_read_only_folder_can_be_listed(tmp_path):
         _gallery_with_three(db)
         assert not Path(f"{db}-wal").exists()
         os.chmod(db, 0o444)
+        keys = Path(f"{db}.keys")  # the encrypted gallery's wrapped key, readable by that user
+        os.chmod(keys, 0o444)
         os.chmod(folder, 0o555)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPP_")}
+        # that user unlocks the gallery with the same passphrase (no keyring, cheap KDF)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FACEAPP_")
+               or k in ("FACEAPP_PASSPHRASE", "FACEAPP_KDF", "FACEAPP_KEYRING")}
         env["HOME"] = str(top)
         if prefix:  # can the unprivileged user run this checkout's Python at all?
             probe = subprocess.run([*prefix, sys.executable, "-c", "import faceapp.cli"],
@@ -293,7 +309,8 @@ def test_a_gallery_in_a_read_only_folder_can_be_listed(tmp_path):
         renamed = subprocess.run([*base, "people", "rename", "Ann", "Anna", "--db", str(db)],
                                  capture_output=True, text=True, env=env, timeout=120)
         assert renamed.returncode == 2 and "read-only" in renamed.stderr, renamed.stderr
-        assert sorted(p.name for p in folder.iterdir()) == ["g.sqlite"]  # nothing made there
+        # nothing made there
+        assert sorted(p.name for p in folder.iterdir()) == ["g.sqlite", "g.sqlite.keys"]
     finally:
         os.chmod(top / "ro", 0o755)
         shutil.rmtree(top)
@@ -367,7 +384,12 @@ def test_import_waits_for_a_writer_that_holds_the_lock(tmp_path):
     db = tmp_path / "g.sqlite"
     open_database(str(db)).dispose()
     path = _big_export(tmp_path, "late", 5, 2)
-    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    # another program holding the key, through SQLCipher's SQLite (one SQLite library per
+    # process: the stdlib's would not see SQLCipher's locks)
+    key = gallery_key(db) if classify_gallery_file(db, create=False) == "encrypted" else b""
+    holder = sqlcipher_dbapi().connect(str(db), isolation_level=None, check_same_thread=False)
+    if key:
+        holder.execute(f"PRAGMA key = {key_literal(key)}")
     holder.execute("BEGIN IMMEDIATE")
     released: list[float] = []
 
@@ -380,7 +402,7 @@ def test_import_waits_for_a_writer_that_holds_the_lock(tmp_path):
     try:
         with FaceService(open_database(str(db), DatabaseConfig(busy_timeout_s=0.1)),
                          owns_engine=True) as s:
-            done = s.import_gallery(path)
+            done = s.import_gallery(path, passphrase=PASSPHRASE)
             finished = time.monotonic()
             assert released and finished > released[0]  # it waited for the other writer
             assert (done.people, done.templates) == (5, 10)
@@ -399,7 +421,7 @@ def test_three_concurrent_big_imports_all_succeed(tmp_path):
         try:
             with FaceService(open_database(str(db), DatabaseConfig(busy_timeout_s=0.05)),
                              owns_engine=True) as s:
-                results[path.stem] = s.import_gallery(path)
+                results[path.stem] = s.import_gallery(path, passphrase=PASSPHRASE)
         except Exception as err:  # recorded, asserted below
             results[path.stem] = err
 

@@ -110,24 +110,3 @@ def test_corrupt_or_foreign_snapshot_is_ignored(db_url, tmp_path):
         assert [n for n, _ in face.candidates] == ["Zed"]
     finally:
         other.close()
-
-
-@pytest.mark.parametrize("compressed", [False, True])
-def test_snapshot_arrays_read_from_their_offsets_equal_np_load(tmp_path, compressed):
-    from faceapp.gallery.snapshot import _read_stored_npz
-
-    rng = np.random.default_rng(0)
-    arrays = {"meta": np.frombuffer(b'{"a": 1}', dtype=np.uint8),
-              "template_ids": np.arange(7, dtype=np.int64),
-              "person_ids": np.zeros(0, dtype=np.int64),
-              "embeddings": rng.standard_normal((7, 5)).astype(np.float32)}
-    path = tmp_path / "s.npz"
-    (np.savez_compressed if compressed else np.savez)(path, **arrays)
-    got = _read_stored_npz(path, tuple(arrays))
-    for name, want in arrays.items():
-        assert got[name].dtype == want.dtype and np.array_equal(got[name], want)
-    assert got["embeddings"].flags.writeable
-    # a truncated file is an error (the caller then reads the database rows)
-    path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises((ValueError, OSError, __import__("zipfile").BadZipFile)):
-        _read_stored_npz(path, tuple(arrays))
