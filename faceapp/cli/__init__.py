@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "faceapp.cli.train_cmds",
     "faceapp.cli.gallery_cmds",
     "faceapp.cli.live_cmds",
+    "faceapp.cli.liveness_cmds",
     "faceapp.cli.gui_cmds",
     "faceapp.cli.bench_cmds",
 )
