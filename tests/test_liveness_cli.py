@@ -88,8 +88,12 @@ def test_a_challenge_matching_the_clip_passes_and_the_wrong_order_fails(capsys, 
     code, data = run(capsys, "liveness", real, "--challenge", "turn_right,turn_left", "--action-timeout", "7")
     assert code == 1 and data["completed"] == []
     assert "challenge: wrong_action:turn_left" in data["reasons"]
-    code, data = run(capsys, "liveness", real, "--challenge", "blink", "--action-timeout", "2")
+    # he does not blink in the first 1.5 s (his head turn starts at ~2 s)
+    code, data = run(capsys, "liveness", real, "--challenge", "blink", "--action-timeout", "1.5")
     assert code == 1 and "challenge: timeout:blink" in data["reasons"]
+    # asked to blink for longer, the head turn counts as the wrong action
+    code, data = run(capsys, "liveness", real, "--challenge", "blink", "--action-timeout", "4")
+    assert code == 1 and "challenge: wrong_action:turn_left" in data["reasons"]
 
 
 def test_liveness_errors_exit_2(capsys, tmp_path: Path) -> None:

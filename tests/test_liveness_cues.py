@@ -13,8 +13,16 @@ import pytest
 
 from faceapp.errors import CalibrationError
 from faceapp.liveness import attacks
-from faceapp.liveness.calibrate import error_rates, threshold_at_apcer
-from faceapp.liveness.model import FEATURES, PassiveModel, balanced_weights, fit_logistic, window_features
+from faceapp.liveness.calibrate import error_rates, threshold_at_apcer, threshold_min_acer
+from faceapp.liveness.model import (
+    FEATURES,
+    PassiveModel,
+    balanced_weights,
+    fit_logistic,
+    n_expanded,
+    quadratic_expand,
+    window_features,
+)
 from faceapp.vision.liveness.passive import (
     FrameCues,
     apply_homography,
@@ -175,6 +183,22 @@ def test_threshold_at_apcer_matches_brute_force(target: float) -> None:
     assert rates["print"]["n"] == 23 and "bpcer" not in rates
 
 
+def test_threshold_min_acer_matches_a_sweep() -> None:
+    rng = np.random.default_rng(9)
+    scores = np.concatenate([rng.normal(0.7, 0.15, 30), rng.normal(0.4, 0.2, 20), rng.normal(0.3, 0.1, 10)])
+    kinds = ["genuine"] * 30 + ["print"] * 20 + ["replay"] * 10
+    labels = [1] * 30 + [0] * 30
+    tau = threshold_min_acer(scores, kinds, labels)
+
+    def acer(t: float) -> float:
+        ap = max(float(np.mean(scores[30:50] >= t)), float(np.mean(scores[50:] >= t)))
+        return (ap + float(np.mean(scores[:30] < t))) / 2
+
+    sweep = min(acer(t) for t in np.linspace(-1, 2, 3001))
+    assert acer(tau) <= sweep + 1e-12
+    assert tau in set(scores.tolist())
+
+
 def test_error_rates_count_by_hand() -> None:
     r = error_rates(np.array([0.9, 0.2, 0.6, 0.4, 0.7]), ["genuine", "genuine", "print", "print", "replay"],
                     [1, 1, 0, 0, 0], 0.5)
@@ -184,9 +208,21 @@ def test_error_rates_count_by_hand() -> None:
 
 
 # ---------------------------------------------------------------------- model file
+def test_quadratic_expand_matches_loops() -> None:
+    z = np.random.default_rng(1).normal(size=(3, 4))
+    q = quadratic_expand(z)
+    assert q.shape == (3, n_expanded(4)) == (3, 14)
+    for r in range(3):
+        want = list(z[r]) + [z[r, i] * z[r, j] for i in range(4) for j in range(i, 4)]
+        np.testing.assert_allclose(q[r], want)
+    np.testing.assert_allclose(quadratic_expand(z[0]), q[0])
+
+
 def _model(**over: object) -> PassiveModel:
     d = len(FEATURES)
-    base = dict(features=FEATURES, mean=(0.0,) * d, std=(1.0,) * d, coef=(0.5,) + (0.0,) * (d - 1),
+    q = n_expanded(d)
+    base = dict(features=FEATURES, mean=(0.0,) * d, std=(1.0,) * d, mean2=(0.0,) * q, std2=(1.0,) * q,
+                coef=(0.5,) + (0.0,) * (q - 1),
                 intercept=-0.1, threshold=0.4, window=30, cue_every=3, provenance={"data": "test"})
     base.update(over)
     return PassiveModel(**base)  # type: ignore[arg-type]
