@@ -19,7 +19,7 @@ from faceapp.services import FaceService
 from faceapp.vision.liveness import Action, ChallengeConfig
 from faceapp.vision.video import read_video_frames
 
-pytestmark = [pytest.mark.gui, pytest.mark.slow]
+pytestmark = pytest.mark.gui
 
 WAIT = 60_000
 FPS = 30.0
@@ -71,6 +71,7 @@ def _ready(qtbot, window) -> object:
     return page
 
 
+@pytest.mark.slow
 def test_liveness_verify_accepts_the_live_man_with_a_matching_challenge(qtbot, window, selfie) -> None:
     page = _ready(qtbot, window)
     clock = VideoClock()
@@ -91,6 +92,7 @@ def test_liveness_verify_accepts_the_live_man_with_a_matching_challenge(qtbot, w
     assert any(p.arrow == "right" and p.done == 1 for p in shown)
 
 
+@pytest.mark.slow
 def test_liveness_verify_rejects_a_printed_photo_of_him(qtbot, window, selfie) -> None:
     from faceapp.liveness import attacks
 
@@ -107,3 +109,10 @@ def test_liveness_verify_rejects_a_printed_photo_of_him(qtbot, window, selfie) -
     assert page.decision() == "REJECT"
     assert res.live is False and any(r.startswith("liveness") for r in res.reasons)
     assert "liveness" in page.liveness_label.text()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_liveness_setting_persists(tmp_path: Path, on: bool) -> None:
+    store = SettingsStore.at_path(str(tmp_path / "s.ini"))
+    store.save(GuiSettings(liveness=on))
+    assert store.load().liveness is on

@@ -303,3 +303,25 @@ def test_blink_cue_dips_exactly_at_the_annotated_blinks_of_d13() -> None:
     closed = np.flatnonzero(ratio < 0.7)  # ChallengeConfig.blink_closed_ratio
     events = [t for i, t in enumerate(closed) if i == 0 or t - closed[i - 1] > 3]
     assert [round(t / 30.0, 1) for t in events] == pytest.approx([1.4, 2.6, 3.4, 10.5], abs=0.2)
+
+
+# ---------------------------------------------------------------------- windows
+def test_cue_collector_cuts_windows_within_one_track() -> None:
+    from faceapp.liveness.session import CueCollector
+    from faceapp.types import Detection
+
+    frame = np.random.default_rng(0).integers(0, 255, size=(200, 200, 3), dtype=np.uint8)
+    lm = _view(_face3d(), 0, scale=40.0) - 100  # around (100, 100) in this frame
+    det = Detection((60.0, 60.0, 140.0, 150.0), 0.99, tuple(map(tuple, lm)))  # type: ignore[arg-type]
+    col = CueCollector(window=6, cue_every=2)  # 3 samples per window
+    tracks = [1] * 7 + [2] * 4  # frames 1..22, sampled on odd frames -> 11 samples
+    for i in range(1, 23):
+        col.add(i, frame, tracks[(i - 1) // 2], det, 0.0, 0.0)
+    assert len(col) == 11
+    assert col.spans() == [(0, 3), (3, 6), (7, 10)]  # the 7th sample of track 1 and the last of 2 left out
+    assert all(len(set(col.tracks[a:b])) == 1 for a, b in col.spans())
+    assert len(col.features()) == 3
+    lone = CueCollector(window=30, cue_every=3)
+    lone.add(1, frame, 5, det, 0.0, 0.0)
+    assert lone.spans() == [(0, 1)]  # a still
+    assert lone.features()[0][FEATURES.index("still")] == 1.0
