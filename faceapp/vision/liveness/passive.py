@@ -71,7 +71,8 @@ def _block_reduce(grey: np.ndarray, max_side: int) -> np.ndarray:
     if k == 1:
         return grey
     h, w = (grey.shape[0] // k) * k, (grey.shape[1] // k) * k
-    return grey[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    # sums over the last axis first: contiguous, several times faster than .mean(axis=(1, 3))
+    return grey[:h, :w].reshape(h // k, k, w // k, k).sum(axis=3).sum(axis=1) / (k * k)
 
 
 def spectrum_cues(grey: np.ndarray) -> tuple[float, float]:
@@ -132,13 +133,14 @@ def frame_cues(frame: np.ndarray, box: tuple[float, float, float, float]) -> Fra
     # inner face (no hair, no background): the central 70 % of the box
     ix1, iy1 = x1 + int(0.15 * bw), y1 + int(0.15 * bh)
     ix2, iy2 = x2 - int(0.15 * bw), y2 - int(0.15 * bh)
-    face_rgb = frame[iy1:iy2, ix1:ix2].astype(np.float32)
-    face = face_rgb @ _GREY
+    face_u8 = frame[iy1:iy2, ix1:ix2]
+    face = face_u8.astype(np.float32) @ _GREY
     small = _block_reduce(face, _MAX_SIDE)
     hf_ratio, hf_peak = spectrum_cues(small)
     lo, hi = np.percentile(face, [1, 99])
     dyn = float(hi - lo) / 255.0
-    chroma = float((face_rgb.max(axis=2) - face_rgb.min(axis=2)).mean()) / 255.0
+    # on the uint8 pixels (exact: max - min of integers), cheaper than on floats
+    chroma = float((face_u8.max(axis=2) - face_u8.min(axis=2)).mean()) / 255.0
     # the whole scene at the same scale as the face patch, for the sharpness ratio
     k = max(1, math.ceil(max(face.shape) / _MAX_SIDE))
     scene = frame[::k, ::k].astype(np.float32) @ _GREY
