@@ -14,6 +14,9 @@ Three parts, each a JSON-ready dict with stable keys (dotted paths below):
   ``capacity_fps`` = frames per second of ``process`` time. The baseline
   (``frame.baseline_*``) is the naive per-frame pipeline played the same way: full-resolution
   detection and embedding of every face on every frame (``LiveConfig.naive()``).
+  ``frame.liveness`` (``ms_mean``, ``ms_p95``, ``live_capacity_fps_with_liveness``): what the
+  liveness session adds per frame on the same videos letterboxed to 640×480
+  (:func:`bench_liveness`).
 * **embed** (``embed.per_s_b1``, ``embed.per_s_b32``): aligned crops embedded per second by
   the model (as configured, flip-TTA included), against facenet-pytorch's
   InceptionResnetV1 (random weights, 160×160) in the same run (``embed.baseline_*``).
