@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from faceapp.config import PROJECT_ROOT
 from faceapp.errors import FaceappError
 from faceapp.liveness import attacks
 from faceapp.liveness.model import FEATURES, PassiveModel, balanced_weights, fit_logistic, quadratic_expand
@@ -151,6 +153,14 @@ class FeatureCache:
         return list(arr)
 
 
+def _portable(path: Path) -> str:
+    """``path`` relative to the checkout when it lies beside it (``../shared/data/...``)."""
+    try:
+        return os.path.relpath(path.resolve(), PROJECT_ROOT)
+    except ValueError:
+        return str(path)
+
+
 def _lfw_people(lfw: Path) -> list[str]:
     people = sorted(p.name for p in lfw.iterdir() if p.is_dir())
     if not people:
@@ -238,7 +248,8 @@ def collect_samples(data: Path, lfw: Path, cfg: CalibrationConfig, follower: Fac
         held += [Sample(kind, label, rel, rel, path.suffix.lower() != ".mp4", f) for f in feats]
     provenance: dict[str, object] = {
         "media_sha256": media,
-        "lfw_root": str(lfw),
+        "lfw_root": _portable(lfw),
+        "data_root": _portable(data),
         "lfw_people": {"print": cfg.n_print, "screen": cfg.n_screen, "genuine_stills": cfg.n_stills,
                        "drawn_with": f"random.Random({cfg.seed}).sample(sorted person folders)"},
         "generator_version": GENERATOR_VERSION,
