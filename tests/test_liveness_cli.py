@@ -199,3 +199,29 @@ def test_a_face_swapped_mid_challenge_fails_it(capsys, tmp_path: Path, clips: Pa
     video = write_video(tmp_path / "swap.mp4", first + swapped)
     code, data = run(capsys, "liveness", str(video), "--challenge", "turn_left,turn_right")
     assert code == 1 and "challenge: face_swapped" in data["reasons"], data
+
+
+@pytest.mark.slow
+def test_the_same_face_check_tells_the_man_from_another_person(clips: Path, lfw_dir: Path) -> None:
+    """What catches a face swapped in at the same place (the box track continues): the
+    subject's embedding against the first one of the challenge, at the model's τ."""
+    from faceapp.liveness.session import FaceFollower
+    from faceapp.liveness.verify import SameFaceChecker
+    from faceapp.vision.images import load_image
+    from faceapp.vision.video import read_video_frames
+
+    if not (PROJECT_ROOT / "models" / "default.pt").exists():
+        pytest.skip("models/default.pt is not shipped in this checkout")
+    checker = SameFaceChecker.from_model()
+    follower = FaceFollower.create()
+    frames = read_video_frames(clips / "tvl_live_replay" / "real.mp4", max_frames=200)
+    stranger = load_image(lfw_dir / "Kofi_Annan" / "Kofi_Annan_0001.jpg")
+
+    def first_face(img: np.ndarray):
+        follower.reset()
+        return follower.step(img)[0][1]
+
+    assert checker(frames[5], first_face(frames[5])) == "match"  # the reference
+    assert checker(frames[190], first_face(frames[190])) == "match"  # him, 6 s later
+    assert checker(stranger, first_face(stranger)) == "mismatch"
+    assert checker.similarities[0] >= checker.tau > checker.similarities[1]

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                         "passive checks plus an optional challenge")
     p.add_argument("source", help="video file, camera device (/dev/videoN), image folder or one image")
     add_challenge_options(p)
+    p.add_argument("--model", metavar="CKPT",
+                   help="encoder for the same-person check during a challenge (default models/default.pt)")
+    p.add_argument("--no-identity", dest="identity", action="store_false",
+                   help="do not check that the challenge is done by the person who started it")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_liveness)
 
@@ -192,7 +196,14 @@ def run_source(args: argparse.Namespace, session, *, prompts: bool):  # type: ig
 
 # ---------------------------------------------------------------------- commands
 def _liveness(args: argparse.Namespace) -> int:
-    session = build_session(args)
+    identity = None
+    if args.identity and args.challenge.strip().lower() != "none":
+        from faceapp.liveness.verify import SameFaceChecker
+
+        # the same person from the first to the last action: a face swapped in at the same
+        # place keeps its box track, only its embedding tells
+        identity = SameFaceChecker.from_model(args.model)
+    session = build_session(args, identity=identity)
     result = run_source(args, session, prompts=not args.json)
     data = result.to_dict()
     if args.json:

@@ -9,13 +9,18 @@ embedded, not a fresh detection of the frame), on frames where the head is near 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from faceapp.config import default_model_path
 from faceapp.liveness.model import PassiveModel
 from faceapp.liveness.session import FaceFollower, FrameLiveness, LivenessResult, LivenessSession
+from faceapp.nn.calibration import Calibration
+from faceapp.nn.pipeline import FacePipeline
 from faceapp.services import DISTANCE, FaceService
 from faceapp.types import Detection
 from faceapp.vision.liveness import Action, ChallengeConfig, DegenerateLandmarks, Identity, head_pose
@@ -166,3 +171,47 @@ class LiveVerifier:
         if s.done or passive_only_done or s.frames >= self.max_frames:
             self.result = decide(self.checker, s.finish())
         return LiveVerifyStep(fl, self.result)
+
+
+@dataclass
+class SameFaceChecker:
+    """Identity consistency without a gallery (``faceapp liveness`` with a challenge): the
+    subject's first near-frontal embedding during the challenge is the reference; every later
+    near-frontal one must reach the model's calibrated cosine threshold τ against it, else
+    ``"mismatch"`` (a face swapped in at the same place, which box tracking cannot see).
+
+    ``pipeline``: detector + encoder (only the encoder is used, on the given detection);
+    ``tau``: the model's calibrated threshold of the ``distance`` scorer (cosine similarity).
+    """
+
+    pipeline: FacePipeline
+    tau: float
+    reference: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    similarities: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_model(cls, model_path: str | os.PathLike[str] | None = None,
+                   device: str = "cpu") -> SameFaceChecker:
+        """Load the encoder checkpoint (default ``models/default.pt``) and its calibration."""
+        path = Path(model_path) if model_path is not None else default_model_path()
+        pipeline = FacePipeline.from_paths(path, device=device)
+        cal = Calibration.load_for(path, pipeline.model_id)
+        return cls(pipeline, float(cal.threshold(DISTANCE)))
+
+    def __call__(self, frame: np.ndarray, det: Detection) -> Identity:
+        try:
+            pose = head_pose(det.landmarks_array())
+        except DegenerateLandmarks:
+            return "unknown"
+        if abs(pose.yaw) > FRONTAL_DEG or abs(pose.pitch) > FRONTAL_DEG:
+            return "unknown"
+        faces = self.pipeline.faces_from_detections(frame, [det])
+        if not faces:
+            return "unknown"
+        emb = np.asarray(faces[0].embedding, dtype=np.float32)
+        if self.reference.size == 0:
+            self.reference = emb
+            return "match"
+        sim = float(emb @ self.reference)
+        self.similarities.append(sim)
+        return "match" if sim >= self.tau else "mismatch"
