@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "faceapp.cli.keys_cmds",
     "faceapp.cli.audit_cmds",
     "faceapp.cli.live_cmds",
+    "faceapp.cli.liveness_cmds",
     "faceapp.cli.gui_cmds",
     "faceapp.cli.bench_cmds",
 )

@@ -162,6 +162,13 @@ def _summary(r: dict[str, Any]) -> str:
             f"faces found vs per-frame {_fmt(f['face_recall_vs_baseline'])}, "
             f"same decision {_fmt(f['decision_agreement_vs_baseline'])}",
         ]
+        if "liveness" in f:
+            lv = f["liveness"]
+            lines.append(
+                f"  liveness  : +{_fmt(lv['ms_mean'])} ms/frame mean, p95 {_fmt(lv['ms_p95'])} ms at "
+                f"{lv['frame_size']} (target <= {lv['target_ms']} ms); live loop capacity with it "
+                f"{_fmt(lv['live_capacity_fps_with_liveness'])} fps"
+            )
     if "embed" in r:
         e = r["embed"]
         lines += [

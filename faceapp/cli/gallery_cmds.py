@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from faceapp.cli.liveness_cmds import add_verify_liveness_options, verify_live
 from faceapp.errors import FaceappError, GalleryError
 from faceapp.gallery.repository import normalize_name
 from faceapp.gallery.validation import private_file, private_folder
@@ -83,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("verify", parents=[with_model],
                        help="1:1: is the face in IMAGE this person?")
     p.add_argument("name")
-    p.add_argument("image")
+    p.add_argument("image", nargs="?", help="the photo (or use --camera SOURCE --liveness)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--largest", action="store_true",
                        help="an image with several faces: compare its largest face")
@@ -91,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="an image with several faces: compare face N (1-based, as "
                             "`faceapp recognize` numbers them)")
     _decision_options(p)
+    add_verify_liveness_options(p)
     p.set_defaults(func=_verify)
 
     p = sub.add_parser("recognize", parents=[with_model],
@@ -220,6 +222,10 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.camera is not None or args.liveness:
+        return verify_live(args, _open_service)
+    if args.image is None:
+        raise FaceappError("verify needs an IMAGE (or --camera SOURCE --liveness)")
     with _open_service(args) as svc:
         res = svc.verify(args.name, args.image, scorer=args.scorer, threshold=args.threshold,
                          face=args.face, largest=args.largest)

@@ -25,7 +25,8 @@ class GuiSettings:
     ``scorer``: the scorer used to verify and recognise (``""`` = the service's first);
     ``tau``: a threshold the user set by hand for ``scorer`` (``None`` = the calibrated one);
     ``samples``: faces captured per enrolment; ``window``: frames fused for a verification
-    decision; ``loop``: replay a video / folder source when it ends.
+    decision; ``loop``: replay a video / folder source when it ends; ``liveness``: Verify
+    runs the liveness challenge and passive checks by default.
     """
 
     db: str = ""
@@ -36,6 +37,7 @@ class GuiSettings:
     samples: int = 5
     window: int = 7
     loop: bool = True
+    liveness: bool = False
 
     def with_overrides(
         self, *, camera: str | None = None, db: str | None = None, model: str | None = None
@@ -94,6 +96,7 @@ class SettingsStore:
             samples=samples,
             window=window,
             loop=_to_bool(get("loop", d.loop)),
+            liveness=_to_bool(get("liveness", d.liveness)),
         )
 
     def save(self, settings: GuiSettings) -> None:
@@ -106,6 +109,7 @@ class SettingsStore:
         qs.setValue("samples", int(settings.samples))
         qs.setValue("window", int(settings.window))
         qs.setValue("loop", bool(settings.loop))
+        qs.setValue("liveness", bool(settings.liveness))
         qs.sync()
 
     def value(self, key: str, default: object = None) -> object:

@@ -66,6 +66,7 @@ class SettingsPage(Page):
         self.video_browse = QPushButton("Video…")
         self.folder_browse = QPushButton("Folder…")
         self.loop_check = QCheckBox("Loop video / folder sources")
+        self.liveness_check = QCheckBox("Check &liveness when verifying (challenge + passive checks)")
         self.scorer_combo = QComboBox()
         self.tau_check = QCheckBox("Set τ by hand")
         self.tau_spin = QDoubleSpinBox()
@@ -107,6 +108,7 @@ class SettingsPage(Page):
         form.addRow("Threshold τ", tau)
         form.addRow("Samples per enrolment", self.samples_spin)
         form.addRow("Verification window", self.window_spin)
+        form.addRow("", self.liveness_check)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.revert_button)
@@ -180,6 +182,7 @@ class SettingsPage(Page):
         self.model_edit.setText(settings.model)
         self._fill_cameras(settings.camera)
         self.loop_check.setChecked(settings.loop)
+        self.liveness_check.setChecked(settings.liveness)
         if settings.scorer and self.scorer_combo.findText(settings.scorer) >= 0:
             self.scorer_combo.setCurrentText(settings.scorer)
         self.tau_check.setChecked(settings.tau is not None)
@@ -209,6 +212,7 @@ class SettingsPage(Page):
             tau=self.tau_spin.value() if self.tau_check.isChecked() else None,
             samples=self.samples_spin.value(),
             window=self.window_spin.value(),
+            liveness=self.liveness_check.isChecked(),
         )
 
     def apply(self) -> GuiSettings:

@@ -3,18 +3,28 @@
 Each processed frame gives one score (``service.verify(name, frame, scorer=...)``); the
 decision is the median of the last few scores against τ, so one bad frame does not flip
 it. ACCEPT / REJECT is shown only once enough frames were scored.
+
+With **Liveness check** on (Settings: on by default), an attempt is a
+:class:`~faceapp.liveness.verify.LiveVerifier` run instead: a random challenge is drawn, its
+prompt drawn over the video (arrow / eye icon, text, one dot per action, countdown), the
+identity checked on the challenge frames, and ACCEPT shown only when identity and liveness
+both passed; REJECT lists what failed. *Start challenge* (Alt+S) begins a new attempt.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -29,14 +39,29 @@ from faceapp.errors import NoFaceFound
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import ScoreWindow, passes
-from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, VideoView
+from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoView
 from faceapp.gui.workers import FrameResult
+
+if TYPE_CHECKING:  # the liveness stack (torch, MTCNN) is imported on first use, not at start-up
+    from faceapp.liveness.verify import LiveVerifier
+    from faceapp.vision.liveness import Action, ChallengeConfig
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "ACCEPT"
 REJECT = "REJECT"
 WAITING = "…"
+
+
+@dataclass(frozen=True)
+class LiveStep:
+    """What the worker returns for one frame of a liveness attempt: the
+    :class:`~faceapp.liveness.verify.LiveVerifyStep`."""
+
+    step: Any
+
+
+ARROWS = {"turn_left": "left", "turn_right": "right", "look_up": "up", "look_down": "down", "blink": "blink"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,20 @@ class VerifyPage(Page):
         self.window_spin.setValue(ctx.settings.window)
         self.window_spin.setSuffix(" frames")
         self.reset_button = QPushButton("Reset")
+        self.liveness_check = QCheckBox("&Liveness check")
+        self.liveness_check.setToolTip("Ask for a random head movement / blink and check the face is "
+                                       "not a photo or a screen before accepting")
+        self.liveness_check.setChecked(bool(getattr(ctx.settings, "liveness", False)))
+        self.start_button = QPushButton("&Start challenge")
+        self.liveness_label = QLabel()
+        self.liveness_label.setWordWrap(True)
+        # liveness attempt settings (tests replace them): the actions (None = random per
+        # attempt), the clock giving each frame's time in seconds, the challenge config
+        self.liveness_actions: tuple[Action, ...] | None = None
+        self.liveness_clock: Callable[[], float] = time.monotonic
+        self.liveness_config: ChallengeConfig | None = None
+        self._verifier: LiveVerifier | None = None
+        self._live_result: Any = None
         self.decision_label = QLabel(WAITING)
         self.decision_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         font = QFont(self.decision_label.font())
@@ -94,6 +133,7 @@ class VerifyPage(Page):
         form.addRow("Claimed person", self.person_combo)
         form.addRow("Scorer", self.scorer_combo)
         form.addRow("Fuse over", self.window_spin)
+        form.addRow("", self.liveness_check)
         side = QVBoxLayout()
         side.addWidget(heading("Verify (1:1)"))
         side.addLayout(form)
@@ -101,6 +141,8 @@ class VerifyPage(Page):
         side.addWidget(self.score_label)
         side.addWidget(self.tau_label)
         side.addWidget(self.count_label)
+        side.addWidget(self.liveness_label)
+        side.addWidget(self.start_button)
         side.addWidget(self.reset_button)
         side.addStretch(1)
         panel = QWidget()
@@ -114,6 +156,8 @@ class VerifyPage(Page):
         self.scorer_combo.currentTextChanged.connect(lambda _t: self._reconfigure())
         self.window_spin.valueChanged.connect(self._on_window_size)
         self.reset_button.clicked.connect(self.reset)
+        self.start_button.clicked.connect(self.start_challenge)
+        self.liveness_check.toggled.connect(lambda _on: self._reconfigure())
         ctx.galleryChanged.connect(self.refresh_people)
         ctx.thresholdChanged.connect(self._reconfigure)
         ctx.settingsChanged.connect(self._on_settings)
@@ -143,7 +187,15 @@ class VerifyPage(Page):
         self.refill_scorers(self.scorer_combo)
         self.refresh_people()
 
+    def liveness_on(self) -> bool:
+        return self.liveness_check.isChecked()
+
+    def liveness_result(self) -> Any:
+        """The last liveness attempt's ``LiveVerifyResult`` (``None`` while none finished)."""
+        return self._live_result
+
     def _on_settings(self, settings: Any) -> None:
+        self.liveness_check.setChecked(bool(getattr(settings, "liveness", False)))
         self.window_spin.setValue(settings.window)
         if settings.scorer and self.scorer_combo.findText(settings.scorer) >= 0:
             self.scorer_combo.setCurrentText(settings.scorer)
@@ -183,10 +235,17 @@ class VerifyPage(Page):
         scorer = self.scorer_combo.currentText()
         self._window.clear()
         self._tau = self.ctx.threshold(scorer) if service is not None and scorer else None
+        self._verifier = None
+        self._live_result = None
+        self.view.set_prompt(None)
+        self.start_button.setEnabled(self.liveness_on() and service is not None and bool(name))
+        self.liveness_label.setText("")
         if service is None or not name or not scorer:
             self.worker.set_process(None)
             msg = self.no_service_text() if service is None else "Enroll someone first."
             self.view.set_banner(msg if service is None or not name else "", NEUTRAL)
+        elif self.liveness_on():
+            self._start_attempt(service, name, scorer)
         else:
             tau = self._tau
 
@@ -208,8 +267,84 @@ class VerifyPage(Page):
         self._update_decision()
 
     def reset(self) -> None:
+        if self.liveness_on():
+            self._reconfigure()
+            return
         self._window.clear()
         self._update_decision()
+
+    # liveness -----------------------------------------------------------------------------
+    def start_challenge(self) -> None:
+        """A new liveness attempt (a new random challenge), with liveness turned on."""
+        if not self.liveness_on():
+            self.liveness_check.setChecked(True)  # toggling reconfigures: a new attempt
+        else:
+            self._reconfigure()
+
+    def _start_attempt(self, service: Any, name: str, scorer: str) -> None:
+        from faceapp.liveness.session import draw_actions
+        from faceapp.liveness.verify import LiveVerifier
+        from faceapp.vision.liveness import ChallengeConfig
+
+        actions = self.liveness_actions if self.liveness_actions is not None else draw_actions("auto", None)
+        config = self.liveness_config or ChallengeConfig(require_identity=True)
+        tau, clock = self._tau, self.liveness_clock
+        holder: dict[str, LiveVerifier] = {}
+
+        def process(frame: np.ndarray) -> LiveStep:
+            # built on the worker thread at the first frame (loads MTCNN, the passive model)
+            if "v" not in holder:
+                holder["v"] = LiveVerifier(service, name, actions, scorer=scorer, threshold=tau,
+                                           config=config)
+            return LiveStep(holder["v"].process(frame, clock()))
+
+        self.worker.set_process(process)
+        self.view.set_banner("")
+        self.view.set_prompt(Prompt("Look straight at the camera", "", 0, len(actions)))
+        self.liveness_label.setText("Challenge: " + ", ".join(a.prompt.lower() for a in actions))
+        self.decision_label.setText(WAITING)
+        self.decision_label.setStyleSheet("color: #999999;")
+        self.score_label.setText("Follow the prompts on the video.")
+        self._set_decision(WAITING, math.nan)
+
+    def _on_live_step(self, step: Any) -> None:
+        if self._live_result is not None:
+            return
+        fl = step.frame
+        st = fl.challenge
+        if fl.box is not None:
+            self.view.set_overlays([Overlay(fl.box, "", NEUTRAL)])
+        else:
+            self.view.set_overlays([])
+        if step.result is None:
+            if st is not None:
+                cur = st.current
+                arrow = ARROWS[cur.value] if cur is not None and st.status.value == "running" else ""
+                self.view.set_prompt(Prompt(st.prompt, arrow, len(st.completed), len(st.actions),
+                                            st.time_left_s))
+            else:
+                self.view.set_prompt(Prompt("Hold still: checking the face", "", 0, 0))
+            return
+        res = step.result
+        self._live_result = res
+        self.view.set_prompt(None)
+        ok = res.accepted
+        self.view.set_overlays([Overlay(fl.box, "", GOOD if ok else BAD)] if fl.box is not None else [])
+        decision, color = (ACCEPT, "#2ecc71") if ok else (REJECT, "#e74c3c")
+        self.decision_label.setText(decision)
+        self.decision_label.setStyleSheet(f"color: {color};")
+        ident = "passed" if res.identity_ok else "FAILED"
+        live = "passed" if res.live else "FAILED"
+        self.score_label.setText(f"identity {ident} ({res.identity_matches}/{res.identity_checks} checks), "
+                                 f"liveness {live}")
+        self.liveness_label.setText("\n".join(res.reasons) if res.reasons else
+                                    "Every action seen, passive checks passed.")
+        self._set_decision(decision, res.best_score)
+
+    def _set_decision(self, decision: str, score: float) -> None:
+        if decision != self._decision:
+            self._decision = decision
+            self.decisionChanged.emit(decision, score)
 
     # live loop ----------------------------------------------------------------------------
     def on_frame(self, frame: np.ndarray) -> None:
@@ -221,6 +356,9 @@ class VerifyPage(Page):
         self.reset()
 
     def _on_result(self, result: FrameResult) -> None:
+        if isinstance(result.value, LiveStep):
+            self._on_live_step(result.value.step)
+            return
         vf: VerifyFrame = result.value
         if vf.result is None:
             self.view.set_banner("No face: look at the camera", NEUTRAL)
@@ -239,6 +377,8 @@ class VerifyPage(Page):
             self.view.set_overlays([])
 
     def _update_decision(self) -> None:
+        if self.liveness_on():
+            return  # the liveness attempt decides (see _on_live_step)
         n, size = len(self._window), self._window.size
         self.count_label.setText(f"{n} / {size} frames scored")
         if not self._window.ready() or self._tau is None:

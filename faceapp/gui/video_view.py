@@ -21,6 +21,20 @@ INFO = "#3498db"
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A liveness challenge prompt drawn over the video: ``text``, an ``arrow``
+    (``"left"``, ``"right"``, ``"up"``, ``"down"``, ``"blink"`` or ``""``; directions as the
+    person sees them, so "left" points to the viewer's right in an unmirrored image),
+    the progress ``done`` of ``total`` actions and the seconds left (NaN: no countdown)."""
+
+    text: str
+    arrow: str = ""
+    done: int = 0
+    total: int = 0
+    seconds_left: float = float("nan")
+
+
+@dataclass(frozen=True)
 class Overlay:
     """A box drawn over the preview. ``box`` is (x1, y1, x2, y2) in frame pixels."""
 
@@ -43,6 +57,7 @@ class VideoView(QWidget):
         self._overlays: list[Overlay] = []
         self._banner = ""
         self._banner_color = NEUTRAL
+        self._prompt: Prompt | None = None
         self._placeholder = "No video. Start the camera or pick a source in Settings."
         self.setMinimumSize(320, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -81,6 +96,15 @@ class VideoView(QWidget):
 
     def banner(self) -> str:
         return self._banner
+
+    def set_prompt(self, prompt: Prompt | None) -> None:
+        """Show (or, with ``None``, hide) a challenge prompt over the video."""
+        self._prompt = prompt
+        self.setAccessibleDescription(prompt.text if prompt is not None else "")
+        self.update()
+
+    def prompt(self) -> Prompt | None:
+        return self._prompt
 
     def set_placeholder(self, text: str) -> None:
         self._placeholder = text
@@ -161,4 +185,51 @@ class VideoView(QWidget):
             p.fillRect(band, QColor(0, 0, 0, 160))
             p.setPen(QColor(self._banner_color))
             p.drawText(band, Qt.AlignmentFlag.AlignCenter, self._banner)
+        if self._prompt is not None:
+            self._paint_prompt(p, target)
         p.end()
+
+    def _paint_prompt(self, p: QPainter, target: QRectF) -> None:
+        pr = self._prompt
+        assert pr is not None
+        fm = p.fontMetrics()
+        band_h = fm.height() * 2 + 24
+        band = QRectF(target.left(), target.bottom() - band_h, target.width(), band_h)
+        p.fillRect(band, QColor(0, 0, 0, 170))
+        # the arrow / eye icon, left of the text
+        size = band_h - 16
+        icon = QRectF(band.left() + 10, band.top() + 8, size, size)
+        p.setPen(QPen(QColor(INFO), 3))
+        p.setBrush(QColor(INFO))
+        cx, cy, r = icon.center().x(), icon.center().y(), size / 2
+        # the person's left is the viewer's right in an unmirrored camera image
+        tips = {"left": (1, 0), "right": (-1, 0), "up": (0, -1), "down": (0, 1)}
+        if pr.arrow in tips:
+            dx, dy = tips[pr.arrow]
+            px, py = -dy, dx  # perpendicular
+            poly = [QPointF(cx + dx * r, cy + dy * r),
+                    QPointF(cx - dx * r * 0.2 + px * r * 0.7, cy - dy * r * 0.2 + py * r * 0.7),
+                    QPointF(cx - dx * r * 0.2 - px * r * 0.7, cy - dy * r * 0.2 - py * r * 0.7)]
+            p.drawPolygon(poly)
+            p.drawLine(QPointF(cx - dx * r * 0.2, cy - dy * r * 0.2), QPointF(cx - dx * r, cy - dy * r))
+        elif pr.arrow == "blink":
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawEllipse(QRectF(cx - r, cy - r * 0.45, 2 * r, r * 0.9))
+            p.setBrush(QColor(INFO))
+            p.drawEllipse(QRectF(cx - r * 0.3, cy - r * 0.3, r * 0.6, r * 0.6))
+        text_rect = QRectF(icon.right() + 12, band.top() + 4, band.width() - size - 34, fm.height() + 8)
+        p.setPen(QColor(255, 255, 255))
+        p.drawText(text_rect, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, pr.text)
+        # progress: one dot per action, filled when done; the countdown after it
+        dot = fm.height() * 0.6
+        y = text_rect.bottom() + 4
+        for i in range(pr.total):
+            rect = QRectF(text_rect.left() + i * (dot + 8), y + (fm.height() - dot) / 2, dot, dot)
+            p.setPen(QPen(QColor(GOOD), 2))
+            p.setBrush(QColor(GOOD) if i < pr.done else Qt.BrushStyle.NoBrush)
+            p.drawEllipse(rect)
+        if pr.seconds_left == pr.seconds_left:  # not NaN
+            p.setPen(QColor(200, 200, 200))
+            left = QRectF(text_rect.left() + pr.total * (dot + 8) + 8, y, 120, fm.height())
+            p.drawText(left, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                       f"{pr.seconds_left:.1f} s")
