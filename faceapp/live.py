@@ -48,6 +48,7 @@ from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
 from faceapp.services import DISTANCE, RecognizedFace
 from faceapp.types import Box, Detection, Point
 from faceapp.vision.alignment import align_face
+from faceapp.vision.face_image import extract_face_image
 from faceapp.vision.images import resize_max_side
 from faceapp.vision.quality import assess_quality
 from faceapp.vision.tracking import (
@@ -773,6 +774,7 @@ class LiveRecognizer:
                 embedding=e,
                 quality=assess_quality(tr.detection, a.crop, quality),
                 model_id=self.pipeline.model_id,
+                face_image=extract_face_image(frame, tr.detection),
             )
             for tr, a, e in zip(kept, aligned, emb, strict=True)
         ]

@@ -10,9 +10,10 @@ import numpy as np
 
 from faceapp.config import DetectorConfig, QualityConfig
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
-from faceapp.types import AlignedFace, Detection
+from faceapp.types import AlignedFace, Detection, FaceImage
 from faceapp.vision.alignment import align_face
 from faceapp.vision.detection import FaceDetector
+from faceapp.vision.face_image import extract_face_image
 from faceapp.vision.images import ImageInput, load_image
 from faceapp.vision.quality import FaceQuality, assess_quality
 
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 class FaceEmbedding:
     """One analysed face: where it is, its aligned crop, its embedding and its quality.
 
-    ``embedding`` is (D,) float32 with unit L2 norm, made by model ``model_id``.
+    ``embedding`` is (D,) float32 with unit L2 norm, made by model ``model_id``;
+    ``face_image`` the model-independent picture a gallery template keeps (any later model's
+    crop is derived from it, see :mod:`faceapp.vision.face_image`).
     """
 
     detection: Detection
@@ -31,6 +34,7 @@ class FaceEmbedding:
     embedding: np.ndarray
     quality: FaceQuality
     model_id: str
+    face_image: FaceImage
 
 
 class FacePipeline:
@@ -97,6 +101,7 @@ class FacePipeline:
                 embedding=e,
                 quality=assess_quality(d, a.crop, self.quality),
                 model_id=self.model_id,
+                face_image=extract_face_image(image, d),
             )
             for d, a, e in zip(detections, aligned, emb, strict=True)
         ]
