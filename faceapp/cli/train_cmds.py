@@ -44,6 +44,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune the imported dlib ResNet's last blocks with triplet loss and online hard mining",
+    )
+    f.add_argument("data", help="identity folders: DATA/<person>/<image>")
+    f.add_argument("--people", help="people*.txt restricting the identities (e.g. peopleDevTrain.txt)")
+    f.add_argument("--base", default=str(default_model_path()), help="dlib ResNet checkpoint to start from")
+    f.add_argument("--out", required=True, help="checkpoint to write (best epoch on validation AUC)")
+    f.add_argument("--train-blocks", type=int, default=3, help="trailing residual blocks trained (+ fc)")
+    f.add_argument("--epochs", type=int, default=8)
+    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--margin", type=float, default=0.1, help="triplet margin (squared L2, unit vectors)")
+    f.add_argument("--miner", default="batch-hard", choices=["batch-hard", "semi-hard", "batch-all"])
+    f.add_argument("--p", type=int, default=32, help="identities per batch")
+    f.add_argument("--k", type=int, default=4, help="images per identity in a batch")
+    f.add_argument("--val-identities", type=int, default=300)
+    f.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    f.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--cache-dir", default="cache", help="aligned-crop cache folder")
+    f.add_argument("--resume", action="store_true", help="continue from OUT.state")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=_finetune)
+
     h = sub.add_parser("train-head", help="train the binary verification head of a model")
     h.add_argument("data")
     _model_options(h)
@@ -173,6 +197,30 @@ def _train(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     print(json.dumps({"out": args.out, **row}))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from faceapp.training.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        base=args.base, data=args.data, people=args.people, out=args.out, train_blocks=args.train_blocks,
+        epochs=args.epochs, lr=args.lr, margin=args.margin, miner=args.miner, p=args.p, k=args.k,
+        val_identities=args.val_identities, max_minutes=args.max_minutes, max_steps=args.max_steps,
+        seed=args.seed, cache_dir=args.cache_dir,
+    )
+
+    def progress(row: dict[str, Any]) -> None:
+        if not args.json:
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+    result = finetune(cfg, resume=args.resume, progress=progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        best = max(result["history"], key=lambda r: r["val_auc"])
+        print(f"best epoch {best['epoch']} (0 = the base model): val AUC {best['val_auc']:.4f}, "
+              f"accuracy {best['val_accuracy']:.4f}; wrote {result['out']}")
     return 0
 
 
