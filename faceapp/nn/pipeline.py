@@ -11,11 +11,11 @@ import numpy as np
 from faceapp.config import DetectorConfig, QualityConfig
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
 from faceapp.types import AlignedFace, Detection, FaceImage
-from faceapp.vision.alignment import align_face
+from faceapp.vision.alignment import AlignmentTemplate, align_face
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.face_image import extract_face_image
 from faceapp.vision.images import ImageInput, load_image
-from faceapp.vision.quality import FaceQuality, assess_quality
+from faceapp.vision.quality import QUALITY_CROP_SIZE, FaceQuality, assess_quality, quality_crop
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class FacePipeline:
                 detection=d,
                 aligned=a,
                 embedding=e,
-                quality=assess_quality(d, a.crop, self.quality),
+                quality=assess_quality(d, _quality_crop(image, d, a, self.template), self.quality),
                 model_id=self.model_id,
                 face_image=extract_face_image(image, d),
             )
@@ -116,6 +116,15 @@ class FacePipeline:
         """
         rgb = image if _is_rgb_frame(image) else load_image(image)
         return self.faces_from_detections(rgb, self.detect(rgb))  # type: ignore[arg-type]
+
+
+def _quality_crop(
+    image: np.ndarray, d: Detection, aligned: AlignedFace, template: AlignmentTemplate
+) -> np.ndarray:
+    """The crop the quality gate measures: the model's own when it is the 96-px ArcFace one."""
+    if template == AlignmentTemplate.for_size(QUALITY_CROP_SIZE):
+        return aligned.crop
+    return quality_crop(image, d)
 
 
 def _is_rgb_frame(x: object) -> bool:
