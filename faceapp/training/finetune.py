@@ -11,6 +11,7 @@ on validation. Resumable: ``OUT.state`` after every epoch.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -101,6 +102,31 @@ def _frozen_features(net: DlibResNet, encoder: Encoder, crops: torch.Tensor, n_t
     return torch.cat(out)
 
 
+def _cached_features(cfg: FinetuneConfig, base: LoadedModel, data: PreparedData) -> tuple[torch.Tensor, ...]:
+    """Frozen activations of the training crops and of their mirrors, (N, C, H, W) float16
+    each, kept in ``cache_dir`` (keyed by base model, split point and the crops themselves) so
+    that another run on the same data does not recompute them."""
+    net = base.encoder.backbone
+    if not isinstance(net, DlibResNet):
+        raise FaceappError("fine-tuning needs the dlib ResNet backbone")
+    h = hashlib.sha1(f"{base.model_id}-{cfg.train_blocks}".encode())
+    h.update(data.train_crops.numpy().tobytes())
+    path = Path(cfg.cache_dir) / f"finetune-features-{h.hexdigest()[:16]}.pt"
+    if path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            return blob["plain"], blob["mirror"]
+        except (OSError, RuntimeError, KeyError) as err:
+            log.warning("ignoring unreadable feature cache %s (%s)", path, err)
+    plain = _frozen_features(net, base.encoder, data.train_crops, cfg.train_blocks, cfg.batch_size, False)
+    mirror = _frozen_features(net, base.encoder, data.train_crops, cfg.train_blocks, cfg.batch_size, True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save({"plain": plain, "mirror": mirror}, tmp)
+    os.replace(tmp, path)
+    return plain, mirror
+
+
 def _assemble(base: Encoder, tail: _Tail) -> Encoder:
     """A copy of ``base`` with the trained blocks / fc of ``tail`` put back."""
     enc = copy.deepcopy(base)
@@ -166,9 +192,8 @@ def finetune(
         if progress:
             progress(row)
     t_start = time.perf_counter()
-    feats = _frozen_features(net, base.encoder, data.train_crops, cfg.train_blocks, cfg.batch_size, False)
-    feats_flip = _frozen_features(net, base.encoder, data.train_crops, cfg.train_blocks, cfg.batch_size, True)
-    log.info("frozen activations %s cached in %.0f s", tuple(feats.shape), time.perf_counter() - t_start)
+    feats, feats_flip = _cached_features(cfg, base, data)
+    log.info("frozen activations %s ready in %.0f s", tuple(feats.shape), time.perf_counter() - t_start)
     labels = torch.as_tensor(data.train_labels)
     total_steps = cfg.epochs * len(sampler)
     loss_fn = TripletMarginLoss(make_miner(cfg.miner, cfg.margin, cfg.metric), margin=cfg.margin,
