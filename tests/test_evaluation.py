@@ -389,3 +389,16 @@ def test_calibrate_model_writes_source_and_counts(
     assert cal.source["genuine_pairs"] > 0 and cal.source["images_without_detected_face"] == 1  # the blank
     assert cal.threshold("distance", "far_0.0001") == report["scorers"]["distance"]["far_0.0001"]
     assert cal.threshold("distance", "far_0.01") <= cal.threshold("distance", "far_0.001")
+
+
+def test_calibrate_model_cli_refuses_too_few_impostor_pairs(
+    model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector, capsys
+) -> None:
+    people = tmp_path / "p.txt"
+    people.write_text("1\nAl_Gore\t1\n")
+    argv = ["calibrate-model", "--model", str(model_path), "--data", str(lfw_tree), "--people", str(people),
+            "--impostor-pairs", "500", "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "100000" in err and "Traceback" not in err
+    assert not calibration_path_for(model_path).exists() and no_mtcnn.images == 0
