@@ -48,8 +48,9 @@ from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
 from faceapp.services import DISTANCE, RecognizedFace
 from faceapp.types import Box, Detection, Point
 from faceapp.vision.alignment import align_face
+from faceapp.vision.face_image import extract_face_image
 from faceapp.vision.images import resize_max_side
-from faceapp.vision.quality import assess_quality
+from faceapp.vision.quality import assess_quality, quality_crop
 from faceapp.vision.tracking import (
     IouTracker,
     Track,
@@ -776,8 +777,9 @@ class LiveRecognizer:
                 detection=tr.detection,
                 aligned=a,
                 embedding=e,
-                quality=assess_quality(tr.detection, a.crop, quality),
+                quality=assess_quality(tr.detection, quality_crop(frame, tr.detection), quality),
                 model_id=self.pipeline.model_id,
+                face_image=extract_face_image(frame, tr.detection),
             )
             for tr, a, e in zip(kept, aligned, emb, strict=True)
         ]

@@ -109,7 +109,14 @@ from faceapp.gallery.validation import (
     validate_template,
 )
 from faceapp.types import Box
-from faceapp.vision.images import ImageInput, describe_source, encode_png, load_image
+from faceapp.vision.face_image import (
+    FaceImage,
+    chip_from_face_image,
+    decode_face_image,
+    encode_face_image,
+    is_old_crop,
+)
+from faceapp.vision.images import ImageInput, describe_source, load_image
 
 if TYPE_CHECKING:
     from faceapp.nn.calibration import Calibration
@@ -252,6 +259,26 @@ class TemplateSummary:
         return {"id": self.id, "source": self.source, "quality": self.quality,
                 "created": None if self.created is None else self.created.isoformat(),
                 "model_id": self.model_id, "has_crop": bool(self.crop_png)}
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    """What ``reembed`` did: templates recomputed for ``model_id``, and how many of them came
+    from the small aligned crops older versions stored (their crop for the new model is
+    re-derived from that crop: upsampled, and black where the new framing is wider) rather
+    than from a stored face picture."""
+
+    recomputed: int
+    from_old_crops: int
+    model_id: str
+
+    def __str__(self) -> str:
+        old = f", {self.from_old_crops} re-derived from old small crops" if self.from_old_crops else ""
+        return f"{self.recomputed} template(s) recomputed for model {self.model_id}{old}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"recomputed": self.recomputed, "from_old_crops": self.from_old_crops,
+                "model_id": self.model_id}
 
 
 @dataclass(frozen=True)
@@ -949,7 +976,7 @@ class FaceService:
             NewTemplate(
                 model_id=model_id,
                 embedding=e,
-                crop_png=encode_png(f.aligned.crop),
+                crop_png=encode_face_image(f.face_image),
                 source=src,
                 quality=_quality_dict(f),
             )
@@ -1505,28 +1532,30 @@ class FaceService:
         should_stop: StopFn | None = None,
         *,
         batch_size: int = 32,
-    ) -> int:
-        """Recompute, from their stored crops, every template made by another model.
+    ) -> ReembedReport:
+        """Recompute, from their stored face pictures, every template made by another model.
 
+        A template's crop for the current model is derived from its stored picture (a
+        256-px face image with its landmarks, :mod:`faceapp.vision.face_image`); templates
+        stored by older versions only have the previous model's small aligned crop, from
+        which the crop is re-derived as well and counted in ``from_old_crops``.
         Works in batches, each committed on its own (a template is always consistent: its
         embedding and ``model_id`` change together), so it can be stopped
         (``should_stop()`` is polled between batches) and resumed. ``progress(done, total)``
-        is called after each batch. Templates without a crop, or whose crop cannot be
-        decoded (each logged with its id and person), are skipped, the others recomputed,
-        and all of them reported by a :class:`GalleryError` at the end. Returns the number
-        recomputed.
+        is called after each batch. Templates without a crop, or whose stored picture cannot
+        be decoded (each logged with its id and person), are skipped, the others recomputed,
+        and the skipped ones reported by a :class:`GalleryError` at the end.
         """
         pipeline = self._require_pipeline()
         model_id = pipeline.model_id
         with self._read("reembed") as (_, repo):
             todo = repo.stale_templates(model_id)
         total = len(todo)
-        done = 0
+        done = old = 0
         missing: list[int] = []
         unusable: list[str] = []
         if progress is not None:
             progress(0, total)
-        size = self._model_input_size()
         for start in range(0, total, max(1, batch_size)):
             if should_stop is not None and should_stop():
                 logger.info("reembed stopped after %d of %d templates", done, total)
@@ -1536,10 +1565,10 @@ class FaceService:
                 crops = repo.crops(ids)
                 ready = [t for t in ids if t in crops]
                 missing.extend(t for t in ids if t not in crops)
-                decoded: dict[int, np.ndarray] = {}
+                decoded: dict[int, FaceImage] = {}
                 for tid in ready:
                     try:
-                        decoded[tid] = _decode_crop(crops[tid], size)
+                        decoded[tid] = decode_face_image(crops[tid])
                     except InvalidImage as err:  # this one is skipped, the others go on
                         who = _template_owner(s, tid)
                         unusable.append(f"template {tid} of {who!r} ({err.reason})")
@@ -1547,14 +1576,15 @@ class FaceService:
                                        tid, who, err.reason)
                 ready = [t for t in ready if t in decoded]
                 if ready:
-                    arrays = np.stack([decoded[t] for t in ready])
-                    embs = np.asarray(pipeline.embed_crops(arrays), dtype=np.float32)
+                    chips, n_old = self._chips_for_model([decoded[t] for t in ready])
+                    embs = np.asarray(pipeline.embed_crops(chips), dtype=np.float32)
                     for tid, emb in zip(ready, embs, strict=True):
                         repo.set_template_embedding(tid, model_id, emb)
                     repo.session.flush()
                     bump_generation(repo.session)
                     repo.log_event("reembed", "recomputed", model_id=model_id,
-                                   detail=json.dumps({"templates": len(ready)}))
+                                   detail=json.dumps({"templates": len(ready), "from_old_crops": n_old}))
+                    old += n_old
             done += len(ready)
             if progress is not None:
                 progress(min(start + batch_size, total), total)
@@ -1571,7 +1601,18 @@ class FaceService:
                             + "; delete and re-enrol them")
         if problems:
             raise GalleryError(f"recomputed {done} of {total} template(s); " + "; ".join(problems))
-        return done
+        return ReembedReport(recomputed=done, from_old_crops=old, model_id=model_id)
+
+    def _chips_for_model(self, faces: Sequence[FaceImage]) -> tuple[np.ndarray, int]:
+        """(N, S, S, 3) uint8 crops for the loaded model from decoded stored pictures, and how
+        many came from old aligned crops. A pipeline without an alignment template (a
+        stand-in) gets the stored pixels, resized to its input size."""
+        template = getattr(self._pipeline, "template", None)
+        n_old = sum(is_old_crop(f) for f in faces)
+        if template is None:
+            size = self._model_input_size()
+            return np.stack([_resized(f.image, size) for f in faces]), n_old
+        return np.stack([chip_from_face_image(f, template) for f in faces]), n_old
 
     def _model_input_size(self) -> int | None:
         model = getattr(self._pipeline, "model", None)
@@ -1597,9 +1638,8 @@ def _template_owner(session: Session, template_id: int) -> str:
     return row.person.name if row is not None and row.person is not None else "?"
 
 
-def _decode_crop(png: bytes, size: int | None) -> np.ndarray:
-    """PNG bytes -> (S, S, 3) uint8, resized to the model's input size when it differs."""
-    crop = load_image(png)
+def _resized(crop: np.ndarray, size: int | None) -> np.ndarray:
+    """(H, W, 3) uint8 -> (S, S, 3), resized to the model's input size when it differs."""
     if size is not None and crop.shape[:2] != (size, size):
         from PIL import Image
 

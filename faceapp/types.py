@@ -67,3 +67,18 @@ class AlignedFace:
     crop: np.ndarray
     detection: Detection
     matrix: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True, eq=False)
+class FaceImage:
+    """A model-independent picture of one face: a generous square crop around it and where
+    its 5 landmarks are in that crop, from which any model's aligned crop can be derived.
+
+    ``image`` is (S, S, 3) uint8 RGB; ``landmarks`` (5, 2) float64 pixel-index coordinates
+    in ``image`` (same order as :class:`Detection`); ``framing`` names how it was cut
+    (``"face256"`` for faces stored by this version, ``"arcface<S>"`` for older aligned crops).
+    """
+
+    image: np.ndarray
+    landmarks: np.ndarray = field(repr=False)
+    framing: str = "face256"

@@ -17,7 +17,8 @@ from faceapp.gallery import open_database
 from faceapp.nn.calibration import Calibration
 from faceapp.nn.scoring import CosineScorer
 from faceapp.services import FaceService
-from faceapp.types import AlignedFace, Detection
+from faceapp.types import AlignedFace, Detection, FaceImage
+from faceapp.vision.alignment import AlignmentTemplate
 from faceapp.vision.quality import FaceQuality
 
 DIM = 16
@@ -31,6 +32,7 @@ class FakeFace:
     embedding: np.ndarray
     quality: FaceQuality
     model_id: str
+    face_image: FaceImage
 
 
 class FakeEncoder:
@@ -85,8 +87,9 @@ class FakePipeline:
             quality = FaceQuality(ok=not blurred, reasons=("too blurred",) if blurred else (),
                                   face_px=size, sharpness=5.0 if blurred else 80.0, yaw=0.0,
                                   score=0.99)
+            picture = FaceImage(crop, AlignmentTemplate.for_size(CROP).array())  # the crop itself
             faces.append(FakeFace(det, AlignedFace(crop, det, np.eye(2, 3)),
-                                  self.embed_crops(crop[None])[0], quality, self.model_id))
+                                  self.embed_crops(crop[None])[0], quality, self.model_id, picture))
         return faces
 
 

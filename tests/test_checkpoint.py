@@ -73,7 +73,7 @@ def test_metadata_is_complete(saved: tuple[Path, Encoder, str]) -> None:
     assert meta["encoder_config"]["backbone"] == "resnet"
     assert meta["encoder_config"]["embedding_dim"] == 16 and meta["encoder_config"]["input_size"] == 32
     assert meta["alignment"] == AlignmentTemplate.for_size(32).to_dict()
-    assert meta["normalisation"] == {"mean": 0.5, "std": 0.5}
+    assert meta["normalisation"] == {"mean": 0.5, "std": 0.5, "scale": 255.0}
     assert meta["training"] == {"epochs": 3, "miner": "batch-hard"}
     assert meta["metrics"] == {"val_auc": 0.75}
     assert "created" in meta and "faceapp_version" in meta

@@ -210,7 +210,10 @@ def test_evaluate_cli_json_and_plots(
     model = load_checkpoint(model_path)
     expected, _ = evaluate_pairs(model, lfw_dir, small_pairs, cache_dir=tmp_path / "cache")
     assert out == json.loads(json.dumps(expected[0]))
-    assert (model_path.parent / CALIBRATION_FILE).is_file()
+    assert not (model_path.parent / CALIBRATION_FILE).exists()  # evaluation is read-only
+    assert main([*argv, "--write-calibration"]) == 0
+    capsys.readouterr()
+    assert (model_path.parent / CALIBRATION_FILE).is_file()  # written only when asked
     assert sorted(p.name for p in plots.iterdir()) == ["hist_distance.png", "roc_distance.png"]
     for name, colour in (("roc_distance.png", (200, 30, 30)), ("hist_distance.png", (30, 160, 30))):
         img = np.asarray(Image.open(plots / name).convert("RGB"))
@@ -240,7 +243,7 @@ def test_evaluate_cli_scorers(
     assert no_mtcnn.images == 0  # refused before any image was processed
 
     add_head(model_path, BinaryVerificationHead(TINY.embedding_dim, "l1"))
-    assert main([*argv, "--scorer", "all"]) == 0
+    assert main([*argv, "--scorer", "all", "--write-calibration"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["scorer"] for r in out] == ["distance", "head_l1"]
     for r in out:
@@ -333,3 +336,69 @@ def test_evaluate_identification_cli(
             cache_dir=tmp_path / "cache",
             detector=TemplateDetector(),
         )
+
+
+# ---------------------------------------------------------------------- calibrate-model
+def test_calibration_pairs_invariants() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
+    a, b, same = evaluation.sample_calibration_pairs(labels, impostor_pairs=25, genuine_per_person=4, seed=1)
+    gen = {(int(x), int(y)) for x, y, s in zip(a, b, same, strict=True) if s}
+    imp = [(int(x), int(y)) for x, y, s in zip(a, b, same, strict=True) if not s]
+    # brute force: every same-label pair, capped per identity (3 + 1 + 0 + min(6, 4))
+    all_gen = {(i, j) for i in range(10) for j in range(i + 1, 10) if labels[i] == labels[j]}
+    assert gen <= all_gen and len(gen) == 3 + 1 + 4
+    assert len(imp) == 25 == len(set(imp))
+    assert all(i < j and labels[i] != labels[j] for i, j in imp)
+    with pytest.raises(FaceappError, match="impostor pairs exist"):
+        evaluation.sample_calibration_pairs(labels, impostor_pairs=1000, genuine_per_person=4)
+
+
+def test_calibration_entry_matches_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    same = np.r_[np.ones(300, bool), np.zeros(20_000, bool)]
+    scores = np.r_[rng.normal(0.8, 0.1, 300), rng.normal(0.2, 0.15, 20_000)]
+    entry = evaluation.calibration_entry(scores, same)
+    imp, gen = scores[~same], scores[same]
+    for far in (0.01, 0.001, 0.0001):
+        tau = entry[f"far_{far:g}"]
+        # the smallest distinct score whose FAR is <= far (loop over candidates)
+        want = min(t for t in np.unique(scores) if (imp >= t).mean() <= far)
+        assert tau == want
+        assert entry["metrics"][f"measured_far_{far:g}"] == (imp >= tau).mean() <= far
+        assert entry["metrics"][f"tar_at_far_{far:g}"] == (gen >= tau).mean()
+    assert entry["far_0.01"] <= entry["far_0.001"] <= entry["far_0.0001"]
+
+
+def test_calibrate_model_writes_source_and_counts(
+    model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector
+) -> None:
+    from fakes import PEOPLE
+
+    people = tmp_path / "peopleTiny.txt"
+    people.write_text(f"{len(PEOPLE)}\n" + "".join(f"{p}\t1\n" for p in PEOPLE))
+    model = load_checkpoint(model_path)
+    with pytest.raises(FaceappError, match="at least 100000"):
+        evaluation.calibrate(model, lfw_tree, people, impostor_pairs=500, cache_dir=tmp_path / "c")
+    report = evaluation.calibrate(
+        model, lfw_tree, people, impostor_pairs=500, cache_dir=tmp_path / "c", min_impostor_pairs=100,
+        detector=no_mtcnn,
+    )
+    cal = Calibration.load(calibration_path_for(model_path))
+    assert cal.model_id == model.model_id
+    assert cal.source["impostor_pairs"] == 500 and cal.source["people"] == "peopleTiny.txt"
+    assert cal.source["genuine_pairs"] > 0 and cal.source["images_without_detected_face"] == 1  # the blank
+    assert cal.threshold("distance", "far_0.0001") == report["scorers"]["distance"]["far_0.0001"]
+    assert cal.threshold("distance", "far_0.01") <= cal.threshold("distance", "far_0.001")
+
+
+def test_calibrate_model_cli_refuses_too_few_impostor_pairs(
+    model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector, capsys
+) -> None:
+    people = tmp_path / "p.txt"
+    people.write_text("1\nAl_Gore\t1\n")
+    argv = ["calibrate-model", "--model", str(model_path), "--data", str(lfw_tree), "--people", str(people),
+            "--impostor-pairs", "500", "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "100000" in err and "Traceback" not in err
+    assert not calibration_path_for(model_path).exists() and no_mtcnn.images == 0

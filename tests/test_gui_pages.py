@@ -34,7 +34,7 @@ from faceapp.live import LiveConfig
 from faceapp.nn.calibration import Calibration
 from faceapp.nn.scoring import CosineScorer
 from faceapp.services import FaceService
-from faceapp.types import AlignedFace, Detection
+from faceapp.types import AlignedFace, Detection, FaceImage
 from faceapp.vision.alignment import AlignmentTemplate
 from faceapp.vision.quality import FaceQuality
 
@@ -122,6 +122,7 @@ class FakePipeline:
                     self.embed_crops(crop[None])[0],
                     quality,
                     self.model_id,
+                    FaceImage(crop, AlignmentTemplate.for_size(CROP).array()),
                 )
             )
         return faces

@@ -276,7 +276,8 @@ def test_model_mismatch_and_reembed(db_url):
         with pytest.raises(ModelMismatch):
             new.verify("Ann", img((1, 1)))
         seen = []
-        assert new.reembed(progress=lambda d, t: seen.append((d, t)), batch_size=4) == 6
+        report = new.reembed(progress=lambda d, t: seen.append((d, t)), batch_size=4)
+        assert (report.recomputed, report.from_old_crops, report.model_id) == (6, 0, new_pipeline.model_id)
         assert seen[0] == (0, 6) and seen[-1] == (6, 6)
         assert {t.model_id for p in new.list_people() for t in new.person_templates(p.name)} \
             == {new_pipeline.model_id}
@@ -286,7 +287,7 @@ def test_model_mismatch_and_reembed(db_url):
         expected = identity_vector(1, 0, 2) @ identity_vector(1, 5, 2)
         expected = max(expected, identity_vector(1, 1, 2) @ identity_vector(1, 5, 2))
         assert faces[0].score == pytest.approx(float(expected), abs=1e-5)
-        assert new.reembed() == 0
+        assert new.reembed().recomputed == 0
     finally:
         new.close()
 
@@ -299,10 +300,10 @@ def test_reembed_can_stop_and_resume(db_url):
     try:
         calls = iter([False, True])
         done = new.reembed(should_stop=lambda: next(calls), batch_size=4)
-        assert done == 4
+        assert done.recomputed == 4
         with pytest.raises(ModelMismatch):
             new.recognize(img((1, 1)))
-        assert new.reembed(batch_size=4) == 2
+        assert new.reembed(batch_size=4).recomputed == 2
         assert new.recognize(img((1, 1)))[0].person == "Ann"
     finally:
         new.close()

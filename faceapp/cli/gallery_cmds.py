@@ -384,10 +384,12 @@ def _reembed(args: argparse.Namespace) -> int:
             print(f"\rre-embedding {done}/{total}", end="", file=sys.stderr, flush=True)
 
     with _open_service(args) as svc:
-        n = svc.reembed(progress=progress, batch_size=args.batch_size)
-        model_id = svc.model_id
+        report = svc.reembed(progress=progress, batch_size=args.batch_size)
     if not args.json:
         print(file=sys.stderr)
-    _emit(args, {"recomputed": n, "model_id": model_id},
-          f"recomputed {n} template(s) for model {model_id}")
+    text = f"recomputed {report.recomputed} template(s) for model {report.model_id}"
+    if report.from_old_crops:
+        text += (f"; {report.from_old_crops} of them re-derived from the small aligned crops of an older "
+                 "version (upsampled, possibly black at the edges: re-enrol those people for full accuracy)")
+    _emit(args, report.to_dict(), text)
     return 0

@@ -1,5 +1,5 @@
-"""Training and evaluation commands: train, train-head, evaluate, evaluate-identification,
-import-pretrained."""
+"""Training and evaluation commands: train, train-head, evaluate, calibrate-model,
+evaluate-identification, import-pretrained."""
 
 from __future__ import annotations
 
@@ -59,6 +59,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_train)
 
+    f = sub.add_parser(
+        "finetune",
+        help="fine-tune the imported dlib ResNet's last blocks with triplet loss and online hard mining",
+    )
+    f.add_argument("data", help="identity folders: DATA/<person>/<image>")
+    f.add_argument("--people", help="people*.txt restricting the identities (e.g. peopleDevTrain.txt)")
+    f.add_argument("--base", default=str(default_model_path()), help="dlib ResNet checkpoint to start from")
+    f.add_argument("--out", required=True, help="checkpoint to write (best epoch on validation AUC)")
+    f.add_argument("--train-blocks", type=int, default=3, help="trailing residual blocks trained (+ fc)")
+    f.add_argument("--epochs", type=int, default=8)
+    f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--margin", type=float, default=0.1, help="triplet margin (squared L2, unit vectors)")
+    f.add_argument("--miner", default="batch-hard", choices=["batch-hard", "semi-hard", "batch-all"])
+    f.add_argument("--p", type=int, default=32, help="identities per batch")
+    f.add_argument("--k", type=int, default=4, help="images per identity in a batch")
+    f.add_argument("--val-identities", type=int, default=300)
+    f.add_argument("--max-minutes", type=float, help="stop after this much training time")
+    f.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--cache-dir", default="cache", help="aligned-crop cache folder")
+    f.add_argument("--resume", action="store_true", help="continue from OUT.state")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=_finetune)
+
     h = sub.add_parser("train-head", help="train the binary verification head of a model")
     h.add_argument("data")
     _model_options(h)
@@ -73,8 +97,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e.add_argument("--pairs", required=True, help="pairs*.txt")
     e.add_argument("--scorer", default="distance", help="distance, head (= head_l1), head_l1, head_chi2, all")
     e.add_argument("--plots", help="folder for roc_<scorer>.png and hist_<scorer>.png")
-    e.add_argument("--no-calibration", action="store_true", help="do not write calibration.json")
+    e.add_argument(
+        "--write-calibration",
+        action="store_true",
+        help="also store this run's thresholds in the model's calibration.json (default: read-only; "
+        "prefer `faceapp calibrate-model`, which measures FAR 1e-3/1e-4 on >= 1e5 impostor pairs)",
+    )
+    e.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)  # the old default
     e.set_defaults(func=_evaluate)
+
+    c = sub.add_parser(
+        "calibrate-model",
+        help="measure the model's thresholds on pairs of training identities (>= 1e5 impostor pairs) "
+        "and write its calibration.json",
+    )
+    _model_options(c, data=True)
+    c.add_argument("--people", required=True, help="people*.txt: the identities (e.g. peopleDevTrain.txt)")
+    c.add_argument("--impostor-pairs", type=int, default=200_000, help="random pairs of different people")
+    c.add_argument(
+        "--genuine-per-person", type=int, default=50, help="at most this many same-person pairs each"
+    )
+    c.add_argument("--scorer", default="all", help="distance, head_l1, head_chi2, all")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=_calibrate)
 
     i = sub.add_parser("evaluate-identification", help="closed/open-set identification: rank-1/5, DIR@FPIR")
     _model_options(i, data=True)
@@ -84,10 +129,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.set_defaults(func=_evaluate_identification)
 
     m = sub.add_parser(
-        "import-pretrained", help="make a checkpoint of facenet-pytorch InceptionResnetV1 weights"
+        "import-pretrained",
+        help="make a checkpoint of published weights: dlib's face ResNet (offline, from the "
+        "face_recognition_models package) or facenet-pytorch's InceptionResnetV1",
     )
-    m.add_argument("source", help="vggface2 | casia-webface (download) or a local weights file")
-    m.add_argument("--out", required=True)
+    m.add_argument(
+        "source", help="dlib | vggface2 | casia-webface (download) | a local InceptionResnetV1 weights file"
+    )
+    m.add_argument("--out", help="checkpoint to write (dlib: default models/default.pt)")
+    m.add_argument("--dat", help="dlib: the .dat file (default: the one of face_recognition_models)")
+    m.add_argument("--flip-tta", action="store_true", help="embed crop + mirror at inference")
+    m.add_argument("--json", action="store_true")
     m.set_defaults(func=_import_pretrained)
 
 
@@ -163,6 +215,30 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finetune(args: argparse.Namespace) -> int:
+    from faceapp.training.finetune import FinetuneConfig, finetune
+
+    cfg = FinetuneConfig(
+        base=args.base, data=args.data, people=args.people, out=args.out, train_blocks=args.train_blocks,
+        epochs=args.epochs, lr=args.lr, margin=args.margin, miner=args.miner, p=args.p, k=args.k,
+        val_identities=args.val_identities, max_minutes=args.max_minutes, max_steps=args.max_steps,
+        seed=args.seed, cache_dir=args.cache_dir,
+    )
+
+    def progress(row: dict[str, Any]) -> None:
+        if not args.json:
+            print(json.dumps(row), file=sys.stderr, flush=True)
+
+    result = finetune(cfg, resume=args.resume, progress=progress)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        best = max(result["history"], key=lambda r: r["val_auc"])
+        print(f"best epoch {best['epoch']} (0 = the base model): val AUC {best['val_auc']:.4f}, "
+              f"accuracy {best['val_accuracy']:.4f}; wrote {result['out']}")
+    return 0
+
+
 def _train_head(args: argparse.Namespace) -> int:
     from faceapp.training.head_training import train_head_cli
 
@@ -188,7 +264,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.pairs,
         scorer=args.scorer,
         plots=args.plots,
-        write_calibration=not args.no_calibration,
+        write_calibration=args.write_calibration and not args.no_calibration,
         cache_dir=args.cache_dir,
     )
     if args.json:
@@ -215,10 +291,47 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from faceapp.training.evaluation import calibrate_cli
+
+    report = calibrate_cli(
+        Path(args.model),
+        args.data,
+        args.people,
+        scorer=args.scorer,
+        impostor_pairs=args.impostor_pairs,
+        genuine_per_person=args.genuine_per_person,
+        seed=args.seed,
+        cache_dir=args.cache_dir,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        src = report["source"]
+        print(
+            f"calibration written to {report['calibration']} ({src['impostor_pairs']} impostor, "
+            f"{src['genuine_pairs']} genuine pairs)"
+        )
+        for name, entry in report["scorers"].items():
+            points = ", ".join(f"{k} {v:.4f}" for k, v in entry.items() if isinstance(v, float))
+            print(f"{name:>10}: {points}")
+    return 0
+
+
 def _import_pretrained(args: argparse.Namespace) -> int:
+    from faceapp.errors import FaceappError
     from faceapp.nn.checkpoint import save_checkpoint
     from faceapp.nn.encoder import Encoder, EncoderConfig, load_pretrained_inception
 
+    if args.source == "dlib":
+        from faceapp.nn.pretrained import import_pretrained
+
+        out = args.out or default_model_path()
+        summary = import_pretrained("dlib", out, dat=args.dat, flip_tta=args.flip_tta)
+        _print(summary, args.json)
+        return 0
+    if not args.out:
+        raise FaceappError("--out is required for InceptionResnetV1 weights")
     enc = Encoder(
         EncoderConfig(backbone="inception_resnet_v1", input_size=160, embedding_dim=512, mean=0.5, std=0.5)
     )

@@ -7,7 +7,10 @@ Format::
                               "metrics": {...}}, "head_l1": {...}, ...},
      "overrides": {"distance": τ}}
 
-Thresholds apply to similarity scores (accept when score >= τ, see :mod:`faceapp.nn.scoring`).
+``source`` records where the thresholds come from: ``faceapp calibrate`` writes the data
+folder, the people file, and the numbers of images, genuine and impostor pairs (>= 1e5
+impostor pairs, so that FAR 1e-3 and 1e-4 are measured); ``far_0.0001`` exists only in
+such files. Thresholds apply to similarity scores (accept when score >= τ, see :mod:`faceapp.nn.scoring`).
 ``overrides`` holds a τ the user chose (GUI calibrate page, ``--threshold`` persisted).
 """
 
@@ -24,7 +27,7 @@ from faceapp.errors import CalibrationError, ModelMismatch
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT_VERSION = 1
-OPERATING_POINTS = ("far_0.01", "far_0.001", "eer", "accuracy")
+OPERATING_POINTS = ("far_0.01", "far_0.001", "far_0.0001", "eer", "accuracy")
 DEFAULT_POINT = "far_0.01"
 
 

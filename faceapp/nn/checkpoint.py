@@ -5,8 +5,12 @@ Format (a plain dict, loadable with ``torch.load(..., weights_only=True)``)::
     format: "faceapp-checkpoint", format_version: 1,
     encoder_config: EncoderConfig.to_dict(), state_dict: encoder weights,
     heads: {"head_l1": {"mode", "dim", "state_dict"}, ...},
-    alignment: AlignmentTemplate.to_dict(), normalisation: {"mean", "std"},
-    training: {...}, metrics: {...}, model_id: str, created: ISO time, faceapp_version
+    alignment: AlignmentTemplate.to_dict(), normalisation: {"mean", "std", "scale"},
+    training: {...}, metrics: {...}, provenance: {...} (where imported weights come from,
+    their licence), model_id: str, created: ISO time, faceapp_version
+
+``alignment`` is the template crops are aligned to for this model: the scaled ArcFace
+template for models trained here, dlib's 150-px chip for the imported dlib ResNet.
 
 ``model_id`` is the first 16 hex digits of the SHA-256 of the encoder weights (keys sorted,
 raw bytes): templates made by different weights are never compared, and a damaged
@@ -61,6 +65,15 @@ class LoadedModel:
 
     @property
     def template(self) -> AlignmentTemplate:
+        """The checkpoint's alignment template (the scaled ArcFace one when it records none)."""
+        recorded = self.meta.get("alignment")
+        if isinstance(recorded, dict):
+            try:
+                template = AlignmentTemplate.from_dict(recorded)
+            except ValueError as err:
+                raise ModelMismatch(f"checkpoint alignment template: {err}") from None
+            if template.size == self.encoder.input_size:
+                return template
         return AlignmentTemplate.for_size(self.encoder.input_size)
 
     @property
@@ -87,11 +100,22 @@ def save_checkpoint(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    template: AlignmentTemplate | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> str:
-    """Write a checkpoint atomically (temp file + rename). Returns the ``model_id``."""
+    """Write a checkpoint atomically (temp file + rename). Returns the ``model_id``.
+
+    ``template``: where the landmarks land in this model's crops (default: the ArcFace
+    template scaled to the input size); its size must be the encoder's input size.
+    """
     path = Path(path)
     state = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
     model_id = weights_id(state)
+    template = template or AlignmentTemplate.for_size(encoder.input_size)
+    if template.size != encoder.input_size:
+        raise ModelError(
+            f"alignment template size {template.size} != encoder input size {encoder.input_size}"
+        )
     blob: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -105,8 +129,11 @@ def save_checkpoint(
             }
             for name, h in (heads or {}).items()
         },
-        "alignment": AlignmentTemplate.for_size(encoder.input_size).to_dict(),
-        "normalisation": {"mean": encoder.config.mean, "std": encoder.config.std},
+        "alignment": template.to_dict(),
+        "normalisation": {
+            k: v for k, v in encoder.config.to_dict().items() if k in ("mean", "std", "scale")
+        },
+        "provenance": provenance or {},
         "training": training or {},
         "metrics": metrics or {},
         "extra": extra or {},

@@ -20,7 +20,7 @@ from faceapp.errors import ModelError, WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
-BACKBONES = ("resnet", "inception_resnet_v1")
+BACKBONES = ("resnet", "inception_resnet_v1", "dlib_resnet")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class EncoderConfig:
     ``width``: channels of the first ResNet stage (doubled at each of the 4 stages).
     ``layers``: BasicBlocks per stage. ``input_size``: side of the aligned square crop.
     ``flip_tta``: at inference, embed each crop and its mirror and average (then normalise).
+    "dlib_resnet" is dlib's face recognition ResNet (:mod:`faceapp.nn.dlib_resnet`, 150x150
+    input, 128-D; ``width``/``layers``/``dropout`` do not apply).
+    Normalisation: ``(pixel / scale - mean) / std`` per channel (``mean``/``std`` a number
+    or one per R, G, B channel); dlib's is ``scale=1, mean=(122.782, 117.001, 104.298), std=256``.
     """
 
     backbone: str = "resnet"
@@ -41,18 +45,28 @@ class EncoderConfig:
     layers: tuple[int, int, int, int] = (2, 2, 2, 2)
     dropout: float = 0.0
     flip_tta: bool = False
-    mean: float = 0.5
-    std: float = 0.5
+    mean: float | tuple[float, float, float] = 0.5
+    std: float | tuple[float, float, float] = 0.5
+    scale: float = 255.0
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ModelError(f"unknown backbone {self.backbone!r} (known: {', '.join(BACKBONES)})")
-        if self.input_size % 16 != 0 or self.input_size < 32:
+        if self.backbone == "dlib_resnet":
+            if self.input_size != 150 or self.embedding_dim != 128:
+                raise ModelError(
+                    f"the dlib ResNet takes 150x150 crops and gives 128-D embeddings, got "
+                    f"input_size {self.input_size}, embedding_dim {self.embedding_dim}"
+                )
+        elif self.input_size % 16 != 0 or self.input_size < 32:
             raise ModelError(f"input_size must be a multiple of 16 and >= 32, got {self.input_size}")
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["layers"] = list(self.layers)
+        for key in ("mean", "std"):
+            if isinstance(d[key], tuple):
+                d[key] = list(d[key])
         return d
 
     @classmethod
@@ -64,6 +78,9 @@ class EncoderConfig:
         kw = dict(d)
         if "layers" in kw:
             kw["layers"] = tuple(kw["layers"])  # type: ignore[arg-type]
+        for key in ("mean", "std"):
+            if isinstance(kw.get(key), list):
+                kw[key] = tuple(float(v) for v in kw[key])  # type: ignore[union-attr]
         return cls(**kw)  # type: ignore[arg-type]
 
 
@@ -131,6 +148,11 @@ class Encoder(nn.Module):
                 nn.Linear(feat * spatial * spatial, config.embedding_dim),
                 nn.BatchNorm1d(config.embedding_dim),
             )
+        elif config.backbone == "dlib_resnet":
+            from faceapp.nn.dlib_resnet import DlibResNet
+
+            self.backbone = DlibResNet()
+            self.head = nn.Identity()
         else:
             from facenet_pytorch import InceptionResnetV1
 
@@ -146,8 +168,12 @@ class Encoder(nn.Module):
         return self.config.embedding_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.head(self.backbone(x))
-        return F.normalize(z, dim=1)
+        return F.normalize(self.raw(x), dim=1)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) normalised pixels -> (N, D) float32 before L2 normalisation (for the
+        dlib ResNet: dlib's own face descriptor)."""
+        return self.head(self.backbone(x))
 
     def preprocess(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(N, S, S, 3) uint8 -> (N, 3, S, S) float32 normalised, on the encoder's device."""
@@ -159,8 +185,10 @@ class Encoder(nn.Module):
                 f"expected crops of shape (N, {self.input_size}, {self.input_size}, 3), got {tuple(t.shape)}"
             )
         device = next(self.parameters()).device
-        x = t.to(device).permute(0, 3, 1, 2).float() / 255.0  # never in place: crops may be float
-        return (x - self.config.mean) / self.config.std
+        x = t.to(device).permute(0, 3, 1, 2).float()  # never in place: crops may be float
+        if self.config.scale != 1.0:
+            x = x / self.config.scale
+        return (x - _per_channel(self.config.mean, x)) / _per_channel(self.config.std, x)
 
     @torch.inference_mode()
     def embed(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -193,6 +221,13 @@ class Encoder(nn.Module):
             return np.concatenate(out).astype(np.float32, copy=False)
         finally:
             self.train(was_training)
+
+
+def _per_channel(value: float | tuple[float, ...], like: torch.Tensor) -> torch.Tensor | float:
+    """A number, or a (1, C, 1, 1) tensor of per-channel values on ``like``'s device."""
+    if isinstance(value, tuple):
+        return torch.tensor(value, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    return value
 
 
 def load_pretrained_inception(encoder: Encoder, source: str) -> None:

@@ -10,11 +10,12 @@ import numpy as np
 
 from faceapp.config import DetectorConfig, QualityConfig
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
-from faceapp.types import AlignedFace, Detection
-from faceapp.vision.alignment import align_face
+from faceapp.types import AlignedFace, Detection, FaceImage
+from faceapp.vision.alignment import AlignmentTemplate, align_face
 from faceapp.vision.detection import FaceDetector
+from faceapp.vision.face_image import extract_face_image
 from faceapp.vision.images import ImageInput, load_image
-from faceapp.vision.quality import FaceQuality, assess_quality
+from faceapp.vision.quality import QUALITY_CROP_SIZE, FaceQuality, assess_quality, quality_crop
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 class FaceEmbedding:
     """One analysed face: where it is, its aligned crop, its embedding and its quality.
 
-    ``embedding`` is (D,) float32 with unit L2 norm, made by model ``model_id``.
+    ``embedding`` is (D,) float32 with unit L2 norm, made by model ``model_id``;
+    ``face_image`` the model-independent picture a gallery template keeps (any later model's
+    crop is derived from it, see :mod:`faceapp.vision.face_image`).
     """
 
     detection: Detection
@@ -31,6 +34,7 @@ class FaceEmbedding:
     embedding: np.ndarray
     quality: FaceQuality
     model_id: str
+    face_image: FaceImage
 
 
 class FacePipeline:
@@ -95,8 +99,9 @@ class FacePipeline:
                 detection=d,
                 aligned=a,
                 embedding=e,
-                quality=assess_quality(d, a.crop, self.quality),
+                quality=assess_quality(d, _quality_crop(image, d, a, self.template), self.quality),
                 model_id=self.model_id,
+                face_image=extract_face_image(image, d),
             )
             for d, a, e in zip(detections, aligned, emb, strict=True)
         ]
@@ -111,6 +116,15 @@ class FacePipeline:
         """
         rgb = image if _is_rgb_frame(image) else load_image(image)
         return self.faces_from_detections(rgb, self.detect(rgb))  # type: ignore[arg-type]
+
+
+def _quality_crop(
+    image: np.ndarray, d: Detection, aligned: AlignedFace, template: AlignmentTemplate
+) -> np.ndarray:
+    """The crop the quality gate measures: the model's own when it is the 96-px ArcFace one."""
+    if template == AlignmentTemplate.for_size(QUALITY_CROP_SIZE):
+        return aligned.crop
+    return quality_crop(image, d)
 
 
 def _is_rgb_frame(x: object) -> bool:

@@ -144,11 +144,16 @@ class PreparedData:
     report: dict[str, Any]
 
 
-def prepare_data(cfg: TrainConfig, detector: FaceDetector | None = None) -> PreparedData:
-    """Detect/align (cached), drop undetected images, split off validation identities."""
+def prepare_data(
+    cfg: TrainConfig, detector: FaceDetector | None = None, template: AlignmentTemplate | None = None
+) -> PreparedData:
+    """Detect/align (cached), drop undetected images, split off validation identities.
+
+    ``template``: the crops' alignment (default: the ArcFace one at the encoder's input size).
+    """
     people = list(read_people(cfg.people)) if cfg.people else None
     images = scan_identity_folders(cfg.data, people)
-    template = AlignmentTemplate.for_size(cfg.encoder.input_size)
+    template = template or AlignmentTemplate.for_size(cfg.encoder.input_size)
     detector = detector or FaceDetector(DetectorConfig(min_face_size=cfg.min_face_size))
     name = Path(cfg.people).stem.lower() if cfg.people else Path(cfg.data).name
     crops = build_crop_cache(list(images.paths), template, detector, cfg.cache_dir, name=name)

@@ -28,6 +28,20 @@ _TEMPLATE_112 = np.array(
     dtype=np.float64,
 )
 
+# Where MTCNN's 5 points land in dlib's 150x150 face chip (``get_face_chip(img, shape, 150,
+# padding=0.25)``), pixel-index coordinates; a least-squares similarity onto these points
+# reproduces dlib's framing (mean over LFW DevTrain images, measured for issue 11).
+_TEMPLATE_DLIB_150 = np.array(
+    [
+        [47.73, 46.24],
+        [102.18, 45.82],
+        [73.55, 78.10],
+        [51.65, 106.09],
+        [99.11, 105.70],
+    ],
+    dtype=np.float64,
+)
+
 
 @dataclass(frozen=True)
 class AlignmentTemplate:
@@ -47,6 +61,25 @@ class AlignmentTemplate:
             raise ValueError(f"crop size {size} is too small (>= 16)")
         pts = (_TEMPLATE_112 + 0.5) * (size / 112.0) - 0.5
         return cls(size=size, points=tuple((float(x), float(y)) for x, y in pts))
+
+    @classmethod
+    def dlib150(cls) -> AlignmentTemplate:
+        """dlib's 150x150 face-chip framing (padding 0.25), for the imported dlib ResNet."""
+        points = tuple((float(x), float(y)) for x, y in _TEMPLATE_DLIB_150)
+        return cls(size=150, points=points, name="dlib150")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> AlignmentTemplate:
+        """Inverse of :meth:`to_dict` (raises ValueError on a malformed template)."""
+        try:
+            size = int(d["size"])  # type: ignore[call-overload]
+            pts = np.asarray(d["points"], dtype=np.float64)
+            name = str(d.get("name", "custom"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"malformed alignment template ({err})") from None
+        if pts.shape != (5, 2) or size < 16 or not np.isfinite(pts).all():
+            raise ValueError(f"malformed alignment template: size {size}, points of shape {pts.shape}")
+        return cls(size=size, points=tuple((float(x), float(y)) for x, y in pts), name=name)
 
     def array(self) -> np.ndarray:
         """(5, 2) float64 template points."""

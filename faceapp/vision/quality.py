@@ -8,6 +8,12 @@ import numpy as np
 
 from faceapp.config import QualityConfig
 from faceapp.types import Detection
+from faceapp.vision.alignment import AlignmentTemplate, align_face
+
+QUALITY_CROP_SIZE = 96
+"""Sharpness is measured on a crop of this size in the ArcFace framing, whatever the model's
+own crop: the gate's ``min_sharpness`` was tuned on such crops, and the Laplacian's variance
+depends on the crop's scale (dlib's tighter 150-px chip of the same face is smoother)."""
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,18 @@ def estimate_yaw(detection: Detection) -> float:
     return (0.7 * nose_off + 0.3 * mouth_off) / eye_dist
 
 
+def quality_crop(image: np.ndarray, detection: Detection) -> np.ndarray:
+    """(96, 96, 3) uint8 ArcFace-framed crop of a detected face, on which sharpness is measured."""
+    return align_face(image, detection, AlignmentTemplate.for_size(QUALITY_CROP_SIZE)).crop
+
+
 def assess_quality(detection: Detection, crop: np.ndarray, config: QualityConfig) -> FaceQuality:
     """Measure a face and decide whether it passes the enrolment gate.
 
     Args:
         detection: the face in source-image coordinates.
-        crop: (S, S, 3) uint8 aligned crop of that face.
+        crop: (S, S, 3) uint8 aligned crop of that face; the thresholds hold for the crop of
+            :func:`quality_crop` (96 px, ArcFace framing).
         config: minimum size / sharpness / detector score and maximum yaw.
     """
     face_px = max(detection.width, detection.height)
