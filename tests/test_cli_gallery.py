@@ -199,12 +199,20 @@ def test_cli_with_real_pipeline(untrained_model, lfw, tmp_path, capsys, monkeypa
 
 
 # ---------------------------------------------------------------------- end to end
+@pytest.fixture(params=["sqlite", "postgresql"])
+def e2e_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The end-to-end gallery: a SQLite file, then a database on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "e2e.sqlite")
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.mark.slow
-def test_end_to_end_on_lfw_with_default_model(lfw, tmp_path, capsys):
+def test_end_to_end_on_lfw_with_default_model(lfw, e2e_db, capsys):
     model_path = PROJECT_ROOT / "models" / "default.pt"
     if not model_path.is_file():
         pytest.skip("models/default.pt is not shipped in this checkout (trained model needed)")
-    db = str(tmp_path / "e2e.sqlite")
+    db = e2e_db
     common = ["--db", db, "--model", str(model_path)]
     for person in ENROLLED:
         code, out = run_json(capsys, ["enroll", person.replace("_", " "),
