@@ -91,8 +91,9 @@ class ServerSearchConfig:
     (at least ``k``; wider means higher recall and more work). ``ef_search``: HNSW search
     width (raised to ``shortlist`` when smaller); 800 is the narrowest width that found
     the exact top-1 person for every probe of ``faceapp bench gallery --db`` at 10⁶
-    templates of real-embedding statistics (200 of 200; 0.98 at 400, 0.96 at 200). ``m`` / ``ef_construction``: HNSW build
-    parameters. ``sync_chunk``: templates copied per statement by :meth:`ServerSearch.sync`."""
+    templates of real-embedding statistics (200 of 200; 0.98 at 400, 0.96 at 200).
+    ``m`` / ``ef_construction``: HNSW build parameters. ``sync_chunk``: templates copied
+    per statement by :meth:`ServerSearch.sync`."""
 
     shortlist: int = 100
     ef_search: int = 800
