@@ -139,3 +139,34 @@ def gallery_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql15":
         return request.getfixturevalue("pg15_url")
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def fake_cli(monkeypatch, tmp_path):
+    """Commands open a FaceService over the stand-in pipeline; images are .npy files."""
+    import numpy as np
+    from fakes import FakePipeline, calibration_for, img
+
+    from faceapp.cli import gallery_cmds
+    from faceapp.gallery import open_database
+    from faceapp.nn.scoring import CosineScorer
+    from faceapp.services import FaceService
+
+    pipeline = FakePipeline()
+
+    def open_service(args, *, load_model=True):
+        engine = open_database(args.db)
+        if not load_model:
+            return FaceService(engine, owns_engine=True)
+        return FaceService(engine, pipeline, calibration_for(pipeline),
+                           scorers={"distance": CosineScorer()}, owns_engine=True)
+
+    monkeypatch.setattr(gallery_cmds, "_open_service", open_service)
+    monkeypatch.setattr(FaceService, "_load", lambda self, src: np.load(src))
+
+    def save(name: str, *faces) -> str:
+        path = tmp_path / f"{name}.npy"
+        np.save(path, img(*faces))
+        return str(path)
+
+    return str(tmp_path / "cli.sqlite"), save

@@ -12,16 +12,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from fakes import FakePipeline, calibration_for, img, raw_connect
+from fakes import raw_connect
 
-from faceapp.cli import gallery_cmds, main
+from faceapp.cli import main
 from faceapp.config import PROJECT_ROOT
 from faceapp.gallery import open_database
 from faceapp.nn.calibration import Calibration, calibration_path_for
-from faceapp.nn.scoring import CosineScorer
-from faceapp.services import FaceService
 
 VERIFY_KEYS = {"match", "score", "threshold", "scorer", "person"}
 FACE_KEYS = {"box", "person", "score", "candidates"}
@@ -47,27 +44,6 @@ def run_json(capsys, argv: list[str]) -> tuple[int, object]:
 
 
 # ---------------------------------------------------------------------- stand-in pipeline
-@pytest.fixture
-def fake_cli(monkeypatch, tmp_path):
-    """Commands open a FaceService over the stand-in pipeline; images are .npy files."""
-    pipeline = FakePipeline()
-
-    def open_service(args, *, load_model=True):
-        engine = open_database(args.db)
-        if not load_model:
-            return FaceService(engine, owns_engine=True)
-        return FaceService(engine, pipeline, calibration_for(pipeline),
-                           scorers={"distance": CosineScorer()}, owns_engine=True)
-
-    monkeypatch.setattr(gallery_cmds, "_open_service", open_service)
-    monkeypatch.setattr(FaceService, "_load", lambda self, src: np.load(src))
-
-    def save(name: str, *faces) -> str:
-        path = tmp_path / f"{name}.npy"
-        np.save(path, img(*faces))
-        return str(path)
-
-    return str(tmp_path / "cli.sqlite"), save
 
 
 def test_cli_flow_with_stand_in_pipeline(fake_cli, capsys, tmp_path):

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from fakes import DIM, FakePipeline, calibration_for, enroll_three, img, make_service
 
-from faceapp.cli import gallery_cmds, main
+from faceapp.cli import main
 from faceapp.errors import GalleryError, MultipleFaces
 from faceapp.gallery import GalleryRepository, NewTemplate, database, open_database, write_session
 from faceapp.gallery.bundle import seal_bundle
@@ -319,26 +319,6 @@ def test_a_gallery_in_a_read_only_folder_can_be_listed(tmp_path):
 # ---------------------------------------------------------------------- verify, CLI
 
 
-@pytest.fixture
-def fake_cli(monkeypatch, tmp_path):
-    pipeline = FakePipeline()
-
-    def open_service(args, *, load_model=True):
-        engine = open_database(args.db)
-        if not load_model:
-            return FaceService(engine, owns_engine=True)
-        return FaceService(engine, pipeline, calibration_for(pipeline),
-                           scorers={"distance": CosineScorer()}, owns_engine=True)
-
-    monkeypatch.setattr(gallery_cmds, "_open_service", open_service)
-    monkeypatch.setattr(FaceService, "_load", lambda self, src: np.load(src))
-
-    def save(name: str, *faces) -> str:
-        path = tmp_path / f"{name}.npy"
-        np.save(path, img(*faces))
-        return str(path)
-
-    return str(tmp_path / "cli.sqlite"), save
 
 
 def test_cli_verify_with_several_faces_needs_largest_or_face(fake_cli, capsys):
