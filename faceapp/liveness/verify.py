@@ -20,13 +20,26 @@ from faceapp.config import default_model_path
 from faceapp.liveness.model import PassiveModel
 from faceapp.liveness.session import FaceFollower, FrameLiveness, LivenessResult, LivenessSession
 from faceapp.nn.calibration import Calibration
-from faceapp.nn.pipeline import FacePipeline
+from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
 from faceapp.services import DISTANCE, FaceService
 from faceapp.types import Detection
 from faceapp.vision.liveness import Action, ChallengeConfig, DegenerateLandmarks, Identity, head_pose
 
 FRONTAL_DEG = 15.0
 """Identity is only checked on frames whose head yaw and pitch are within this (degrees)."""
+
+
+def frontal_faces(pipeline: FacePipeline, frame: np.ndarray, det: Detection) -> list[FaceEmbedding]:
+    """``det`` analysed on ``frame`` (RGB (H, W, 3) uint8) when the face is near-frontal
+    (|yaw| and |pitch| ≤ :data:`FRONTAL_DEG`, from its 5 points); ``[]`` otherwise: identity
+    is only compared on frames where the embedding is reliable."""
+    try:
+        pose = head_pose(det.landmarks_array())
+    except DegenerateLandmarks:
+        return []
+    if abs(pose.yaw) > FRONTAL_DEG or abs(pose.pitch) > FRONTAL_DEG:
+        return []
+    return list(pipeline.faces_from_detections(frame, [det]))
 
 
 @dataclass
@@ -44,13 +57,7 @@ class IdentityChecker:
     tau: float = math.nan
 
     def __call__(self, frame: np.ndarray, det: Detection) -> Identity:
-        try:
-            pose = head_pose(det.landmarks_array())
-        except DegenerateLandmarks:
-            return "unknown"
-        if abs(pose.yaw) > FRONTAL_DEG or abs(pose.pitch) > FRONTAL_DEG:
-            return "unknown"
-        faces = self.service.pipeline.faces_from_detections(frame, [det])
+        faces = frontal_faces(self.service.pipeline, frame, det)
         if not faces:
             return "unknown"
         res = self.service.verify(self.name, faces[0], scorer=self.scorer, threshold=self.threshold,
@@ -199,13 +206,7 @@ class SameFaceChecker:
         return cls(pipeline, float(cal.threshold(DISTANCE)))
 
     def __call__(self, frame: np.ndarray, det: Detection) -> Identity:
-        try:
-            pose = head_pose(det.landmarks_array())
-        except DegenerateLandmarks:
-            return "unknown"
-        if abs(pose.yaw) > FRONTAL_DEG or abs(pose.pitch) > FRONTAL_DEG:
-            return "unknown"
-        faces = self.pipeline.faces_from_detections(frame, [det])
+        faces = frontal_faces(self.pipeline, frame, det)
         if not faces:
             return "unknown"
         emb = np.asarray(faces[0].embedding, dtype=np.float32)
