@@ -110,3 +110,26 @@ def test_corrupt_or_foreign_snapshot_is_ignored(db_url, tmp_path):
         assert [n for n, _ in face.candidates] == ["Zed"]
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_snapshot_arrays_read_in_place_equal_np_load(compressed):
+    import io
+    import zipfile
+
+    from faceapp.gallery.snapshot import npz_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = {"meta": np.frombuffer(b'{"a": 1}', dtype=np.uint8),
+              "template_ids": np.arange(7, dtype=np.int64),
+              "person_ids": np.zeros(0, dtype=np.int64),
+              "embeddings": rng.standard_normal((7, 5)).astype(np.float32)}
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    raw = buf.getvalue()
+    got = npz_arrays(raw, tuple(arrays))
+    for name, want in arrays.items():
+        assert got[name].dtype == want.dtype and np.array_equal(got[name], want)
+    # a truncated buffer is an error (the caller then reads the database rows)
+    with pytest.raises((ValueError, OSError, zipfile.BadZipFile)):
+        npz_arrays(raw[:-40], tuple(arrays))

@@ -215,8 +215,13 @@ class GalleryIndex:
             raise ValueError("rows are not grouped by person")
         index = cls(model_id, emb.shape[1], capacity=16)
         index._emb, index._pid, index._tid = emb, pids, tids
+        # arrays viewed on a read-only buffer (an opened snapshot) get one writable copy
         if not emb.flags.writeable:
             index._emb = emb.copy()
+        if not pids.flags.writeable:
+            index._pid = pids.copy()
+        if not tids.flags.writeable:
+            index._tid = tids.copy()
         index._n = emb.shape[0]
         index._grouped = True
         index._segments_valid = False
