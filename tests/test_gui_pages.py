@@ -712,3 +712,39 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     assert service.consents("Ann")[0]["purpose"] == "lab door" and asked == ["Ann", "Ann"]
     enroll(qtbot, window, "Ann", person=1, n=2)  # more samples of Ann: no consent asked again
     assert asked == ["Ann", "Ann"]
+
+
+def test_recognize_keeps_showing_video_while_the_gallery_server_is_down(qtbot, store, pg_server,
+                                                                        pg_url) -> None:
+    """A shared gallery on a real PostgreSQL server that stops while the camera runs: the
+    page keeps processing frames and says the server cannot be reached (no crash, no stuck
+    worker), and labels faces again once the server is back."""
+    pipe = FakePipeline()
+    cal = Calibration(model_id=pipe.model_id, scorers={"distance": {"far_0.01": TAU}})
+    svc = FaceService(open_database(pg_url), pipe, cal, scorers={"distance": CosineScorer()},
+                      owns_engine=True)
+    w = MainWindow(GuiSettings(camera="0", samples=3, window=3), store=store, service=svc,
+                   camera_on=False)
+    qtbot.addWidget(w)
+    w.recognize_page.set_live_config(FAKE_LIVE)
+    try:
+        enroll(qtbot, w, "Ann", person=1)
+        page = w.recognize_page
+        w.show_page(page)
+        feed(qtbot, page, frame((1, 30)))
+        assert [lab.name for lab in page.labels()] == ["Ann"]
+        pg_server.stop()
+        try:
+            failed_before = page.worker.failed
+            feed(qtbot, page, frame((1, 30), (2, 31)))  # a new face needs the gallery
+            assert page.worker.failed == failed_before + 1
+            assert "cannot reach the database server" in page.view.banner()
+            assert page.worker.is_running()
+        finally:
+            pg_server.start()
+        feed(qtbot, page, frame((1, 30), (2, 32)))
+        assert page.view.banner() == ""
+        assert page.labels()[0].name == "Ann"
+    finally:
+        w.shutdown()
+        svc.close()
