@@ -452,6 +452,7 @@ class FaceService:
         # 1:K search inside PostgreSQL (pgvector) instead of the in-memory index
         self._server = server_search
         self._server_gen = -1
+        self._server_stale = 0
         self._pipeline = pipeline
         self._calibration = calibration
         self._calibration_problem = calibration_problem
@@ -676,12 +677,16 @@ class FaceService:
 
     def _comparable_index(self, session: Session, repo: GalleryRepository) -> GalleryIndex:
         index = self._sync(session, repo)
-        if self._stale:
+        self._refuse_stale(self._stale)
+        return index
+
+    def _refuse_stale(self, stale: int) -> None:
+        """ModelMismatch when ``stale`` templates were made by another model."""
+        if stale:
             raise ModelMismatch(
-                f"{self._stale} template(s) in the gallery were made by another model than "
+                f"{stale} template(s) in the gallery were made by another model than "
                 f"{self.model_id}; run `faceapp reembed` to recompute them from their crops"
             )
-        return index
 
     def _invalidate(self) -> None:
         self._index = None
@@ -693,12 +698,7 @@ class FaceService:
         search (nothing cached) an index of this one person's templates."""
         if self._server is None:
             return self._comparable_index(session, repo)
-        stale = repo.count_other_model_templates(self.model_id)
-        if stale:
-            raise ModelMismatch(
-                f"{stale} template(s) in the gallery were made by another model than "
-                f"{self.model_id}; run `faceapp reembed` to recompute them from their crops"
-            )
+        self._refuse_stale(repo.count_other_model_templates(self.model_id))
         mine = [t for t in person.templates if t.model_id == self.model_id]
         if not mine:
             return GalleryIndex(self.model_id, self._require_pipeline_dim())
@@ -708,27 +708,26 @@ class FaceService:
             np.stack([np.asarray(t.embedding, dtype=np.float32) for t in mine]))
 
     def _sync_server(self) -> None:
-        """Copy templates new since the last look into the server's vector table."""
+        """When the gallery changed since the last look: copy new templates into the
+        server's vector table and recount the templates of other models (a full count,
+        so once per generation, not once per search)."""
         assert self._server is not None
-        with self._read("server search") as (s, _):
+        with self._read("server search") as (s, repo):
             gen = current_generation(s)
-        if gen != self._server_gen:
-            with translate_errors(f"{self._where} (server search sync)"):
-                self._server.sync()
-            self._server_gen = gen
+            if gen == self._server_gen:
+                return
+            stale = repo.count_other_model_templates(self.model_id)
+        with translate_errors(f"{self._where} (server search sync)"):
+            self._server.sync()
+        self._server_gen, self._server_stale = gen, stale
 
     def _server_identify(self, probes: np.ndarray, tau: float, top_k: int
                          ) -> tuple[list[Identification], dict[int, str]]:
         """1:K inside PostgreSQL: HNSW short list, exact re-score (cosine scorer only)."""
         assert self._server is not None
         self._sync_server()
+        self._refuse_stale(self._server_stale)
         with self._read("recognize") as (s, repo):
-            stale = repo.count_other_model_templates(self.model_id)
-            if stale:
-                raise ModelMismatch(
-                    f"{stale} template(s) in the gallery were made by another model than "
-                    f"{self.model_id}; run `faceapp reembed` to recompute them from their crops"
-                )
             with translate_errors(f"{self._where} (server search)"):
                 results = self._server.identify(s, probes, model_id=self.model_id,
                                                 threshold=tau, k=top_k, margin=self.margin)

@@ -240,3 +240,41 @@ def test_without_pgvector_the_client_side_search_is_used(pg15_url):
             choose_server_search(engine, "server")
     finally:
         engine.dispose()
+
+
+def test_server_recognize_counts_other_models_once_per_gallery_change(pg_url, monkeypatch):
+    """Templates of another model refuse in-server search (ModelMismatch, as in memory);
+    the full count behind that runs when the gallery changed, not on every search."""
+    from fakes import FakePipeline, calibration_for, img
+
+    from faceapp.errors import ModelMismatch
+    from faceapp.gallery.repository import GalleryRepository as Repo
+    from faceapp.services import FaceService, choose_server_search
+
+    def service(pipeline):
+        engine = open_database(pg_url)
+        return FaceService(engine, pipeline, calibration_for(pipeline), owns_engine=True,
+                           server_search=choose_server_search(engine, "server"))
+
+    calls: list[str] = []
+    original = Repo.count_other_model_templates
+    monkeypatch.setattr(Repo, "count_other_model_templates",
+                        lambda self, model_id: calls.append(model_id) or original(self, model_id))
+    svc = service(FakePipeline())
+    try:
+        svc.enroll("Ann", [img((1, 0))])
+        for _ in range(3):
+            assert svc.recognize(img((1, 1)))[0].person == "Ann"
+        assert len(calls) == 1
+        svc.enroll("Bob", [img((2, 0))])  # a change: counted again on the next search
+        assert svc.recognize(img((2, 1)))[0].person == "Bob"
+        assert len(calls) == 2
+    finally:
+        svc.close()
+    other = service(FakePipeline(seed=7))
+    try:
+        assert other.model_id != FakePipeline().model_id
+        with pytest.raises(ModelMismatch, match="2 template"):
+            other.recognize(img((1, 1)))
+    finally:
+        other.close()
