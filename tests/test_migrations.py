@@ -109,3 +109,10 @@ def test_a_gallery_of_a_newer_faceapp_is_refused_untouched_postgresql(pg_url):
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "9999"
     finally:
         engine.dispose()
+
+
+def test_the_listed_revisions_are_alembics():
+    """``migrations.REVISIONS`` (read at every open, without Alembic) is exactly the chain
+    of revision files in ``versions/``; a new revision must be listed there."""
+    assert migrations.script_revisions() == list(migrations.REVISIONS)
+    assert migrations.head_revision() == migrations.script_revisions()[-1]

@@ -22,19 +22,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 BASELINE = "0001"
 """The revision of a gallery made before migrations existed (schema v1)."""
 
+REVISIONS = ("0001", "0002")
+"""Every revision in ``versions/``, oldest first; the last is the head. Kept here so that
+opening a gallery reads no revision files and imports no Alembic (start-up);
+``tests/test_migrations.py`` checks it against Alembic's own view of ``versions/``."""
+
 _HERE = Path(__file__).resolve().parent
 
 
-def _config(conn: Connection | None = None) -> Config:
+def _config(conn: Connection | None = None):  # type: ignore[no-untyped-def]
+    from alembic.config import Config  # only when a gallery is stamped or migrated
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     if conn is not None:
@@ -44,26 +48,39 @@ def _config(conn: Connection | None = None) -> Config:
 
 def head_revision() -> str:
     """The newest revision this faceapp knows."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    if head is None:  # pragma: no cover - the package always ships revisions
-        raise RuntimeError("no gallery migrations found")
-    return head
+    return REVISIONS[-1]
 
 
 def known_revisions() -> set[str]:
-    return {rev.revision for rev in ScriptDirectory.from_config(_config()).walk_revisions()}
+    return set(REVISIONS)
+
+
+def script_revisions() -> list[str]:
+    """The revisions Alembic finds in ``versions/``, oldest first (for the test of
+    :data:`REVISIONS`)."""
+    from alembic.script import ScriptDirectory
+
+    revs = [r.revision for r in ScriptDirectory.from_config(_config()).walk_revisions()]
+    return revs[::-1]
 
 
 def current_revision(conn: Connection) -> str | None:
     """The gallery's revision, ``None`` when it has no ``alembic_version`` table (yet)."""
-    return MigrationContext.configure(conn).get_current_revision()
+    if "alembic_version" not in inspect(conn).get_table_names():
+        return None
+    value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return None if value is None else str(value)
 
 
 def stamp(conn: Connection, revision: str) -> None:
     """Record ``revision`` without running anything (a gallery just made at that schema)."""
+    from alembic import command
+
     command.stamp(_config(conn), revision)
 
 
 def upgrade(conn: Connection, revision: str = "head") -> None:
     """Run every migration from the gallery's revision up to ``revision``."""
+    from alembic import command
+
     command.upgrade(_config(conn), revision)
