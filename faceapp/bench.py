@@ -5,7 +5,7 @@ Three parts, each a JSON-ready dict with stable keys (dotted paths below):
 
 * **frame** (``frame.fps``, ``frame.latency_ms_p50``, ``frame.latency_ms_p95``): real videos
   (``../shared/data/face_videos/**/*.mp4`` or ``--video``), scaled to 640 px wide, played
-  through :class:`faceapp.live.LiveRecognizer` with a small gallery (faces enrolled from the
+  through :class:`faceapp.services.live.LiveRecognizer` with a small gallery (faces enrolled from the
   first frames of each video, plus LFW people as distractors) in a temporary SQLite file,
   matched through :class:`faceapp.services.FaceService`. Frames are delivered in real time
   at the video's own rate, as by a camera, with the GUI's policy (frames arriving while
@@ -59,9 +59,9 @@ import torch
 from faceapp import __version__
 from faceapp.config import PROJECT_ROOT, DetectorConfig, resolve_paths
 from faceapp.errors import CalibrationError, CameraError, FaceappError, ModelError
-from faceapp.live import FrameResult, LiveConfig, LiveRecognizer
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
 from faceapp.nn.pipeline import FacePipeline
+from faceapp.services.live import FrameResult, LiveConfig, LiveRecognizer
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.images import load_image
 from faceapp.vision.tracking import iou_matrix, max_weight_assignment

@@ -9,7 +9,7 @@ import pytest
 
 from faceapp.bench import QUICK_STARTUP_TEMPLATES, STARTUP_STAGES, _compare, _stages, run_bench
 from faceapp.cli import main
-from faceapp.live import FrameResult, LiveFace, StageTimes
+from faceapp.services.live import FrameResult, LiveFace, StageTimes
 
 STABLE_KEYS = {
     "frame": [

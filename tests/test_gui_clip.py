@@ -3,7 +3,7 @@
 The shipped model (``models/default.pt``) is used when present, else a small random
 encoder: templates of the same face in nearby frames are close even then. τ is never
 typed in: it is calibrated from the gallery through the Calibrate page. The Recognize page
-runs the live loop (``faceapp.live``) with its default settings: detection in the
+runs the live loop (``faceapp.services.live``) with its default settings: detection in the
 background every few frames, tracking in between, embeddings reused.
 """
 

@@ -30,10 +30,10 @@ from faceapp.gui.main_window import MainWindow
 from faceapp.gui.recognize_page import UNKNOWN, LiveFrameStats
 from faceapp.gui.scoring import roc_points, threshold_for_far
 from faceapp.gui.settings import GuiSettings, SettingsStore
-from faceapp.live import LiveConfig
 from faceapp.nn.calibration import Calibration
 from faceapp.nn.scoring import CosineScorer
 from faceapp.services import FaceService
+from faceapp.services.live import LiveConfig
 from faceapp.types import AlignedFace, Detection, FaceImage
 from faceapp.vision.alignment import AlignmentTemplate
 from faceapp.vision.quality import FaceQuality
@@ -71,7 +71,7 @@ def face_box(r: int, size: float) -> tuple[float, float, float, float]:
 
 
 class FakePipeline:
-    """What ``FaceService`` and ``faceapp.live.LiveRecognizer`` use of a ``FacePipeline``."""
+    """What ``FaceService`` and ``faceapp.services.live.LiveRecognizer`` use of a ``FacePipeline``."""
 
     def __init__(self) -> None:
         self.model = FakeModel("fake-gui-model")

@@ -10,9 +10,9 @@ import pytest
 
 from faceapp.errors import InvalidImage, ModelMismatch
 from faceapp.gallery.matching import GalleryIndex
-from faceapp.live import IndexMatcher, LandmarkRefiner, LiveConfig, LiveRecognizer
 from faceapp.nn.checkpoint import load_checkpoint
 from faceapp.nn.pipeline import FacePipeline
+from faceapp.services.live import IndexMatcher, LandmarkRefiner, LiveConfig, LiveRecognizer
 from faceapp.vision.tracking import box_iou
 from faceapp.vision.video import read_video_frames
 

@@ -330,7 +330,7 @@ def test_live_matching_reports_an_unavailable_gallery_and_recovers(server, pg_ur
     (the GUI's frame worker shows it and keeps the video running), then answers again."""
     from fakes import FakePipeline
 
-    from faceapp.live import ServiceMatcher
+    from faceapp.services.live import ServiceMatcher
 
     pipeline = FakePipeline()
     svc = make_service(pg_url, pipeline)

@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from faceapp.bench import PARTS, run_bench
-    from faceapp.live import LiveConfig
+    from faceapp.services.live import LiveConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -67,7 +67,7 @@ def _frames(source: str) -> Iterator[np.ndarray]:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from faceapp.live import LiveConfig, LiveRecognizer
+    from faceapp.services.live import LiveConfig, LiveRecognizer
 
     if args.top_k < 1:
         raise FaceappError("--top-k must be at least 1")

@@ -1,6 +1,6 @@
 """Recognize page (1:K): every face in view labelled with a name and a score, or "Unknown".
 
-Frames go through the fast live loop, :class:`faceapp.live.LiveRecognizer` (one per open
+Frames go through the fast live loop, :class:`faceapp.services.live.LiveRecognizer` (one per open
 service and scorer, reused across frames): it detects on a downscaled copy every few
 frames, tracks faces in between and embeds only new or changed faces, so the boxes follow
 the faces on every processed frame. It runs on the page's frame worker; the page only
@@ -84,7 +84,7 @@ class LiveFrameStats(FrameStats):
 
 
 class LiveSession:
-    """One :class:`faceapp.live.LiveRecognizer` driven by a frame worker (Qt-free).
+    """One :class:`faceapp.services.live.LiveRecognizer` driven by a frame worker (Qt-free).
 
     The recognizer is only used from the worker's thread: :meth:`process` runs there, and
     the GUI thread's requests (:meth:`request_reset`, :meth:`request_forget`) are applied
@@ -144,7 +144,7 @@ class RecognizePage(Page):
 
     Signals: ``labelsChanged(list[FaceLabel])`` after every result or τ change.
 
-    ``live_config``: the :class:`faceapp.live.LiveConfig` of the recognizer (``None``: its
+    ``live_config``: the :class:`faceapp.services.live.LiveConfig` of the recognizer (``None``: its
     defaults); its ``top_k``, ``scorer`` and ``threshold`` are set by the page. Change it
     with :meth:`set_live_config`.
     """
@@ -250,7 +250,7 @@ class RecognizePage(Page):
         self._reconfigure()
 
     def set_live_config(self, config: Any) -> None:
-        """Use ``config`` (a ``faceapp.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
         self.live_config = config
         self._retire_session()
 
@@ -291,7 +291,7 @@ class RecognizePage(Page):
             return self._session
         service, scorer = self._live_key
         # imported here, not at the top: importing the GUI must not load torch
-        from faceapp.live import LiveConfig, LiveRecognizer
+        from faceapp.services.live import LiveConfig, LiveRecognizer
 
         base = self.live_config if self.live_config is not None else LiveConfig()
         # τ only decides the recognizer's own labels, which are redrawn here from the

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from faceapp.config import DetectorConfig
-from faceapp.live import LandmarkRefiner
 from faceapp.liveness.model import PassiveModel, window_features
+from faceapp.services.live import LandmarkRefiner
 from faceapp.types import Detection
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.liveness import (

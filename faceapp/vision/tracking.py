@@ -1,6 +1,6 @@
 """Face tracking between detections: box IoU, optimal assignment, landmark-shape change.
 
-Pure geometry (numpy only, no model, no Qt). The live loop (:mod:`faceapp.live`) runs the
+Pure geometry (numpy only, no model, no Qt). The live loop (:mod:`faceapp.services.live`) runs the
 detector every few frames and calls :meth:`IouTracker.associate` with its detections; on the
 frames in between it refreshes each track's box and landmarks (MTCNN's O-Net on the
 predicted box) and reports them with :meth:`IouTracker.observe`.

@@ -590,7 +590,7 @@ class FaceService:
 
     @property
     def pipeline(self) -> FacePipeline:
-        """The loaded ``FacePipeline`` (detector + model), e.g. for ``faceapp.live``
+        """The loaded ``FacePipeline`` (detector + model), e.g. for ``faceapp.services.live``
         (raises :class:`ModelError` when the service has no model)."""
         return self._require_pipeline()
 
