@@ -162,7 +162,9 @@ def fake_cli(monkeypatch, tmp_path):
                            scorers={"distance": CosineScorer()}, owns_engine=True)
 
     monkeypatch.setattr(gallery_cmds, "_open_service", open_service)
-    monkeypatch.setattr(FaceService, "_load", lambda self, src: np.load(src))
+    from faceapp.services import core as service_core
+
+    monkeypatch.setattr(service_core, "load_image", lambda src: np.load(src))
 
     def save(name: str, *faces) -> str:
         path = tmp_path / f"{name}.npy"

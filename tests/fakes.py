@@ -63,6 +63,9 @@ class FakePipeline:
         self.seed = seed
         self.model = FakeModel(f"fake-model-{seed}")
         self.model_id = self.model.model_id
+        self.embedding_dim = DIM
+        self.input_size = CROP
+        self.template = None  # stored face pictures are this stand-in's crops already
         self.calls = 0
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fakes import CROP, DIM, enroll_three, img, make_service, raw_connect
 
-import faceapp.services as services
 from faceapp.cli import gallery_cmds, main
 from faceapp.gallery import DatabaseConfig, GalleryRepository, NewTemplate, write_session
 from faceapp.gallery.database import open_database
+from faceapp.services import index_cache
 from faceapp.vision.images import encode_png
 
 CANARY = "Canary Person"
@@ -25,7 +25,7 @@ SOURCE = "/photos/canary-7f3a9c1e.jpg"
 
 @pytest.fixture(autouse=True)
 def small_snapshots(monkeypatch):
-    monkeypatch.setattr(services, "SNAPSHOT_MIN_TEMPLATES", 1)
+    monkeypatch.setattr(index_cache, "SNAPSHOT_MIN_TEMPLATES", 1)
 
 
 def gallery_files(db: Path) -> list[Path]:

@@ -15,7 +15,6 @@ from conftest import TEST_PASSPHRASE
 from fakes import FakePipeline, enroll_three, img, make_service, raw_connect
 
 import faceapp.gallery.migrate as migrate
-import faceapp.services as services
 from faceapp.cli import main
 from faceapp.errors import GalleryError, KeyUnavailable, WrongPassphrase
 from faceapp.gallery import (
@@ -31,6 +30,7 @@ from faceapp.gallery.database import is_encrypted
 from faceapp.gallery.keys import KeyConfig, key_file_path, key_status, rotate_key
 from faceapp.gallery.migrate import encrypt_in_place
 from faceapp.gallery.snapshot import snapshot_path
+from faceapp.services import index_cache
 from faceapp.vision.images import encode_png
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -106,7 +106,7 @@ def test_no_template_crop_or_name_in_clear_on_disk(tmp_path, encrypt):
 
 
 def test_snapshot_is_sealed_and_bound_to_its_gallery(tmp_path, monkeypatch):
-    monkeypatch.setattr(services, "SNAPSHOT_MIN_TEMPLATES", 1)
+    monkeypatch.setattr(index_cache, "SNAPSHOT_MIN_TEMPLATES", 1)
     url_a = f"sqlite:///{tmp_path / 'a.sqlite'}"
     url_b = f"sqlite:///{tmp_path / 'b.sqlite'}"
     for url in (url_a, url_b):

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from fakes import FakePipeline, enroll_three, img, make_service
 
-import faceapp.services as services
 from faceapp.gallery import GalleryRepository, NewTemplate, open_database, write_session
 from faceapp.gallery.repository import GalleryRepository as Repo
 from faceapp.gallery.snapshot import snapshot_path
+from faceapp.services import index_cache
 
 
 @pytest.fixture(autouse=True)
 def small_snapshots(monkeypatch):
-    monkeypatch.setattr(services, "SNAPSHOT_MIN_TEMPLATES", 1)
+    monkeypatch.setattr(index_cache, "SNAPSHOT_MIN_TEMPLATES", 1)
 
 
 @pytest.fixture

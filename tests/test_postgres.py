@@ -325,27 +325,45 @@ def test_a_read_unit_is_one_snapshot_on_the_server(pg_url):
         other.dispose()
 
 
-def test_live_matching_reports_an_unavailable_gallery_and_recovers(server, pg_url):
-    """The live loop's matcher while the server is down: one clear GalleryError per batch
-    (the GUI's frame worker shows it and keeps the video running), then answers again."""
+def test_live_matching_answers_from_memory_while_the_server_is_down(server, pg_url):
+    """The live loop's matcher does no database round trip per batch: while the server is
+    down it keeps answering from the in-memory index; its background generation check
+    reports the outage (one clear reason), and once the server is back a person enrolled
+    from another desktop is recognised without restarting the loop."""
+    import time
+
     from fakes import FakePipeline
 
-    from faceapp.services.live import ServiceMatcher
+    from faceapp.services.live import CacheMatcher
+
+    def poll(check, what: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.05)
 
     pipeline = FakePipeline()
     svc = make_service(pg_url, pipeline)
+    other = make_service(pg_url, FakePipeline())
+    matcher = CacheMatcher(svc, refresh_s=0.0)
     try:
         svc.enroll("Ann", [img((1, 0))])
-        matcher = ServiceMatcher(svc)
-        faces = pipeline.analyze(img((1, 2)))
-        assert matcher.match(faces)[0].person == "Ann"
+        ann = pipeline.analyze(img((1, 2)))
+        bob = pipeline.analyze(img((2, 2)))
+        assert matcher.match(ann)[0].person == "Ann"
         server.stop()
         try:
-            for _ in range(3):  # every frame while it is down: the same clear error
-                with pytest.raises(GalleryError, match="cannot reach the database server"):
-                    matcher.match(faces)
+            for _ in range(3):  # every batch while it is down: answered from memory
+                assert matcher.match(ann)[0].person == "Ann"
+            poll(lambda: matcher.match(ann)[0].person == "Ann"
+                 and "cannot reach the database server" in matcher.problem, "the outage report")
         finally:
             server.start()
-        assert matcher.match(faces)[0].person == "Ann"
+        other.enroll("Bob", [img((2, 0))])  # another desktop, after the restart
+        poll(lambda: matcher.match(bob)[0].person == "Bob", "Bob from the other desktop")
+        assert matcher.problem == ""
+        assert matcher.take_changes()  # the recognizer then decides its tracks again
     finally:
+        matcher.close()
+        other.close()
         svc.close()

@@ -175,7 +175,7 @@ def test_service_recognizes_through_the_server_like_the_client(pg_url):
         for name, probe in (("person5", img((5, 3))), ("person2", img((7, 3)))):
             a, b = server.verify(name, probe), client.verify(name, probe)
             assert (a.match, a.score) == pytest.approx((b.match, b.score))
-        assert server._index is None  # nothing was pulled into memory by server mode
+        assert server.core.cache.latest() is None  # nothing was pulled into memory by server mode
         client.delete_person("person3")
         assert server.recognize(img((3, 4)))[0].person != "person3"
         client.enroll("late", [img((50, 0))])

@@ -53,7 +53,7 @@ def svc(db_url):
 def brute_force_best(svc, probe: np.ndarray) -> dict[str, float]:
     """{name: best cosine over that person's stored templates}, with loops."""
     best: dict[str, float] = {}
-    pipeline = svc._pipeline
+    pipeline = svc.pipeline
     for person in svc.list_people():
         for t in svc.person_templates(person.name):
             crop = load_image(t.crop_png)
@@ -161,7 +161,7 @@ def test_enroll_is_all_or_nothing(svc, monkeypatch):
 
 def test_enroll_faces_and_check_enrollment(svc):
     enroll_three(svc)
-    pipeline = svc._pipeline
+    pipeline = svc.pipeline
     captures = pipeline.analyze(img((1, 8))) + pipeline.analyze(img((5, 1))) + \
         pipeline.analyze(img((5, 2, 1)))
     warnings = svc.check_enrollment("Eve", captures[:2])
@@ -381,7 +381,7 @@ def test_gallery_scores_brute_force(svc):
     embs, owners = [], []
     for p in svc.list_people():
         for t in svc.person_templates(p.name):
-            embs.append(svc._pipeline.embed_crops(load_image(t.crop_png)[None])[0])
+            embs.append(svc.pipeline.embed_crops(load_image(t.crop_png)[None])[0])
             owners.append(p.id)
     expected = sorted(
         (round(float(sum(float(a) * float(b) for a, b in zip(embs[i], embs[j], strict=True))), 5),

@@ -103,7 +103,7 @@ def _watch(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- calibrate
 def _calibrate(args: argparse.Namespace) -> int:
-    from faceapp.training.metrics import roc_auc, tar_at_far
+    from faceapp.services.calibration import split_pairs, threshold_for_far
 
     if not 0.0 < args.far < 1.0:
         raise FaceappError(f"--far must be between 0 and 1, got {args.far}")
@@ -129,22 +129,19 @@ def _calibrate(args: argparse.Namespace) -> int:
             raw, same_raw = svc.gallery_scores(scorer=args.scorer)
             scores, same = np.asarray(raw, dtype=np.float64), np.asarray(same_raw, dtype=bool)
             origin = "gallery template pairs"
-        n_gen, n_imp = int(same.sum()), int((~same).sum())
-        if n_gen == 0 or n_imp == 0:
+        genuine, impostor = split_pairs(scores, same)
+        if genuine.size == 0 or impostor.size == 0:
             raise FaceappError(
-                f"{origin}: {n_gen} genuine and {n_imp} impostor pairs; both are needed "
-                "(enrol at least two people, one of them with two or more samples)"
+                f"{origin}: {genuine.size} genuine and {impostor.size} impostor pairs; both are "
+                "needed (enrol at least two people, one of them with two or more samples)"
             )
-        tar, tau = tar_at_far(scores, same, args.far)
-        far = float(np.mean(scores[~same] >= tau))
+        chosen = threshold_for_far(genuine, impostor, args.far)
+        tau, n_gen, n_imp = chosen.threshold, chosen.genuine, chosen.impostor
         if args.apply:
             svc.set_threshold(args.scorer, tau)
-    report = {
-        "scorer": args.scorer, "origin": origin, "genuine_pairs": n_gen, "impostor_pairs": n_imp,
-        "pairs_left_out": skipped, "target_far": args.far, "threshold": tau, "far": far, "tar": tar,
-        "auc": roc_auc(scores, same), "applied": bool(args.apply),
-        "far_measurable": args.far >= 1.0 / n_imp,
-    }
+    far, tar = chosen.far, chosen.tar
+    report = {"scorer": args.scorer, "origin": origin, **chosen.to_dict(), "pairs_left_out": skipped,
+              "applied": bool(args.apply)}
     note = "" if report["far_measurable"] else (
         f" (only {n_imp} impostor pairs: FAR {args.far:g} cannot be measured)")
     text = (f"τ = {tau:.4f} for FAR <= {args.far:g} on {origin}: measured FAR {far:.4f}, TAR {tar:.3f} "

@@ -32,7 +32,7 @@ from faceapp.errors import FaceappError
 from faceapp.gui.context import AppContext, ServiceInfo
 from faceapp.gui.page import Page, heading
 from faceapp.gui.plots import HistogramPlot, RocPlot
-from faceapp.gui.scoring import roc_points, threshold_for_far
+from faceapp.services.calibration import roc, threshold_for_far
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class CalibratePage(Page):
         if self.service is None or not scorer:
             self.current_label.setText("")
             return
-        tau = self.ctx.info.thresholds.get(scorer)
+        tau = self.ctx.threshold(scorer, report=False)
         if tau is None:
             problem = self.ctx.info.problems.get(scorer, "not calibrated")
             self.current_label.setText(f"Current τ for {scorer}: none ({problem})")
@@ -259,7 +259,7 @@ class CalibratePage(Page):
             self._tau = None
             self.apply_button.setEnabled(False)
         else:
-            far, tar, _ = roc_points(scores.genuine, scores.impostor)
+            far, tar, _ = roc(scores.genuine, scores.impostor)
             self.roc.set_curve(far, tar)
             self._choose()
         self.scoresReady.emit(scores)
@@ -269,7 +269,8 @@ class CalibratePage(Page):
         if s is None or s.genuine.size == 0 or s.impostor.size == 0:
             return
         target = self.target_far()
-        tau, far, tar = threshold_for_far(s.genuine, s.impostor, target)
+        chosen = threshold_for_far(s.genuine, s.impostor, target)
+        tau, far, tar = chosen.threshold, chosen.far, chosen.tar
         self._tau = tau
         self.hist.set_tau(tau)
         self.roc.set_operating_point(far, tar)

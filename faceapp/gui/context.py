@@ -8,6 +8,7 @@ context's signals.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ class ServiceInfo:
     """What the pages need to know about the open service, fetched once in a worker so the
     GUI thread never waits on the service (which serialises its calls).
 
-    ``scorers``: names, ``distance`` first; ``thresholds``: scorer -> τ in effect (stored
-    by the user or calibrated); ``problems``: scorer -> why it has no τ.
+    ``scorers``: names, ``distance`` first; ``thresholds``: scorer -> τ stored by the user
+    or calibrated, as fetched (the τ in effect is :meth:`AppContext.threshold`);
+    ``problems``: scorer -> why it has no τ.
     """
 
     scorers: tuple[str, ...] = ()
@@ -48,7 +50,7 @@ class ServiceInfo:
         problems: dict[str, str] = {}
         for scorer in scorers:
             try:
-                thresholds[scorer] = float(service.threshold(scorer))
+                thresholds[scorer] = float(service.thresholds.baseline(scorer))
             except FaceappError as err:
                 problems[scorer] = str(err)
         return cls(scorers, thresholds, problems)
@@ -136,6 +138,12 @@ class AppContext(QObject):
             self._info = ServiceInfo()
         else:
             self._info = info if info is not None else ServiceInfo.fetch(service)
+            if self.has_model:
+                # a τ change anywhere (a slider, the Calibrate page, another thread) reaches
+                # every page; Qt queues the signal when it comes from a worker thread
+                service.thresholds.on_change(lambda _scorer, _tau: self.thresholdChanged.emit())
+                if self._settings.tau is not None:
+                    self._apply_settings_tau()
         self.serviceChanged.emit(service)
 
     def set_info(self, info: ServiceInfo) -> None:
@@ -149,7 +157,14 @@ class AppContext(QObject):
         return self._settings
 
     def set_settings(self, settings: GuiSettings) -> None:
+        before = (self._settings.scorer, self._settings.tau)
         self._settings = settings
+        if (settings.scorer, settings.tau) != before:
+            if before[1] is not None and before[0] != settings.scorer and self._service is not None \
+                    and self.has_model:
+                with contextlib.suppress(FaceappError):
+                    self._service.use_threshold(before[0], None)  # the old scorer's hand τ goes
+            self._apply_settings_tau()
         self.settingsChanged.emit(settings)
 
     def scorers(self) -> list[str]:
@@ -164,16 +179,34 @@ class AppContext(QObject):
         return scorers[0] if scorers else ""
 
     def threshold(self, scorer: str, *, report: bool = True) -> float | None:
-        """τ for ``scorer``: the one set by hand in Settings, else the service's (stored or
-        calibrated); ``None`` when there is none (said in the status bar if ``report``)."""
-        if self._service is None or not scorer:
+        """τ in effect for ``scorer``: the open service's (its τ policy, one value for every
+        page, the live loops and the service calls; a τ set by hand in Settings is applied
+        to it); ``None`` when there is none (said in the status bar if ``report``)."""
+        if self._service is None or not scorer or not self.has_model:
             return None
-        if self._settings.tau is not None and self._settings.scorer == scorer:
-            return float(self._settings.tau)
-        tau = self._info.thresholds.get(scorer)
-        if tau is None and report:
-            self.show_error(self._info.problems.get(scorer, f"no threshold for {scorer}"))
-        return tau
+        try:
+            return float(self._service.thresholds.current(scorer))
+        except FaceappError as err:
+            if report:
+                self.show_error(self._info.problems.get(scorer, str(err)))
+            return None
+
+    def use_threshold(self, scorer: str, tau: float | None) -> None:
+        """Make ``tau`` the τ of ``scorer`` for this session, everywhere (a slider moved);
+        ``None``: back to the stored or calibrated τ. ``thresholdChanged`` follows."""
+        if self._service is None or not scorer or not self.has_model:
+            return
+        try:
+            self._service.use_threshold(scorer, tau)
+        except FaceappError as err:
+            self.show_error(str(err))
+
+    def _apply_settings_tau(self) -> None:
+        """A τ set by hand in Settings becomes the service's session τ for its scorer."""
+        settings = self._settings
+        if self._service is not None and self.has_model and settings.scorer:
+            with contextlib.suppress(FaceappError):
+                self._service.use_threshold(settings.scorer, settings.tau)
 
     # messages ------------------------------------------------------------------------
     def show_message(self, text: str) -> None:

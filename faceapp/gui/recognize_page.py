@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 from faceapp.errors import FaceappError
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
-from faceapp.gui.scoring import candidate_pairs, passes, score_range
+from faceapp.gui.scoring import accepts, candidate_pairs, score_range
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, VideoView
 from faceapp.gui.workers import FrameResult, FrameStats, describe_error
 
@@ -88,7 +88,8 @@ class LiveSession:
 
     The recognizer is only used from the worker's thread: :meth:`process` runs there, and
     the GUI thread's requests (:meth:`request_reset`, :meth:`request_forget`) are applied
-    at the start of the next frame. :meth:`set_threshold` only stores a number.
+    at the start of the next frame. τ is not the session's: the recognizer reads the
+    service's τ policy on every frame.
     :meth:`close` waits for a frame in progress, then stops the recognizer's detection
     thread; a closed session processes nothing (``process`` returns ``None``).
     """
@@ -125,9 +126,6 @@ class LiveSession:
         with self._requests:
             self._forget = True
 
-    def set_threshold(self, tau: float | None) -> None:
-        self.recognizer.set_threshold(tau)
-
     def close(self) -> None:
         """Stop the recognizer once no frame is in progress (blocks until then; idempotent)."""
         with self._running:
@@ -159,7 +157,6 @@ class RecognizePage(Page):
         self._faces: list[Any] = []
         self._labels: list[FaceLabel] = []
         self._selected = -1
-        self._tau: float | None = None
         self._range = (-1.0, 1.0)
         self.live_config: Any = None
         self._live_key: tuple[Any, str] | None = None  # (service, scorer) the session is for
@@ -201,7 +198,7 @@ class RecognizePage(Page):
         self.scorer_combo.currentTextChanged.connect(lambda _t: self._reconfigure())
         self.tau_slider.valueChanged.connect(self._on_slider)
         self.view.faceClicked.connect(self.select_face)
-        ctx.thresholdChanged.connect(self._reconfigure)
+        ctx.thresholdChanged.connect(self._show_threshold)
         ctx.settingsChanged.connect(lambda _s: self._reconfigure())
         ctx.galleryChanged.connect(self._on_gallery_changed)
         self.on_service_changed(self.service)
@@ -222,7 +219,9 @@ class RecognizePage(Page):
         return out
 
     def threshold(self) -> float | None:
-        return self._tau
+        """The τ labels are judged against: the service's, shared with every page."""
+        scorer = self.scorer_combo.currentText()
+        return self.ctx.threshold(scorer, report=False) if self._live_key is not None else None
 
     def recognizer(self) -> Any:
         """The live recognizer in use (``None`` until the first frame after a (re)configuration)."""
@@ -233,13 +232,21 @@ class RecognizePage(Page):
         return self._last_frame
 
     def set_threshold(self, tau: float) -> None:
-        """Move the slider to (the step nearest) ``tau``; labels update immediately."""
-        lo, hi = self._range
-        self._tau = float(tau)
-        self.tau_slider.blockSignals(True)
-        self.tau_slider.setValue(round((tau - lo) / (hi - lo) * SLIDER_STEPS))
-        self.tau_slider.blockSignals(False)
-        self._tau_changed()
+        """Make ``tau`` the session's τ (for every page and the live loops) and move the
+        slider to it; labels update immediately."""
+        if self._live_key is not None:
+            self.ctx.use_threshold(self._live_key[1], float(tau))
+        self._show_threshold()
+
+    def _show_threshold(self) -> None:
+        """Slider, labels and table after a τ change (here or anywhere else)."""
+        tau = self.threshold()
+        if tau is not None:
+            lo, hi = self._range = score_range(self.scorer_combo.currentText(), tau)
+            self.tau_slider.blockSignals(True)
+            self.tau_slider.setValue(round((tau - lo) / (hi - lo) * SLIDER_STEPS))
+            self.tau_slider.blockSignals(False)
+        self._relabel()
 
     def set_scorer(self, scorer: str) -> None:
         self.scorer_combo.setCurrentIndex(self.scorer_combo.findText(scorer))
@@ -263,7 +270,6 @@ class RecognizePage(Page):
             self._retire_session()
             self._live_key = key
         if key is None:
-            self._tau = None
             self.tau_slider.setEnabled(False)
             self.view.set_banner(self.no_service_text() if service is None else "")
             self._relabel()
@@ -271,17 +277,16 @@ class RecognizePage(Page):
         tau = self.ctx.threshold(scorer)
         self._range = score_range(scorer, tau)
         self.tau_slider.setEnabled(True)
-        self.set_threshold(tau if tau is not None else sum(self._range) / 2)
+        if tau is None:  # uncalibrated: the slider's middle, so that candidates still show
+            self.set_threshold(sum(self._range) / 2)
+        else:
+            self._show_threshold()
         self.view.set_banner("")
 
     def _on_slider(self, value: int) -> None:
         lo, hi = self._range
-        self._tau = lo + (hi - lo) * value / SLIDER_STEPS
-        self._tau_changed()
-
-    def _tau_changed(self) -> None:
-        if self._session is not None:
-            self._session.set_threshold(self._tau)
+        if self._live_key is not None:
+            self.ctx.use_threshold(self._live_key[1], lo + (hi - lo) * value / SLIDER_STEPS)
         self._relabel()
 
     def _ensure_session(self) -> LiveSession | None:
@@ -294,10 +299,8 @@ class RecognizePage(Page):
         from faceapp.services.live import LiveConfig, LiveRecognizer
 
         base = self.live_config if self.live_config is not None else LiveConfig()
-        # τ only decides the recognizer's own labels, which are redrawn here from the
-        # candidates with the slider's current value; the slider's τ is passed so that an
-        # uncalibrated model still gives candidates
-        config = dataclasses.replace(base, top_k=TOP_K, scorer=scorer, threshold=self._tau)
+        # τ is the service's (no argument τ): the slider moves it for every page at once
+        config = dataclasses.replace(base, top_k=TOP_K, scorer=scorer, threshold=None)
         try:
             recognizer = LiveRecognizer.from_service(service, config)
         except FaceappError as err:
@@ -370,14 +373,14 @@ class RecognizePage(Page):
         self._selected = index if 0 <= index < len(self._faces) else -1
         self._relabel()
 
-    def _label(self, face: Any) -> FaceLabel:
+    def _label(self, face: Any, tau: float | None) -> FaceLabel:
         cands = tuple(candidate_pairs(getattr(face, "candidates", ())))
         box = tuple(float(v) for v in face.box)
         if cands:
             name, score = cands[0]
         else:
             name, score = None, float(getattr(face, "score", float("nan")))
-        known = name is not None and self._tau is not None and np.isfinite(score) and passes(score, self._tau)
+        known = name is not None and tau is not None and np.isfinite(score) and accepts(score, tau)
         return FaceLabel(
             box=box,  # type: ignore[arg-type]
             name=name if known else None,
@@ -387,7 +390,8 @@ class RecognizePage(Page):
         )
 
     def _relabel(self) -> None:
-        self._labels = [self._label(f) for f in self._faces]
+        tau = self.threshold()
+        self._labels = [self._label(f, tau) for f in self._faces]
         overlays = []
         for i, lab in enumerate(self._labels):
             color = GOOD if lab.name is not None else BAD
@@ -400,17 +404,17 @@ class RecognizePage(Page):
         self.count_label.setText(
             "No faces" if n == 0 else f"{n} face{'s' if n != 1 else ''}, {known} recognised"
         )
-        if self._tau is not None:
+        if tau is not None:
             lo, hi = self._range
-            self.tau_label.setText(f"τ = {self._tau:.3f}   (range {lo:.2f} … {hi:.2f})")
-        self._fill_table()
+            self.tau_label.setText(f"τ = {tau:.3f}   (range {lo:.2f} … {hi:.2f})")
+        self._fill_table(tau)
         self.labelsChanged.emit(self._labels)
 
-    def _fill_table(self) -> None:
+    def _fill_table(self, tau: float | None) -> None:
         cands = self._labels[self._selected].candidates if 0 <= self._selected < len(self._labels) else ()
         self.table.setRowCount(len(cands))
         for r, (name, score) in enumerate(cands):
-            ok = self._tau is not None and passes(score, self._tau)
+            ok = tau is not None and accepts(score, tau)
             name_item = QTableWidgetItem(name)
             score_item = QTableWidgetItem(f"{score:.4f}")
             score_item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

@@ -1,8 +1,9 @@
 """Score handling of the GUI: accept / reject, fusing a window, ROC of a score set.
 
-The services report every score as a *similarity* (higher = more alike) and a comparison
-matches when ``score >= τ`` (:mod:`faceapp.nn.scoring` decides this for the whole project);
-every comparison with τ in the GUI goes through :func:`passes`.
+The services report every score as a *similarity* (higher = more alike); whether a score
+passes τ is decided by the services' one rule (:func:`faceapp.services.thresholds.accepts`,
+re-exported here), and τ itself is the open service's (``AppContext.threshold``). The ROC
+and the τ for a target FAR are the services' too (:mod:`faceapp.services.calibration`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from typing import Any
 
 import numpy as np
 
-DISTANCE = "distance"
-"""The cosine-similarity scorer (scores in [-1, 1]); the head scorers give probabilities."""
+from faceapp.services.thresholds import DISTANCE, accepts
 
-
-def passes(score: float, tau: float) -> bool:
-    """Does similarity ``score`` accept at threshold ``tau`` (``score >= tau``)?"""
-    return bool(score >= tau)
+__all__ = ["DISTANCE", "ScoreWindow", "accepts", "candidate_pairs", "score_range"]
 
 
 class ScoreWindow:
@@ -82,38 +79,3 @@ def candidate_pairs(candidates: Iterable[Any]) -> list[tuple[str, float]]:
             score = c.score
         out.append((str(getattr(name, "name", name)), float(score)))
     return out
-
-
-def roc_points(genuine: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC of similarity scores, accepting when ``score >= t``.
-
-    ``genuine``: ``(G,)`` scores of same-person pairs; ``impostor``: ``(I,)`` of
-    different-person pairs (both non-empty). Returns ``(far, tar, thresholds)``, each
-    ``(M + 1,)`` float64: point 0 is ``t = +inf`` (accept nothing), then one point per
-    distinct score in decreasing order (the last accepts everything).
-    """
-    g = np.asarray(genuine, dtype=np.float64).ravel()
-    i = np.asarray(impostor, dtype=np.float64).ravel()
-    if g.size == 0 or i.size == 0:
-        raise ValueError("need at least one genuine and one impostor score")
-    t = np.unique(np.concatenate([g, i]))[::-1]
-    gs, is_ = np.sort(g), np.sort(i)
-    tar = (g.size - np.searchsorted(gs, t, side="left")) / g.size
-    far = (i.size - np.searchsorted(is_, t, side="left")) / i.size
-    return np.r_[0.0, far], np.r_[0.0, tar], np.r_[np.inf, t]
-
-
-def threshold_for_far(
-    genuine: np.ndarray, impostor: np.ndarray, target_far: float
-) -> tuple[float, float, float]:
-    """The lowest score threshold whose FAR is ``<= target_far``: ``(tau, far, tar)``.
-
-    When no score reaches the target (the top impostor is too high), τ is the next float
-    above the largest score (accept nothing: FAR 0, TAR 0).
-    """
-    far, tar, thr = roc_points(genuine, impostor)
-    ok = np.flatnonzero(far[1:] <= target_far)
-    if ok.size == 0:
-        return float(np.nextafter(thr[1], np.inf)), 0.0, 0.0
-    k = int(ok[-1]) + 1
-    return float(thr[k]), float(far[k]), float(tar[k])

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 from faceapp.errors import NoFaceFound
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
-from faceapp.gui.scoring import ScoreWindow, passes
+from faceapp.gui.scoring import ScoreWindow, accepts
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoView
 from faceapp.gui.workers import FrameResult
 
@@ -371,7 +371,7 @@ class VerifyPage(Page):
         self._window.add(score)
         self._update_decision()
         if vf.box is not None:
-            ok = self._tau is not None and passes(score, self._tau)
+            ok = self._tau is not None and accepts(score, self._tau)
             self.view.set_overlays([Overlay(vf.box, f"{score:.3f}", GOOD if ok else BAD)])
         else:
             self.view.set_overlays([])
@@ -389,7 +389,7 @@ class VerifyPage(Page):
             )
         else:
             fused = self._window.fused()
-            ok = passes(fused, self._tau)
+            ok = accepts(fused, self._tau)
             decision, color = (ACCEPT, "#2ecc71") if ok else (REJECT, "#e74c3c")
             rel = "≥" if (fused >= self._tau) else "<"
             self.score_label.setText(f"median score {fused:.4f} {rel} τ {self._tau:.4f}")

@@ -77,6 +77,11 @@ class FacePipeline:
     def embedding_dim(self) -> int:
         return self.model.embedding_dim
 
+    @property
+    def input_size(self) -> int:
+        """Side S of the model's (S, S, 3) input crops."""
+        return self.model.encoder.input_size
+
     def detect(self, image: np.ndarray) -> list[Detection]:
         """(H, W, 3) uint8 RGB -> detections sorted by score ([] when none)."""
         return self.detector.detect(image)

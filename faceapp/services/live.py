@@ -14,11 +14,12 @@ timings. It is fast on a CPU because it does as little as possible per frame:
    last embedded, the landmark shape changed, i.e. the head turned, or the decision is
    older than ``refresh_every`` frames), all of them **in one batch**, under
    ``torch.inference_mode`` (inside the encoder);
-4. **match** the new embeddings 1:K through a :class:`Matcher`: the services' gallery
-   (:class:`ServiceMatcher`) or an in-memory :class:`~faceapp.gallery.matching.GalleryIndex`
-   (:class:`IndexMatcher`). A tracked face keeps its decision between embeddings; the
-   decision against τ is re-derived from the stored scores every frame, so a new τ
-   (:meth:`LiveRecognizer.set_threshold`) applies at once.
+4. **match** the new embeddings 1:K through a :class:`Matcher`: the service's in-memory
+   index and τ, with no database round trip per frame (:class:`CacheMatcher`), or a given
+   :class:`~faceapp.gallery.matching.GalleryIndex` (:class:`IndexMatcher`). A tracked face
+   keeps its decision between embeddings; the decision against τ is re-derived from the
+   stored scores every frame, so a new τ (:meth:`LiveRecognizer.set_threshold`, or the
+   service's τ changed anywhere) applies at once.
 
 ``LiveConfig.naive()`` switches every speed-up off (full-resolution detection and embedding
 of every face on every frame): the baseline of ``faceapp bench frame``.
@@ -42,10 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from faceapp.errors import InvalidImage, ModelError, ModelMismatch
+from faceapp.errors import FaceappError, InvalidImage, ModelError, ModelMismatch
 from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, GalleryIndex, PairScorer
+from faceapp.nn.decision import DISTANCE, accepts
 from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
-from faceapp.services import DISTANCE, RecognizedFace
+from faceapp.services.decisions import recognized
+from faceapp.services.index_cache import IndexView
+from faceapp.services.results import RecognizedFace
+from faceapp.services.thresholds import finite_threshold
 from faceapp.types import Box, Detection, Point
 from faceapp.vision.alignment import align_face
 from faceapp.vision.face_image import extract_face_image
@@ -223,40 +228,139 @@ class FrameResult:
 
 
 class Matcher(Protocol):
-    """1:K decision for a batch of analysed faces."""
+    """1:K decisions for a batch of analysed faces, and the τ they are judged against."""
 
     @property
     def margin(self) -> float:
         """Ambiguity margin (a tie tolerance on the score scale, not a threshold)."""
         ...
 
+    def threshold(self) -> float:
+        """The τ in effect now (read on every frame: no database access)."""
+        ...
+
+    def set_threshold(self, value: float | None) -> None:
+        """Use ``value`` as τ from now on (``None``: back to the default τ)."""
+        ...
+
+    def take_changes(self) -> bool:
+        """Did the gallery change since the last call (stored decisions are then stale)?"""
+        ...
+
     def match(self, faces: Sequence[FaceEmbedding]) -> list[RecognizedFace]:
         """One result per face, in order (candidates best first, τ of the decision)."""
         ...
 
+    def close(self) -> None:
+        """Stop background work (idempotent)."""
+        ...
 
-class ServiceMatcher:
-    """Matches through ``FaceService.recognize`` (the gallery database, its cached index,
-    τ from calibration or the gallery's stored τ), without writing event rows."""
 
-    def __init__(
-        self, service: FaceService, *, top_k: int = 3, scorer: str = DISTANCE, threshold: float | None = None
-    ) -> None:
-        self.service = service
+class CacheMatcher:
+    """Matches against a service's in-memory index with the service's τ: **no database
+    round trip per frame**, and never waits for the service lock (a running ``reembed``).
+
+    * the index is the service's :class:`~faceapp.services.index_cache.IndexCache`: this
+      service's own changes (enrol, rename, delete) reach it at once; changes made by
+      another process are picked up by a background check of the gallery's generation at
+      most every ``refresh_s`` seconds (a failed check is logged once and leaves the last
+      index answering);
+    * τ is the service's :class:`~faceapp.services.thresholds.ThresholdPolicy` (a slider on
+      any page, the Calibrate page, the CLI: one value), unless ``threshold`` is given (an
+      argument, ``--threshold``).
+
+    With in-server search (PostgreSQL + pgvector) the database *is* the index: each batch is
+    then one search in the server (``FaceService.recognize``).
+    """
+
+    def __init__(self, service: FaceService, *, top_k: int = 3, scorer: str = DISTANCE,
+                 threshold: float | None = None, refresh_s: float = 1.0) -> None:
+        self._service = service
+        self._core = service.core
         self.top_k = top_k
         self.scorer = scorer
-        self.threshold = threshold
+        self._scorer_obj = self._core.thresholds.index_scorer(scorer)
+        self._fixed = None if threshold is None else finite_threshold(threshold)
+        self.refresh_s = float(refresh_s)
+        self._changes = self._core.cache.subscribe()
+        self._checked = time.monotonic()
+        self._check: Future[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.problem = ""
+        """The last background check's failure ("" when it succeeded)."""
 
     @property
     def margin(self) -> float:
-        return float(self.service.margin)
+        return self._core.margin
+
+    def threshold(self) -> float:
+        if self._fixed is not None:
+            return self._fixed
+        return self._core.thresholds.current(self.scorer)
+
+    def set_threshold(self, value: float | None) -> None:
+        if self._fixed is not None:
+            if value is not None:
+                self._fixed = finite_threshold(value)
+            return
+        self._core.thresholds.use(self.scorer, value)
+
+    def take_changes(self) -> bool:
+        changed = self._changes.is_set()
+        self._changes.clear()
+        return changed
 
     def match(self, faces: Sequence[FaceEmbedding]) -> list[RecognizedFace]:
         if not faces:
             return []
-        return self.service.recognize(
-            list(faces), top_k=self.top_k, scorer=self.scorer, threshold=self.threshold, log_event=False
-        )
+        core = self._core
+        if core.server is not None:
+            return self._service.recognize(list(faces), top_k=self.top_k, scorer=self.scorer,
+                                           threshold=self._fixed, log_event=False)
+        view = core.cache.latest()
+        if view is None:  # first batch, or after a change the cache could not apply in place
+            view = self._sync()
+            self._changes.clear()  # this batch is decided on the new view already
+        else:
+            self._check_later()
+        probes = np.stack([core.embedding_of(f) for f in faces])
+        tau = self.threshold()
+        results = core.cache.identify(view, probes, threshold=tau, k=self.top_k,
+                                      scorer=self._scorer_obj, margin=core.margin)
+        return [recognized(tuple(f.detection.box), r, view.names, tau, self.scorer)  # type: ignore[arg-type]
+                for f, r in zip(faces, results, strict=True)]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _sync(self) -> IndexView:
+        core = self._core
+        with core.uow.read("live recognition") as (s, repo):
+            view = core.cache.sync(s, repo)
+        self._checked = time.monotonic()
+        return view
+
+    def _check_later(self) -> None:
+        """Start a background generation check when the last one is ``refresh_s`` old."""
+        if time.monotonic() - self._checked < self.refresh_s or (
+                self._check is not None and not self._check.done()):
+            return
+        self._checked = time.monotonic()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faceapp-live-sync")
+        self._check = self._pool.submit(self._background_sync)
+
+    def _background_sync(self) -> None:
+        try:
+            self._sync()
+        except FaceappError as err:
+            if str(err) != self.problem:
+                log.warning("live recognition keeps its last gallery index: %s", err)
+            self.problem = str(err)
+        else:
+            self.problem = ""
 
 
 class IndexMatcher:
@@ -281,7 +385,8 @@ class IndexMatcher:
     ) -> None:
         self.index = index
         self.names = dict(names)
-        self.threshold = float(threshold)
+        self._default_tau = finite_threshold(threshold)
+        self._tau = self._default_tau
         self.top_k = top_k
         self._margin = float(margin)
         self.scorer = scorer
@@ -289,6 +394,18 @@ class IndexMatcher:
     @property
     def margin(self) -> float:
         return self._margin
+
+    def threshold(self) -> float:
+        return self._tau
+
+    def set_threshold(self, value: float | None) -> None:
+        self._tau = self._default_tau if value is None else finite_threshold(value)
+
+    def take_changes(self) -> bool:
+        return False  # the index is the caller's; it tells the recognizer itself
+
+    def close(self) -> None:
+        pass
 
     def match(self, faces: Sequence[FaceEmbedding]) -> list[RecognizedFace]:
         if not faces:
@@ -299,33 +416,12 @@ class IndexMatcher:
                     f"face analysed by model {f.model_id}, gallery index holds model {self.index.model_id}"
                 )
         probes = np.stack([np.asarray(f.embedding, dtype=np.float32) for f in faces])
-        results = self.index.identify(
-            probes,
-            model_id=self.index.model_id,
-            threshold=self.threshold,
-            k=self.top_k,
-            scorer=self.scorer,
-            margin=self._margin,
-        )
+        tau = self._tau
+        results = self.index.identify(probes, model_id=self.index.model_id, threshold=tau,
+                                      k=self.top_k, scorer=self.scorer, margin=self._margin)
         name = self.scorer.name if self.scorer is not None else DISTANCE
-        out = []
-        for f, res in zip(faces, results, strict=True):
-            out.append(
-                RecognizedFace(
-                    box=tuple(f.detection.box),  # type: ignore[arg-type]
-                    person=None
-                    if res.person_id is None
-                    else self.names.get(res.person_id, str(res.person_id)),
-                    score=res.best_score,
-                    candidates=[
-                        (self.names.get(c.person_id, str(c.person_id)), c.score) for c in res.candidates
-                    ],
-                    ambiguous=res.ambiguous,
-                    threshold=self.threshold,
-                    scorer=name,
-                )
-            )
-        return out
+        return [recognized(tuple(f.detection.box), r, self.names, tau, name)  # type: ignore[arg-type]
+                for f, r in zip(faces, results, strict=True)]
 
 
 # ---------------------------------------------------------------------------- O-Net tracking step
@@ -498,7 +594,7 @@ class LiveRecognizer:
     Args:
         pipeline: detector + encoder (``FacePipeline``); its detector and model are used as
             they are (not copied), so they may be shared with a ``FaceService``.
-        matcher: where 1:K decisions come from (:class:`ServiceMatcher`,
+        matcher: where 1:K decisions come from (:class:`CacheMatcher`,
             :class:`IndexMatcher`).
         config: scheduling and geometry (:class:`LiveConfig`).
         refiner: the tracking step; default: :meth:`LandmarkRefiner.create` on the
@@ -527,7 +623,6 @@ class LiveRecognizer:
         self._track_min_score = (
             float(config.track_min_score) if config.track_min_score is not None else float(thresholds[-1])
         )
-        self._threshold: float | None = config.threshold
         self.tracker = IouTracker(config.tracker)
         self._decisions: dict[int, _Decision] = {}
         self._frame = 0
@@ -548,24 +643,26 @@ class LiveRecognizer:
         *,
         refiner: LandmarkRefiner | None = None,
     ) -> LiveRecognizer:
-        """A recognizer that uses the service's model and gallery (``service.pipeline``,
-        ``service.recognize``); τ from ``config.threshold`` or the service's calibration."""
-        matcher = ServiceMatcher(
-            service, top_k=config.top_k, scorer=config.scorer, threshold=config.threshold
-        )
+        """A recognizer on the service's model, in-memory gallery index and τ
+        (:class:`CacheMatcher`); ``config.threshold``, when set, is an argument τ that
+        overrides the service's."""
+        matcher = CacheMatcher(service, top_k=config.top_k, scorer=config.scorer,
+                               threshold=config.threshold)
         return cls(service.pipeline, matcher, config, refiner=refiner)
 
     # ------------------------------------------------------------------ control
     @property
-    def threshold(self) -> float | None:
-        """τ override applied to every decision (``None`` = the matcher's τ)."""
-        return self._threshold
+    def threshold(self) -> float:
+        """The τ every decision is judged against now (the matcher's: for a service, the
+        service's τ policy, shared with every page and call)."""
+        return self.matcher.threshold()
 
     def set_threshold(self, value: float | None) -> None:
-        """Change τ; it applies from the next frame on, to stored decisions as well."""
+        """Change τ (``None``: back to the default); it applies from the next frame on, to
+        stored decisions as well, and — for a service's matcher — everywhere else too."""
         if value is not None and not math.isfinite(float(value)):
             raise ValueError(f"threshold must be finite, got {value}")
-        self._threshold = None if value is None else float(value)
+        self.matcher.set_threshold(value)
 
     def reset(self) -> None:
         """Forget every track and decision (new camera, new video, gallery changed)."""
@@ -579,8 +676,9 @@ class LiveRecognizer:
         self._born.clear()
 
     def close(self) -> None:
-        """Stop the background detection thread (idempotent; ``process`` restarts it)."""
+        """Stop the background threads (idempotent; ``process`` restarts them)."""
         self._pending = None
+        self.matcher.close()
         if self._executor is not None and self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -615,6 +713,8 @@ class LiveRecognizer:
             desc = f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
             raise InvalidImage("frame", f"expected an (H, W, 3) uint8 RGB array, got {desc}")
         t_start = time.perf_counter()
+        if self.matcher.take_changes():  # enrolled, renamed, deleted: decide again
+            self._decisions.clear()
         self._frame += 1
         index = self._frame
         self.stats.frames += 1
@@ -645,7 +745,9 @@ class LiveRecognizer:
         align_ms = embed_ms = match_ms = 0.0
         if todo:
             align_ms, embed_ms, match_ms = self._embed_and_match(frame, index, todo)
-        faces = tuple(self._face(tr, index) for tr in observed if tr.track_id in self._decisions)
+        decided = [tr for tr in observed if tr.track_id in self._decisions]
+        tau = self.matcher.threshold() if decided else math.nan
+        faces = tuple(self._face(tr, index, tau) for tr in decided)
         timings = StageTimes(detect_ms, track_ms, align_ms, embed_ms, match_ms, _ms_since(t_start))
         return FrameResult(index, faces, detected, len(todo), timings)
 
@@ -792,12 +894,12 @@ class LiveRecognizer:
                 self.stats.new_face_latency_ms.append((now - born) * 1000.0)
         return align_ms, embed_ms, _ms_since(t)
 
-    def _face(self, track: Track, index: int) -> LiveFace:
+    def _face(self, track: Track, index: int, tau: float) -> LiveFace:
+        """The face of a decided track, judged against ``tau`` now (from the stored scores)."""
         dec = self._decisions[track.track_id]
         res = dec.result
-        tau = self._threshold if self._threshold is not None else float(res.threshold)
         cands = tuple((str(n), float(s)) for n, s in res.candidates)
-        person = cands[0][0] if cands and cands[0][1] >= tau else None
+        person = cands[0][0] if cands and accepts(cands[0][1], tau) else None
         ambiguous = person is not None and len(cands) >= 2 and cands[0][1] - cands[1][1] < self.matcher.margin
         return LiveFace(
             track_id=track.track_id,

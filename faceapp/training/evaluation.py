@@ -45,9 +45,13 @@ log = logging.getLogger(__name__)
 
 
 def detector_for(model: LoadedModel) -> FaceDetector:
-    """The detector settings the model's training data was prepared with (min face 40 px default)."""
-    cfg = model.meta.get("training", {}).get("config", {})
-    return FaceDetector(DetectorConfig(min_face_size=int(cfg.get("min_face_size", 40))))
+    """The detector evaluation and calibration run with: the app's own settings
+    (:class:`~faceapp.config.DetectorConfig` defaults, as :meth:`FacePipeline.from_paths`
+    and the services use), so that τ is measured the way the app detects. ``model`` is
+    accepted for callers that pick a detector per model; its training settings (e.g. the
+    40-px minimum face of its training data) do not apply to evaluation."""
+    del model
+    return FaceDetector(DetectorConfig())
 
 
 def crops_for(
