@@ -44,6 +44,7 @@ import numpy as np
 
 from faceapp.errors import ModelMismatch, PersonNotFound
 from faceapp.gallery.quantized import AUTO, PreparedRows, SearchBackend, get_backend
+from faceapp.nn.scoring import accepts
 
 DEFAULT_AMBIGUITY_MARGIN = 0.03
 """Default margin for :attr:`Identification.ambiguous`: a tie-break tolerance on the score
@@ -96,6 +97,15 @@ class Identification:
     ambiguous: bool
     margin: float
 
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate], threshold: float,
+           margin: float = DEFAULT_AMBIGUITY_MARGIN) -> Identification:
+        """The result for ``candidates`` (best first), with :attr:`ambiguous` worked out."""
+        cands = tuple(candidates)
+        ambiguous = (len(cands) >= 2 and accepts(cands[0].score, threshold)
+                     and cands[0].score - cands[1].score < margin)
+        return cls(cands, float(threshold), bool(ambiguous), float(margin))
+
     @property
     def best_score(self) -> float:
         """Best candidate's score; ``-inf`` for an empty gallery."""
@@ -103,7 +113,7 @@ class Identification:
 
     @property
     def person_id(self) -> int | None:
-        if self.candidates and self.candidates[0].score >= self.threshold:
+        if self.candidates and accepts(self.candidates[0].score, self.threshold):
             return self.candidates[0].person_id
         return None
 
@@ -456,22 +466,14 @@ class GalleryIndex:
             people, scores = self.person_scores(q, model_id=model_id, scorer=scorer)
             n_probes, g = scores.shape
             if g == 0:
-                return [Identification((), float(threshold), False, float(margin))] * n_probes
+                return [Identification.of((), threshold, margin)] * n_probes
             top, top_scores = _top_k(scores, min(k, g))
-        results: list[Identification] = []
-        for i in range(n_probes):
-            cands = tuple(
-                Candidate(int(people[j]), float(s))
-                for j, s in zip(top[i], top_scores[i], strict=True)
-            )
-            ambiguous = (
-                len(cands) >= 2
-                and cands[0].score >= threshold
-                and cands[0].score - cands[1].score < margin
-            )
-            results.append(Identification(cands, float(threshold), bool(ambiguous),
-                                          float(margin)))
-        return results
+        return [
+            Identification.of(
+                [Candidate(int(people[j]), float(s)) for j, s in zip(top[i], top_scores[i], strict=True)],
+                threshold, margin)
+            for i in range(n_probes)
+        ]
 
     # ------------------------------------------------------------------ two-pass search
     def set_backend(self, backend: SearchBackend | str | None) -> None:
@@ -580,7 +582,7 @@ class GalleryIndex:
         hi = int(self._starts[pos + 1]) if pos + 1 < self._starts.shape[0] else self._n
         scores = self.score_rows(q, lo, hi, scorer)[0]
         best = float(scores.max())
-        return Verification(int(person_id), best, float(threshold), best >= threshold, hi - lo)
+        return Verification(int(person_id), best, float(threshold), accepts(best, threshold), hi - lo)
 
     def pair_scores(
         self, scorer: PairScorer | None = None, max_templates: int = 4000, seed: int = 0
