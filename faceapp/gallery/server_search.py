@@ -291,14 +291,11 @@ def _identification(probe: np.ndarray, pids: np.ndarray, emb: np.ndarray, k: int
                     threshold: float, margin: float) -> Identification:
     """Exact cosine of the short-listed rows, best template per person, top ``k`` people."""
     if pids.shape[0] == 0:
-        return Identification((), float(threshold), False, float(margin))
+        return Identification.of((), threshold, margin)
     scores = emb @ probe
     best: dict[int, float] = {}
     for pid, s in zip(pids.tolist(), scores.tolist(), strict=True):
         if pid not in best or s > best[pid]:
             best[pid] = s
     ranked = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-    cands = tuple(Candidate(int(p), float(s)) for p, s in ranked)
-    ambiguous = (len(cands) >= 2 and cands[0].score >= threshold
-                 and cands[0].score - cands[1].score < margin)
-    return Identification(cands, float(threshold), bool(ambiguous), float(margin))
+    return Identification.of([Candidate(int(p), float(s)) for p, s in ranked], threshold, margin)

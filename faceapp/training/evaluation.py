@@ -20,7 +20,7 @@ from faceapp.config import DetectorConfig
 from faceapp.errors import CalibrationError, FaceappError
 from faceapp.nn.calibration import Calibration, calibration_path_for
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
-from faceapp.nn.scoring import DISTANCE, Scorer, scorers_for
+from faceapp.nn.scoring import DISTANCE, Scorer, accepts_all, scorers_for
 from faceapp.training.datasets import (
     STATUS_DETECTED,
     CropSet,
@@ -230,7 +230,7 @@ def calibration_entry(scores: np.ndarray, same: np.ndarray, seed: int = 0) -> di
         tar, tau = tar_at_far(s, g, far)
         entry[f"far_{far:g}"] = tau
         metrics[f"tar_at_far_{far:g}"] = tar
-        metrics[f"measured_far_{far:g}"] = float((imp >= tau).mean())
+        metrics[f"measured_far_{far:g}"] = float(accepts_all(imp, tau).mean())
     eer, t_eer = equal_error_rate(s, g)
     entry["eer"] = t_eer
     metrics["eer"] = eer

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from faceapp.nn.scoring import accepts_all
+
 __all__ = [
     "KFoldResult",
     "RocCurve",
@@ -311,7 +313,7 @@ def kfold_accuracy(scores: ArrayLike, same: ArrayLike, folds: ArrayLike) -> KFol
     for fid in fold_ids:
         test = f == fid
         t, _ = best_threshold(s[~test], g[~test])
-        accs.append(float(np.mean((s[test] >= t) == g[test])))
+        accs.append(float(np.mean(accepts_all(s[test], t) == g[test])))
         thrs.append(t)
     acc = np.asarray(accs, dtype=np.float64)
     return KFoldResult(
@@ -444,7 +446,7 @@ def identification_report(
         # allowed < n_distractor always; rejecting d_desc[allowed] leaves <= allowed above t.
         threshold = _above(float(d_desc[allowed]))
         if n_known:
-            dir_at_fpir = float(np.mean((rank == 0) & (top1[known] >= threshold)))
+            dir_at_fpir = float(np.mean((rank == 0) & accepts_all(top1[known], threshold)))
     else:
         logger.debug("no distractor probe: open-set metrics are undefined (NaN)")
     return {

@@ -1,149 +1,30 @@
-"""In-memory search index of one model's templates: 1:1 verification and 1:K identification.
-
-Conventions (the same everywhere in faceapp):
-
-* a **score is a similarity**: higher means more alike. The built-in scorer is the cosine
-  similarity of L2-normalised embeddings (a plain dot product); any object with
-  ``score_matrix(probes (P, D), gallery (M, D)) -> (P, M)`` (``faceapp.nn.scoring.Scorer``,
-  e.g. the binary verification head's probability) can be passed instead.
-* a comparison **matches when ``score >= threshold``**. The threshold τ always comes from
-  the caller (the model's calibration file or the user), never from this module.
-* a person's score is the **best (maximum) score over their templates** ("best template"
-  aggregation), for both :meth:`GalleryIndex.verify` and :meth:`GalleryIndex.identify`.
-
-Layout: the index holds an (N, D) float32 matrix of L2-normalised rows with, per row, the
-template id and person id. Rows are kept grouped by person (sorted by person id, then
-template id) so that the per-person maximum of a probe's N scores is one
-``np.maximum.reduceat`` over the person segments: identification is one matrix product plus
-one segmented reduction, no Python loop over templates or people. Adding templates appends
-to a growable buffer (amortised O(new rows)); the grouping is restored lazily, once, at the
-next search. Removing a person or templates compacts the buffer in place. No database access.
-
-Large galleries (``len(index) >= quantize_min_rows``, cosine scorer) are identified in two
-passes: a **compressed first pass** (int8 codes: a quarter of the memory traffic of float32,
-which is what bounds a 1:K search; see :mod:`faceapp.gallery.quantized` for the backends and
-their error bounds) proposes a short list of rows; then every person with a row in it is
-**re-scored exactly in float32**. The short list grows until the first pass's error bound
-proves that nobody outside it can enter the exact top-k, so the result (people and scores)
-is the same as the exact search, ties aside (see :meth:`GalleryIndex.identify`). The
-backend is chosen on first use for the gallery's width and size class
-(:func:`faceapp.gallery.selfcheck.choose_backend`: a native one only after it passed a
-self-check in a child process; else the exact search) and its copy of the rows is built on
-the first search after a change.
-
-Not thread-safe: one thread at a time (the services layer guarantees it).
-"""
+"""The in-memory index of one model's templates: rows grouped by person, updates, exact scoring,
+1:K identification, 1:1 verification and template-pair scores (see the package docstring)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from faceapp.errors import ModelMismatch, PersonNotFound
-from faceapp.gallery.quantized import AUTO, PreparedRows, SearchBackend, get_backend
-
-DEFAULT_AMBIGUITY_MARGIN = 0.03
-"""Default margin for :attr:`Identification.ambiguous`: a tie-break tolerance on the score
-scale (the runner-up is within this of the winner), **not** a match threshold. Callers pass
-their own ``margin`` to suit the scorer."""
+from faceapp.gallery.matching.arrays import l2_normalize, top_k
+from faceapp.gallery.matching.results import (
+    DEFAULT_AMBIGUITY_MARGIN,
+    Candidate,
+    Identification,
+    PairScorer,
+    Verification,
+)
+from faceapp.gallery.matching.two_pass import QUANTIZE_MIN_ROWS, TwoPassSearch
+from faceapp.gallery.quantized import SearchBackend
+from faceapp.nn.scoring import accepts
 
 _CHUNK_ELEMENTS = 1 << 24
 """Scores computed per block (P × rows) by a custom scorer, to bound memory."""
 
-QUANTIZE_MIN_ROWS = 50_000
-"""Default size from which :meth:`GalleryIndex.identify` uses the two-pass search."""
 
-_Q8_MAX_PROBES = 4
-"""More probes at once are searched exactly: one float32 matrix product reads the gallery
-once for all of them, the first pass reads it once per probe."""
-
-_FULL_FRACTION = 8
-"""A short list that would need more than 1/8 of the rows: the exact search instead."""
-
-
-class PairScorer(Protocol):
-    """What the index needs from a scorer (``faceapp.nn.scoring.Scorer`` satisfies it)."""
-
-    name: str
-
-    def score_matrix(self, probes: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-        """(P, D) float32, (M, D) float32 -> (P, M) float32 similarities."""
-        ...
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One person proposed for a probe, with their best-template score."""
-
-    person_id: int
-    score: float
-
-
-@dataclass(frozen=True)
-class Identification:
-    """1:K result for one probe.
-
-    ``candidates``: up to k people, best first. ``person_id`` is the best candidate when its
-    score passes ``threshold`` (``score >= threshold``), else ``None`` (Unknown).
-    ``ambiguous``: the best passes τ and the runner-up is within ``margin`` of it.
-    """
-
-    candidates: tuple[Candidate, ...]
-    threshold: float
-    ambiguous: bool
-    margin: float
-
-    @property
-    def best_score(self) -> float:
-        """Best candidate's score; ``-inf`` for an empty gallery."""
-        return self.candidates[0].score if self.candidates else float("-inf")
-
-    @property
-    def person_id(self) -> int | None:
-        if self.candidates and self.candidates[0].score >= self.threshold:
-            return self.candidates[0].person_id
-        return None
-
-    @property
-    def is_known(self) -> bool:
-        return self.person_id is not None
-
-
-@dataclass(frozen=True)
-class Verification:
-    """1:1 result: ``score`` is the best score over the person's ``n_templates`` templates;
-    ``match`` is ``score >= threshold``."""
-
-    person_id: int
-    score: float
-    threshold: float
-    match: bool
-    n_templates: int
-
-
-def _top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column indices and values of the ``k`` best of each row of (P, G), best first."""
-    n_probes, g = scores.shape
-    if k < g:
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        top = np.broadcast_to(np.arange(g), (n_probes, g))
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of (N, D) -> float32 unit rows (a zero row stays zero)."""
-    arr = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(arr, axis=-1, keepdims=True)
-    return (arr / np.maximum(norms, eps)).astype(np.float32, copy=False)
-
-
-class GalleryIndex:
+class GalleryIndex(TwoPassSearch):
     """Templates of one ``model_id`` (all of dimension ``dim``), searchable in memory."""
 
     def __init__(
@@ -169,14 +50,7 @@ class GalleryIndex:
         self._people = np.zeros(0, dtype=np.int64)  # (G,) person ids, ascending
         self._starts = np.zeros(0, dtype=np.int64)  # (G,) first row of each person
         self._segments_valid = True
-        self.quantize_min_rows = int(quantize_min_rows)
-        if isinstance(backend, str) and backend.strip().lower() != AUTO:
-            get_backend(backend.strip().lower())  # an unknown name fails here, not at the first search
-        self.backend = backend
-        self._q8: PreparedRows | None = None  # first-pass copy of the rows, valid while not None
-        self._q8_backend: SearchBackend | None = None
-        self.last_search: dict[str, object] = {}
-        """How the last one-probe search went: backend, rows re-ranked, rounds."""
+        self._init_search(quantize_min_rows, backend)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -442,117 +316,24 @@ class GalleryIndex:
         if k < 1:
             raise ValueError("k must be at least 1")
         q = self._prepare_probes(probes, model_id)
-        if scorer is None and self._n >= max(1, self.quantize_min_rows) and \
-                1 <= q.shape[0] <= _Q8_MAX_PROBES and self._search_backend().two_pass:
+        if self._two_pass_applies(q.shape[0], scorer):
             self._ensure_grouped()
             people = self._people
-            g = people.shape[0]
-            kk = min(k, g)
-            picked = [self._top_people_q8(row, kk) for row in q]
-            top = np.stack([t for t, _ in picked])
-            top_scores = np.stack([v for _, v in picked])
+            top, top_scores = self._two_pass_top(q, min(k, people.shape[0]))
             n_probes = q.shape[0]
         else:
             people, scores = self.person_scores(q, model_id=model_id, scorer=scorer)
             n_probes, g = scores.shape
             if g == 0:
-                return [Identification((), float(threshold), False, float(margin))] * n_probes
-            top, top_scores = _top_k(scores, min(k, g))
-        results: list[Identification] = []
-        for i in range(n_probes):
-            cands = tuple(
-                Candidate(int(people[j]), float(s))
-                for j, s in zip(top[i], top_scores[i], strict=True)
-            )
-            ambiguous = (
-                len(cands) >= 2
-                and cands[0].score >= threshold
-                and cands[0].score - cands[1].score < margin
-            )
-            results.append(Identification(cands, float(threshold), bool(ambiguous),
-                                          float(margin)))
-        return results
+                return [Identification.of((), threshold, margin)] * n_probes
+            top, top_scores = top_k(scores, min(k, g))
+        return [
+            Identification.of(
+                [Candidate(int(people[j]), float(s)) for j, s in zip(top[i], top_scores[i], strict=True)],
+                threshold, margin)
+            for i in range(n_probes)
+        ]
 
-    # ------------------------------------------------------------------ two-pass search
-    def set_backend(self, backend: SearchBackend | str | None) -> None:
-        """Search with another backend from now on (its copy of the rows is built on the
-        next search)."""
-        if isinstance(backend, str) and backend.strip().lower() != AUTO:
-            get_backend(backend.strip().lower())
-        self.backend = backend
-        self._q8 = None
-        self._q8_backend = None
-
-    def _search_backend(self) -> SearchBackend:
-        """The backend for this index's width and size (chosen once per size class)."""
-        if self.backend is not None and not isinstance(self.backend, str):
-            return self.backend
-        from faceapp.gallery.selfcheck import choose_backend  # the child-process check
-
-        return choose_backend(self.backend, self.dim, self._n)
-
-    def _ensure_q8(self) -> PreparedRows:
-        """The backend's copy of the rows, rebuilt after a change (or a new backend)."""
-        backend = self._search_backend()
-        if self._q8 is None or len(self._q8) != self._n or self._q8_backend is not backend:
-            self._q8 = backend.prepare(self._emb[: self._n])
-            self._q8_backend = backend
-        return self._q8
-
-    def _exact_people(self, probe: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """(C,) exact best-template cosine of the people at group positions ``groups``."""
-        starts = self._starts[groups]
-        ends = np.where(groups + 1 < self._starts.shape[0],
-                        self._starts[np.minimum(groups + 1, self._starts.shape[0] - 1)],
-                        self._n)
-        lengths = ends - starts
-        offsets = np.cumsum(lengths) - lengths
-        rows = np.arange(int(lengths.sum())) - np.repeat(offsets - starts, lengths)
-        scores = self._emb[rows] @ probe
-        return np.maximum.reduceat(scores, offsets)
-
-    def _top_people_exact(self, probe: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        per_person = np.maximum.reduceat(self._emb[: self._n] @ probe, self._starts)
-        top, top_scores = _top_k(per_person[None, :], k)
-        return top[0], top_scores[0]
-
-    def _top_people_q8(self, probe: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` (group positions, scores), best first, for one (D,) unit probe.
-
-        The first-pass score of any row differs from its exact score by at most ``eps``
-        (the scan's ``error_bound``). The short list is the ``m`` rows with the highest
-        first-pass scores; every other row scores at most ``floor`` there, so exactly at
-        most ``floor + eps``. The people with a row in the list are scored exactly (all
-        their templates); once ``floor + eps`` is below the k-th of those exact scores,
-        nobody outside can enter the top-k. Otherwise ``m`` grows 8-fold; past 1/8 of the
-        rows, the exact search runs instead.
-        """
-        scan = self._ensure_q8().scan(probe)
-        n = self._n
-        eps = float(scan.error_bound)
-        name = self._q8_backend.name if self._q8_backend is not None else "?"
-        m = min(n, 32 + 16 * k)
-        rounds = 0
-        while np.isfinite(eps):
-            rounds += 1
-            rows, _approx, floor = scan.top(m)
-            if rows.shape[0] != m:  # a broken first pass: be exact
-                break
-            groups = np.unique(np.searchsorted(self._starts, rows, side="right") - 1)
-            if groups.shape[0] >= k or m >= n:
-                exact = self._exact_people(probe, groups)
-                top, top_scores = _top_k(exact[None, :], min(k, groups.shape[0]))
-                kth = float(top_scores[0, -1])
-                if m >= n or floor + eps < kth:
-                    self.last_search = {"backend": name, "rows_reranked": int(m),
-                                        "people_reranked": int(groups.shape[0]), "rounds": rounds}
-                    return groups[top[0]], top_scores[0]
-            if m * _FULL_FRACTION >= n:
-                break
-            m = min(n, 8 * m)
-        self.last_search = {"backend": f"{name}, then exact", "rows_reranked": int(n),
-                            "people_reranked": int(self._starts.shape[0]), "rounds": rounds}
-        return self._top_people_exact(probe, k)
 
     def verify(
         self,
@@ -580,7 +361,7 @@ class GalleryIndex:
         hi = int(self._starts[pos + 1]) if pos + 1 < self._starts.shape[0] else self._n
         scores = self.score_rows(q, lo, hi, scorer)[0]
         best = float(scores.max())
-        return Verification(int(person_id), best, float(threshold), best >= threshold, hi - lo)
+        return Verification(int(person_id), best, float(threshold), accepts(best, threshold), hi - lo)
 
     def pair_scores(
         self, scorer: PairScorer | None = None, max_templates: int = 4000, seed: int = 0

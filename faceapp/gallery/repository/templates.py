@@ -1,0 +1,272 @@
+"""Templates and their crops: store (one by one or in bulk), count, list, read as index rows,
+re-embed, delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    table,
+    type_coerce,
+)
+from sqlalchemy.orm import Session
+
+from faceapp.errors import GalleryError
+from faceapp.gallery.database import bump_generation
+from faceapp.gallery.orm import FaceCrop, FaceTemplate, Person, utcnow
+from faceapp.gallery.repository.rows import IndexRows, NewTemplate, _json_default
+from faceapp.gallery.types import EMBEDDING_DTYPE
+
+
+class TemplateQueries:
+    """The templates part of :class:`~faceapp.gallery.repository.GalleryRepository`."""
+
+    session: Session
+
+    def add_templates(self, person: Person, templates: Sequence[NewTemplate]) -> list[int]:
+        """Store templates (and their crops) for ``person``; returns their ids in order."""
+        ids: list[int] = []
+        for t in templates:
+            emb = np.asarray(t.embedding, dtype=np.float32)
+            row = FaceTemplate(
+                person_id=person.id,
+                model_id=t.model_id,
+                embedding=emb,
+                source=t.source[:500],
+                quality_json=json.dumps(t.quality, sort_keys=True, default=_json_default),
+                created=t.created or utcnow(),
+            )
+            if t.crop_png is not None:
+                row.crop = FaceCrop(png=t.crop_png)
+            self.session.add(row)
+            self.session.flush()
+            ids.append(int(row.id))
+        person.updated = utcnow()
+        bump_generation(self.session)
+        return ids
+
+    def bulk_add_templates(
+        self,
+        person_ids: np.ndarray,
+        embeddings: np.ndarray,
+        model_id: str,
+        *,
+        source: str = "",
+        batch: int = 50_000,
+    ) -> int:
+        """Fast insert of many crop-less templates (synthetic galleries, benchmarks).
+
+        ``person_ids``: (N,) int of existing people; ``embeddings``: (N, D) float.
+        Uses one Core ``executemany`` per batch. Returns N.
+        """
+        emb = np.ascontiguousarray(embeddings, dtype=EMBEDDING_DTYPE)
+        pids = np.asarray(person_ids, dtype=np.int64)
+        if emb.ndim != 2 or pids.shape != (emb.shape[0],):
+            raise ValueError("expected person_ids (N,) and embeddings (N, D)")
+        dim = int(emb.shape[1])
+        now = utcnow()
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("embeddings must be finite")
+        # a lightweight table clause: plain LargeBinary, so that the rows (already encoded,
+        # checked above) skip the per-row EmbeddingType processing
+        tbl = table(
+            FaceTemplate.__tablename__,
+            column("person_id", Integer),
+            column("model_id", String),
+            column("dim", Integer),
+            column("embedding", LargeBinary),
+            column("source", String),
+            column("quality_json", String),
+            column("created", DateTime(timezone=True)),
+        )
+        n = emb.shape[0]
+        raw = emb.tobytes()
+        width = dim * EMBEDDING_DTYPE.itemsize
+        conn = self.session.connection()
+        dialect = conn.dialect
+        if dialect.name == "sqlite":
+            # driver-level executemany: SQLAlchemy's per-row parameter handling would
+            # cost more than SQLite itself. The timestamp is encoded once by the
+            # column type's own bind processor, so rows read back like ORM-made ones.
+            encode = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+            created = encode(now) if encode is not None else now
+            sql = (
+                f"INSERT INTO {FaceTemplate.__tablename__} "
+                "(person_id, model_id, dim, embedding, source, quality_json, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)"
+            )
+            for start in range(0, n, batch):
+                stop = min(n, start + batch)
+                conn.exec_driver_sql(
+                    sql,
+                    [
+                        (int(pids[i]), model_id, dim, raw[i * width : (i + 1) * width],
+                         source, "{}", created)
+                        for i in range(start, stop)
+                    ],
+                )
+        else:
+            for start in range(0, n, batch):
+                rows = [
+                    {
+                        "person_id": int(pids[i]),
+                        "model_id": model_id,
+                        "dim": dim,
+                        "embedding": raw[i * width : (i + 1) * width],
+                        "source": source,
+                        "quality_json": "{}",
+                        "created": now,
+                    }
+                    for i in range(start, min(n, start + batch))
+                ]
+                self.session.execute(insert(tbl), rows)
+        bump_generation(self.session)
+        return n
+
+    def count_templates(self, *, person_id: int | None = None, model_id: str | None = None) -> int:
+        stmt = select(func.count(FaceTemplate.id))
+        if person_id is not None:
+            stmt = stmt.where(FaceTemplate.person_id == person_id)
+        if model_id is not None:
+            stmt = stmt.where(FaceTemplate.model_id == model_id)
+        return int(self.session.execute(stmt).scalar_one())
+
+    def model_counts(self) -> dict[str, int]:
+        """model_id -> number of templates."""
+        stmt = select(FaceTemplate.model_id, func.count(FaceTemplate.id)).group_by(
+            FaceTemplate.model_id
+        )
+        return {m: int(n) for m, n in self.session.execute(stmt)}
+
+    def templates_of(self, person: Person) -> list[FaceTemplate]:
+        stmt = select(FaceTemplate).where(FaceTemplate.person_id == person.id).order_by(
+            FaceTemplate.id
+        )
+        return list(self.session.execute(stmt).scalars())
+
+    def template_ids_of(self, person_id: int) -> list[int]:
+        """Ids of a person's templates, ascending (no embedding decoded)."""
+        stmt = select(FaceTemplate.id).where(FaceTemplate.person_id == person_id).order_by(
+            FaceTemplate.id)
+        return [int(i) for i in self.session.execute(stmt).scalars()]
+
+    def count_crops(self, template_ids: Sequence[int]) -> int:
+        return sum(
+            int(self.session.execute(select(func.count()).select_from(FaceCrop)
+                                     .where(FaceCrop.template_id.in_(chunk))).scalar_one())
+            for chunk in _chunks(template_ids))
+
+    def crop_png(self, template_id: int) -> bytes | None:
+        return self.session.execute(
+            select(FaceCrop.png).where(FaceCrop.template_id == template_id)
+        ).scalar_one_or_none()
+
+    def crops(self, template_ids: Iterable[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for chunk in _chunks(template_ids):
+            stmt = select(FaceCrop.template_id, FaceCrop.png).where(
+                FaceCrop.template_id.in_(chunk)
+            )
+            out.update({int(t): bytes(p) for t, p in self.session.execute(stmt)})
+        return out
+
+    def _template(self, template_id: int) -> FaceTemplate:
+        row = self.session.get(FaceTemplate, template_id)
+        if row is None:
+            raise GalleryError(f"no template with id {template_id}")
+        return row
+
+    def delete_template(self, template_id: int) -> int:
+        """Delete one template (and its crop); returns its person id."""
+        row = self._template(template_id)
+        pid = int(row.person_id)
+        self.session.execute(delete(FaceTemplate).where(FaceTemplate.id == template_id))
+        self.session.expunge(row)
+        bump_generation(self.session)
+        return pid
+
+    def index_rows(self, model_id: str, chunk: int = 65_536) -> IndexRows:
+        """Every template of ``model_id`` as arrays, without touching crops.
+
+        Rows are fetched in chunks whose raw bytes are decoded with one ``np.frombuffer``
+        each into a preallocated (N, D) array (no per-row objects kept), so opening a large
+        gallery is fast and needs little more memory than the result.
+        """
+        where = FaceTemplate.model_id == model_id
+        n, n_dims, dim = self.session.execute(
+            select(func.count(FaceTemplate.id), func.count(func.distinct(FaceTemplate.dim)),
+                   func.max(FaceTemplate.dim)).where(where)
+        ).one()
+        if not n:
+            return IndexRows(model_id, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                             np.zeros((0, 0), np.float32))
+        if n_dims != 1:
+            raise GalleryError(f"templates of model {model_id!r} have several dimensions")
+        n, dim = int(n), int(dim)
+        tids = np.empty(n, dtype=np.int64)
+        pids = np.empty(n, dtype=np.int64)
+        emb = np.empty((n, dim), dtype=np.float32)
+        width = dim * EMBEDDING_DTYPE.itemsize
+        # storage order (a sequential scan); the index groups rows by person itself.
+        # A Core statement on the connection: no ORM row processing.
+        stmt = select(
+            FaceTemplate.id, FaceTemplate.person_id,
+            type_coerce(FaceTemplate.embedding, LargeBinary),
+        ).where(where)
+        result = self.session.connection().execute(stmt)
+        filled = 0
+        while True:
+            rows = result.fetchmany(chunk)
+            if not rows:
+                break
+            if filled + len(rows) > n:
+                raise GalleryError("the gallery changed while it was being read")
+            t, p, blobs = zip(*rows, strict=True)
+            raw = b"".join(bytes(b) for b in blobs)
+            if len(raw) != len(rows) * width:
+                raise GalleryError(f"stored embeddings of model {model_id!r} have the wrong size")
+            sl = slice(filled, filled + len(rows))
+            tids[sl] = t
+            pids[sl] = p
+            emb[sl] = np.frombuffer(raw, dtype=EMBEDDING_DTYPE).reshape(len(rows), dim)
+            filled += len(rows)
+        if filled != n:
+            raise GalleryError("the gallery changed while it was being read")
+        return IndexRows(model_id, tids, pids, emb)
+
+    def stale_templates(self, model_id: str, limit: int | None = None) -> list[tuple[int, str]]:
+        """(template id, model id) of templates not made by ``model_id``, oldest first."""
+        stmt = (
+            select(FaceTemplate.id, FaceTemplate.model_id)
+            .where(FaceTemplate.model_id != model_id)
+            .order_by(FaceTemplate.id)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [(int(i), m) for i, m in self.session.execute(stmt)]
+
+    def set_template_embedding(self, template_id: int, model_id: str, embedding: np.ndarray) -> None:
+        row = self._template(template_id)
+        row.replace_embedding(model_id, embedding)
+
+
+_IN_CHUNK = 500
+"""Ids per ``IN (...)`` list (below SQLite's variable limit)."""
+
+
+def _chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    """``ids`` in lists of at most :data:`_IN_CHUNK` (none for no ids)."""
+    items = list(ids)
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
