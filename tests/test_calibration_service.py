@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from faceapp.errors import FaceappError
-from faceapp.nn.decision import accepts, accepts_many
+from faceapp.nn.scoring import accepts, accepts_all
 from faceapp.services.calibration import roc, split_pairs, threshold_for_far
 
 
@@ -54,4 +54,4 @@ def test_split_pairs_and_the_decision_rule() -> None:
     for s in (0.49, 0.5, 0.51, float("nan")):
         assert accepts(s, 0.5) == (s >= 0.5)  # ties accept, NaN never does
     assert not accepts(0.9, float("nan"))
-    assert accepts_many(scores, 0.5).tolist() == [s >= 0.5 for s in scores.tolist()]
+    assert accepts_all(scores, 0.5).tolist() == [s >= 0.5 for s in scores.tolist()]

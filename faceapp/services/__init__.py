@@ -19,7 +19,7 @@ function of the service's :class:`~faceapp.services.core.Core` (gallery, model, 
 Decisions
 ---------
 * Scores are similarities (higher = more alike); a comparison matches when
-  ``score >= threshold`` (:func:`faceapp.nn.decision.accepts`).
+  ``score >= threshold`` (:func:`faceapp.nn.scoring.accepts`).
 * A person's score is the **best** score over their templates (see
   :mod:`faceapp.gallery.matching`).
 * τ comes, in this order, from: the ``threshold=`` argument (``--threshold``); the user's τ
@@ -64,7 +64,7 @@ from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, PairScorer
 from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.server_search import ServerSearch
 from faceapp.gallery.validation import MAX_IMPORT_BYTES
-from faceapp.nn.decision import DISTANCE, accepts
+from faceapp.nn.scoring import DISTANCE, accepts
 from faceapp.services import calibration, decisions, enrollment, maintenance, people, transfer
 from faceapp.services.core import Core
 from faceapp.services.core import analyze as analyze_image

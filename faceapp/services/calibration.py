@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from faceapp.errors import FaceappError, InvalidImage
-from faceapp.nn.decision import DISTANCE, accepts_many
+from faceapp.nn.scoring import DISTANCE, accepts_all
 from faceapp.services.core import Core
 from faceapp.services.results import PairScores
 from faceapp.training.metrics import roc_auc, roc_curve, tar_at_far
@@ -63,7 +63,7 @@ def threshold_for_far(genuine: np.ndarray, impostor: np.ndarray, target_far: flo
             "people, one of them with two or more samples)")
     scores, same = np.r_[g, i], np.r_[np.ones(g.size, bool), np.zeros(i.size, bool)]
     tar, tau = tar_at_far(scores, same, target_far)
-    far = float(np.mean(accepts_many(i, tau)))
+    far = float(np.mean(accepts_all(i, tau)))
     return FarCalibration(tau, far, tar, roc_auc(scores, same), target_far, int(g.size), int(i.size))
 
 

@@ -2,7 +2,7 @@
 
 A person's score is the best score over their templates (:mod:`faceapp.gallery.matching`);
 τ comes from the service's :class:`~faceapp.services.thresholds.ThresholdPolicy` and the
-decision is :func:`faceapp.nn.decision.accepts`. Templates of another model are never
+decision is :func:`faceapp.nn.scoring.accepts`. Templates of another model are never
 compared (:class:`~faceapp.errors.ModelMismatch` until ``reembed``).
 """
 
@@ -18,7 +18,7 @@ from faceapp.errors import GalleryError, MultipleFaces, NoFaceFound
 from faceapp.gallery.matching import GalleryIndex, Identification
 from faceapp.gallery.orm import Person
 from faceapp.gallery.repository import GalleryRepository, normalize_name
-from faceapp.nn.decision import DISTANCE
+from faceapp.nn.scoring import DISTANCE
 from faceapp.services.core import Core, analyze, face_area
 from faceapp.services.index_cache import refuse_stale
 from faceapp.services.protocols import AnalysedFace

@@ -35,7 +35,7 @@ from faceapp.gallery import audit, privacy
 from faceapp.gallery.database import current_generation
 from faceapp.gallery.privacy import Consent, ConsentRequired
 from faceapp.gallery.repository import NewTemplate, normalize_name
-from faceapp.nn.decision import DISTANCE, accepts
+from faceapp.nn.scoring import DISTANCE, accepts
 from faceapp.services.core import Core, analyze, face_area, quality_dict, quality_reasons
 from faceapp.services.protocols import AnalysedFace
 from faceapp.services.results import EnrollReport

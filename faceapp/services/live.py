@@ -44,9 +44,15 @@ import torch
 import torch.nn.functional as F
 
 from faceapp.errors import FaceappError, InvalidImage, ModelError, ModelMismatch
-from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, GalleryIndex, PairScorer
-from faceapp.nn.decision import DISTANCE, accepts
+from faceapp.gallery.matching import (
+    DEFAULT_AMBIGUITY_MARGIN,
+    Candidate,
+    GalleryIndex,
+    Identification,
+    PairScorer,
+)
 from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
+from faceapp.nn.scoring import DISTANCE
 from faceapp.services.decisions import recognized
 from faceapp.services.index_cache import IndexView
 from faceapp.services.results import RecognizedFace
@@ -899,8 +905,11 @@ class LiveRecognizer:
         dec = self._decisions[track.track_id]
         res = dec.result
         cands = tuple((str(n), float(s)) for n, s in res.candidates)
-        person = cands[0][0] if cands and accepts(cands[0][1], tau) else None
-        ambiguous = person is not None and len(cands) >= 2 and cands[0][1] - cands[1][1] < self.matcher.margin
+        # the gallery's own rule for "known" and "ambiguous", on the stored scores and τ now
+        ident = Identification.of([Candidate(i, sc) for i, (_, sc) in enumerate(cands)], tau,
+                                  self.matcher.margin)
+        person = None if ident.person_id is None else cands[ident.person_id][0]
+        ambiguous = ident.ambiguous
         return LiveFace(
             track_id=track.track_id,
             box=track.box,

@@ -9,7 +9,7 @@ the operating point, default ``far_0.01``). Never a constant.
 
 After its first read a τ is kept in memory, so the live loop, the GUI pages and the service
 calls read the same number without a database round trip, and a change applies to all of
-them at once. The decision itself is :func:`faceapp.nn.decision.accepts`.
+them at once. The decision itself is :func:`faceapp.nn.scoring.accepts`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from faceapp.errors import CalibrationError
 from faceapp.gallery.matching import PairScorer
-from faceapp.nn.decision import DISTANCE, accepts
+from faceapp.nn.scoring import DISTANCE, accepts
 from faceapp.services.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
