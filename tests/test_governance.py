@@ -89,11 +89,14 @@ def test_policy_keys_and_audit_through_governance(tmp_path, monkeypatch):
     enroll_three(svc)
     gov = Governance.of(svc)
     assert gov.policy() == PrivacyPolicy()
-    policy = gov.update_policy(use="organisation", retention_days=30)
-    assert policy == PrivacyPolicy("organisation", 30, "enrolment")
+    policy = gov.update_policy(use="organisation", retention_days=30, purpose=" lab door ")
+    assert policy == PrivacyPolicy("organisation", 30, "enrolment", "lab door")
     assert svc.privacy_policy() == policy  # the service sees the same stored policy
     assert describe_policy(policy).startswith("use: organisation (consent required")
     assert gov.update_policy() == policy
+    with pytest.raises(GalleryError, match="500 characters"):
+        gov.update_policy(purpose="x" * 501)
+    assert gov.policy() == policy
 
     before = gov.key_status()
     assert before.managed and before.encrypted and before.source == "passphrase"
@@ -137,3 +140,24 @@ def test_server_galleries_have_no_managed_keys(pg_url):
             Governance.of(svc).rotate_keys(new="x")
     finally:
         svc.close()
+
+
+def test_purpose_by_the_cli_and_policies_stored_without_one(tmp_path, capsys):
+    from faceapp.gallery import GalleryRepository, open_database, write_session
+    from faceapp.gallery.privacy import POLICY_KEY
+
+    db = tmp_path / "g.sqlite"
+    engine = open_database(str(db))
+    with write_session(engine) as s:  # as stored before the purpose existed
+        GalleryRepository(s).set_setting(POLICY_KEY, json.dumps(
+            {"use": "organisation", "retention_days": 3, "retention_from": "last_match"}))
+    assert Governance(engine).policy() == PrivacyPolicy("organisation", 3, "last_match", "")
+    engine.dispose()
+    assert main(["policy", "--db", str(db), "--purpose", "visitor badges", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "use": "organisation", "retention_days": 3, "retention_from": "last_match",
+        "purpose": "visitor badges"}
+    assert main(["policy", "--db", str(db), "--purpose", ""]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "use: organisation (consent required for new people); people are deleted 3 day(s) "
+        "after their last match")

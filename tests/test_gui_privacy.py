@@ -67,15 +67,17 @@ def test_privacy_page_is_registered(qtbot, window) -> None:
 def test_set_policy_is_persisted_and_people_show_expiry(qtbot, window, service, db) -> None:
     page = show_privacy(qtbot, window)
     page.use_combo.setCurrentIndex(page.use_combo.findData("organisation"))
+    page.purpose_edit.setText("  door access of the lab ")
     page.retention_spin.setValue(30)
     page.retention_from_combo.setCurrentIndex(page.retention_from_combo.findData("last_match"))
     page.confirm = lambda *_a: True  # type: ignore[method-assign]
     with qtbot.waitSignal(page.policySaved, timeout=WAIT) as saved:
         page.apply_policy_button.click()
-    expected = PrivacyPolicy("organisation", 30, "last_match")
+    expected = PrivacyPolicy("organisation", 30, "last_match", "door access of the lab")
     assert saved.args == [expected]
     assert service.privacy_policy() == expected and service.consent_required("Dee")
     assert page.policy_label.text().startswith("use: organisation (consent required")
+    assert page.policy_label.text().endswith("; purpose: door access of the lab")
     idle(qtbot, window)
     with FaceService.open(str(db), load_model=False) as other:  # stored in the gallery file
         assert other.privacy_policy() == expected

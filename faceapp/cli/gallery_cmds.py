@@ -149,13 +149,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("policy", parents=[db_only],
                        help="the gallery's privacy policy: use (personal/organisation: consent "
-                            "required) and retention; shown, or changed by the options")
+                            "required), purpose and retention; shown, or changed by the options")
     p.add_argument("--use", choices=["personal", "organisation"],
                    help="organisation: enrolling a new person needs recorded consent")
     p.add_argument("--retention-days", type=int, metavar="N",
                    help="delete people N days after enrolment / last match (0: keep)")
     p.add_argument("--retention-from", choices=["enrolment", "last_match"],
                    help="what the retention period counts from")
+    p.add_argument("--purpose", metavar="TEXT",
+                   help='what the gallery is for, e.g. "door access of the lab" ("" clears it)')
     p.set_defaults(func=_policy)
 
     p = sub.add_parser("reembed", parents=[with_model],
@@ -352,7 +354,8 @@ def _policy(args: argparse.Namespace) -> int:
 
     with _open_service(args, load_model=False) as svc:
         policy = Governance.of(svc).update_policy(
-            use=args.use, retention_days=args.retention_days, retention_from=args.retention_from)
+            use=args.use, retention_days=args.retention_days, retention_from=args.retention_from,
+            purpose=args.purpose)
     _emit(args, policy.to_dict(), describe_policy(policy))
     return 0
 

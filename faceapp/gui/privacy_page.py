@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -60,7 +61,7 @@ def _row(*widgets: QWidget) -> QWidget:
 
 
 class PrivacyPage(Page):
-    """Policy (use, retention), keys (status, rotate) and the audit log (list, verify).
+    """Policy (use, purpose, retention), keys (status, rotate) and the audit log (list, verify).
 
     Signals: ``loaded()`` after policy, keys and log were read; ``policySaved(PrivacyPolicy)``;
     ``keysRotated(KeyReport)``; ``auditLoaded(int)`` (entries shown);
@@ -84,6 +85,9 @@ class PrivacyPage(Page):
         self.use_combo = QComboBox()
         for value, text in USES:
             self.use_combo.addItem(text, value)
+        self.purpose_edit = QLineEdit()
+        self.purpose_edit.setMaxLength(500)
+        self.purpose_edit.setPlaceholderText('what the gallery is for, e.g. "door access of the lab"')
         self.retention_spin = QSpinBox()
         self.retention_spin.setRange(0, 36_500)
         self.retention_spin.setSuffix(" days")
@@ -129,6 +133,7 @@ class PrivacyPage(Page):
 
         policy_form = QFormLayout()
         policy_form.addRow("Use", self.use_combo)
+        policy_form.addRow("Purpose", self.purpose_edit)
         policy_form.addRow("Retention", _row(self.retention_spin, self.retention_from_combo))
         policy_form.addRow("", _row(self.apply_policy_button))
         policy_form.addRow("In effect", self.policy_label)
@@ -223,6 +228,7 @@ class PrivacyPage(Page):
     def _show_policy(self, policy: PrivacyPolicy) -> None:
         self.policy = policy
         self.use_combo.setCurrentIndex(max(0, self.use_combo.findData(policy.use)))
+        self.purpose_edit.setText(policy.purpose)
         self.retention_spin.setValue(policy.retention_days)
         self.retention_from_combo.setCurrentIndex(
             max(0, self.retention_from_combo.findData(policy.retention_from)))
@@ -259,7 +265,7 @@ class PrivacyPage(Page):
     def chosen_policy(self) -> PrivacyPolicy:
         """The policy the form shows (raises ``GalleryError`` for an invalid one)."""
         return PrivacyPolicy(self.use_combo.currentData(), self.retention_spin.value(),
-                             self.retention_from_combo.currentData())
+                             self.retention_from_combo.currentData(), self.purpose_edit.text().strip())
 
     def apply_policy(self, *, ask: bool = True) -> bool:
         """Store the form's policy. A retention limit deletes the people it expires at the next

@@ -103,7 +103,8 @@ def describe_policy(policy: PrivacyPolicy) -> str:
             if policy.retention_days else "no retention limit")
     consent = ("consent required for new people" if policy.use == "organisation"
                else "consent recorded when given")
-    return f"use: {policy.use} ({consent}); {keep}"
+    purpose = f"; purpose: {policy.purpose}" if policy.purpose.strip() else ""
+    return f"use: {policy.use} ({consent}); {keep}{purpose}"
 
 
 def describe_chain(report: ChainReport) -> str:
@@ -150,10 +151,13 @@ class Governance:
         return policy
 
     def update_policy(self, *, use: GalleryUse | None = None, retention_days: int | None = None,
-                      retention_from: RetentionFrom | None = None) -> PrivacyPolicy:
+                      retention_from: RetentionFrom | None = None, purpose: str | None = None
+                      ) -> PrivacyPolicy:
         """Change the given parts of the policy (nothing given: only read it)."""
         changes = {k: v for k, v in (("use", use), ("retention_days", retention_days),
-                                     ("retention_from", retention_from)) if v is not None}
+                                     ("retention_from", retention_from),
+                                     ("purpose", None if purpose is None else purpose.strip()))
+                   if v is not None}
         policy = self.policy()
         return self.set_policy(replace(policy, **changes)) if changes else policy  # type: ignore[arg-type]
 
