@@ -159,6 +159,8 @@ def test_audit_lists_enrol_and_delete_and_filters(qtbot, window, service) -> Non
                            ("enroll", "accepted", "Cid")]
     assert len(actions) == 4 and actions[-1] == ("delete", "deleted", "Bob")
     assert all("@" in r[2] for r in rows)
+    assert rows[0][6] == "accepted: 2, rejected: 0, model_id: fake-model-1"
+    assert rows[-1][6] == "templates: 2"
     with qtbot.waitSignal(page.auditLoaded, timeout=WAIT) as loaded:
         page.action_combo.setCurrentIndex(page.action_combo.findData("delete"))
     assert loaded.args == [1] and page.audit_rows()[0][3:6] == ("delete", "deleted", "Bob")
@@ -186,3 +188,12 @@ def test_verify_reports_a_tampered_entry(qtbot, window, service, db) -> None:
     assert f"audit log BROKEN at entry {victim.id}" in text and "was modified" in text
     selected = page.audit_table.selectedItems()
     assert selected and {i.row() for i in selected} == {1}
+
+
+def test_readable_detail() -> None:
+    from faceapp.gui.privacy_page import readable_detail
+
+    assert readable_detail('{"detail": "{\\"templates\\": 2}", "score": 0.5}') == "templates: 2, score: 0.5"
+    assert readable_detail('{"detail": "free text"}') == "detail: free text"
+    assert readable_detail('{"kdf": {"name": "argon2id"}}') == 'kdf: {"name": "argon2id"}'
+    assert readable_detail("not json") == "not json" and readable_detail("") == ""

@@ -7,6 +7,7 @@ Everything that touches the gallery runs in the task pool through
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -17,7 +18,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -47,6 +47,29 @@ BROKEN = QColor(231, 76, 60, 90)
 USES = (("personal", "Personal use: consent is recorded when given, not required"),
         ("organisation", "Organisation: enrolling a new person requires recorded consent"))
 RETENTION_FROM = (("enrolment", "after enrolment"), ("last_match", "after the last match"))
+
+
+def readable_detail(text: str) -> str:
+    """An audit entry's JSON detail as ``key: value, …`` (the nested ``detail`` of a logged
+    event unpacked); the text as it is when it is not JSON."""
+    try:
+        facts = json.loads(text) if text else {}
+    except ValueError:
+        return text
+    if not isinstance(facts, dict):
+        return text
+    inner = facts.pop("detail", None)
+    if isinstance(inner, str):
+        try:
+            nested = json.loads(inner)
+        except ValueError:
+            nested = None
+        if isinstance(nested, dict):
+            facts = nested | facts
+        else:
+            facts["detail"] = inner
+    return ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False) if isinstance(v, dict | list) else v}"
+                     for k, v in facts.items())
 
 
 def _row(*widgets: QWidget) -> QWidget:
@@ -128,8 +151,7 @@ class PrivacyPage(Page):
         self.audit_table.verticalHeader().setVisible(False)
         self.audit_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.audit_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.audit_table.horizontalHeader().setSectionResizeMode(
-            len(AUDIT_COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.audit_table.horizontalHeader().setStretchLastSection(True)
 
         policy_form = QFormLayout()
         policy_form.addRow("Use", self.use_combo)
@@ -244,14 +266,16 @@ class PrivacyPage(Page):
         table = self.audit_table
         table.setRowCount(len(entries))
         for row, e in enumerate(entries):
-            for col, value in enumerate((e.id, e.time, e.actor, e.action, e.outcome,
-                                         e.subject or "-", e.detail)):
+            when = e.time[:19].replace("T", " ")
+            for col, value in enumerate((e.id, when, e.actor, e.action, e.outcome,
+                                         e.subject or "-", readable_detail(e.detail))):
                 item = QTableWidgetItem(str(value))
                 item.setData(Qt.ItemDataRole.UserRole, e.id)
-                if col == len(AUDIT_COLUMNS) - 1:
-                    item.setToolTip(str(value))
+                if col in (1, len(AUDIT_COLUMNS) - 1):
+                    item.setToolTip(e.time if col == 1 else f"{e.detail}\nentry hash {e.hash}")
                 table.setItem(row, col, item)
-        table.resizeColumnsToContents()
+        for col in range(len(AUDIT_COLUMNS) - 1):  # the detail column takes the rest
+            table.resizeColumnToContents(col)
         if self.chain is not None and not self.chain.ok:
             self._mark_broken(self.chain.first_bad)
         self.auditLoaded.emit(len(entries))
