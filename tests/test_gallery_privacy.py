@@ -125,7 +125,7 @@ def test_retention_is_applied_at_start_up_and_by_the_cli(url, monkeypatch, capsy
                         lambda args, load_model=True: make_service(url))
     assert main(["policy", "--db", url, "--use", "organisation", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "use": "organisation", "retention_days": 7, "retention_from": "enrolment"}
+        "use": "organisation", "retention_days": 7, "retention_from": "enrolment", "purpose": ""}
     svc = make_service(url)
     age(svc, "Bob", 30)
     svc.close()

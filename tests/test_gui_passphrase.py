@@ -56,3 +56,21 @@ def test_new_gallery_passphrase_is_asked_twice(qapp, tmp_path, monkeypatch):
     assert gallery_passphrase_needed(db) == "unlock"
     answer(monkeypatch, "one", "other")  # the two differ: nothing to open with
     assert ask_gallery_passphrase(str(tmp_path / "other.sqlite")) is None
+
+
+def test_the_typed_passphrase_follows_a_key_rotation(qapp, tmp_path, monkeypatch):
+    """What `faceapp gui` does: the Privacy page's ``passphraseChanged`` updates the prompt
+    that the workers reopening the gallery use."""
+    from faceapp.gui.context import AppContext
+    from faceapp.gui.settings import GuiSettings
+
+    db = str(tmp_path / "g.sqlite")
+    FaceService.open(db, load_model=False).close()
+    passphrase = os.environ["FACEAPP_PASSPHRASE"]
+    monkeypatch.delenv("FACEAPP_PASSPHRASE")
+    answer(monkeypatch, passphrase)
+    prompt = ask_gallery_passphrase(db)
+    ctx = AppContext(GuiSettings())
+    ctx.passphraseChanged.connect(prompt.set)
+    ctx.passphraseChanged.emit("rotated")
+    assert prompt("passphrase of the gallery", False) == "rotated"

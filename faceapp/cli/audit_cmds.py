@@ -13,6 +13,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from faceapp.errors import FaceappError
+from faceapp.gallery.audit import EVENT_KINDS
 
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
 
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--since", metavar="WHEN",
                    help="only entries from WHEN on: an ISO date/time (UTC unless it says) or "
                         "a span back from now, e.g. 7d, 12h, 30m")
-    p.add_argument("--action", help="only this action (enroll, verify, recognize, delete, "
-                                    "export, import, keys, ...)")
+    p.add_argument("--action", choices=EVENT_KINDS, metavar="ACTION",
+                   help=f"only this action: {', '.join(EVENT_KINDS)}")
     p.add_argument("--limit", type=int, help="only the last N entries")
     p.add_argument("--db", metavar="URL", help="gallery database (default: $FACEAPP_DB or "
                                                "db/faceapp.sqlite)")
@@ -50,27 +51,21 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from faceapp.gallery import audit
-    from faceapp.gallery.database import DatabaseConfig, open_database, read_session, translate_errors
+    from faceapp.gallery.database import DatabaseConfig, open_database
+    from faceapp.services.governance import Governance, describe_chain
 
     since = parse_since(args.since) if args.since else None
     engine = open_database(args.db, DatabaseConfig(create=False))
     try:
-        with translate_errors("audit log"), read_session(engine) as s:
-            if args.what == "verify":
-                report = audit.verify_chain(s)
-            else:
-                rows = audit.entries(s, since=since, action=args.action, limit=args.limit)
+        governance = Governance(engine)
+        if args.what == "verify":
+            report = governance.verify_audit()
+        else:
+            rows = governance.audit_entries(since=since, action=args.action, limit=args.limit)
     finally:
         engine.dispose()
     if args.what == "verify":
-        if args.json:
-            print(json.dumps(report.to_dict(), indent=2))
-        elif report.ok:
-            print(f"audit log intact: {report.entries} entries, head {report.head}")
-        else:
-            print(f"audit log BROKEN at entry {report.first_bad}: {report.reason} "
-                  f"({report.entries} entries checked)")
+        print(json.dumps(report.to_dict(), indent=2) if args.json else describe_chain(report))
         return 0 if report.ok else 1
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))

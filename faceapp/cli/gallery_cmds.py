@@ -20,6 +20,7 @@ from typing import Any
 
 from faceapp.cli.liveness_cmds import add_verify_liveness_options, verify_live
 from faceapp.errors import FaceappError, GalleryError
+from faceapp.gallery.audit import EVENT_KINDS
 from faceapp.gallery.repository import normalize_name
 from faceapp.gallery.validation import private_file, private_folder
 from faceapp.services import Consent, FaceService
@@ -142,19 +143,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q.set_defaults(func=_people_expire)
     q = psub.add_parser("events", parents=[db_only], help="the latest logged operations")
     q.add_argument("--limit", type=int, default=20)
-    q.add_argument("--kind", choices=["enroll", "verify", "recognize", "rename", "delete",
-                                      "import", "export", "reembed", "calibrate"])
+    q.add_argument("--kind", choices=EVENT_KINDS, metavar="KIND",
+                   help=f"only this kind: {', '.join(EVENT_KINDS)}")
     q.set_defaults(func=_people_events)
 
     p = sub.add_parser("policy", parents=[db_only],
                        help="the gallery's privacy policy: use (personal/organisation: consent "
-                            "required) and retention; shown, or changed by the options")
+                            "required), purpose and retention; shown, or changed by the options")
     p.add_argument("--use", choices=["personal", "organisation"],
                    help="organisation: enrolling a new person needs recorded consent")
     p.add_argument("--retention-days", type=int, metavar="N",
                    help="delete people N days after enrolment / last match (0: keep)")
     p.add_argument("--retention-from", choices=["enrolment", "last_match"],
                    help="what the retention period counts from")
+    p.add_argument("--purpose", metavar="TEXT",
+                   help='what the gallery is for, e.g. "door access of the lab" ("" clears it)')
     p.set_defaults(func=_policy)
 
     p = sub.add_parser("reembed", parents=[with_model],
@@ -347,21 +350,13 @@ def _people_expire(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from faceapp.services.governance import Governance, describe_policy
 
     with _open_service(args, load_model=False) as svc:
-        policy = svc.privacy_policy()
-        changes = {k: v for k, v in (("use", args.use), ("retention_days", args.retention_days),
-                                     ("retention_from", args.retention_from)) if v is not None}
-        if changes:
-            policy = replace(policy, **changes)
-            svc.set_privacy_policy(policy)
-    keep = (f"people are deleted {policy.retention_days} day(s) after their "
-            f"{'enrolment' if policy.retention_from == 'enrolment' else 'last match'}"
-            if policy.retention_days else "no retention limit")
-    consent = ("consent required for new people" if policy.use == "organisation"
-               else "consent recorded when given")
-    _emit(args, policy.to_dict(), f"use: {policy.use} ({consent}); {keep}")
+        policy = Governance.of(svc).update_policy(
+            use=args.use, retention_days=args.retention_days, retention_from=args.retention_from,
+            purpose=args.purpose)
+    _emit(args, policy.to_dict(), describe_policy(policy))
     return 0
 
 

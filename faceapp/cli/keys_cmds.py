@@ -20,9 +20,7 @@ from faceapp.config import resolve_paths
 from faceapp.errors import GalleryError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
-    from faceapp.gallery.keys import KeyConfig
+    from faceapp.gallery.keys import PromptFn
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -61,28 +59,17 @@ def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> None
 
 
 def _status(args: argparse.Namespace) -> int:
-    from faceapp.gallery.database import classify_gallery_file
-    from faceapp.gallery.keys import key_status
+    from faceapp.services.governance import key_report
 
-    path = _db_file(args)
-    state = classify_gallery_file(path, create=False)
-    if state != "encrypted":
-        _print(args, {"path": str(path), "encrypted": False},
-               f"{path}: NOT encrypted (run `faceapp keys migrate --db {path}`)")
-        return 0
-    st = key_status(path)
-    kdf = ", ".join(f"{k}={v}" for k, v in st.kdf.items())
-    _print(args, {"path": str(path), "encrypted": True} | st.to_dict(),
-           f"{path}: encrypted (SQLCipher 4, AES-256); key wrapped by the {st.source}"
-           + (f" ({kdf})" if kdf else "") + f"; key file {st.key_file}"
-           + (f"; last rotated {st.rotated}" if st.rotated else ""))
+    report = key_report(_db_file(args))
+    _print(args, report.to_dict(), report.text())
     return 0
 
 
-def _remembering_config() -> KeyConfig:
+def _remembering_prompt() -> PromptFn | None:
     """Asks on the terminal for the current passphrase once (then reuses it), for a new
-    one each time."""
-    from faceapp.gallery.keys import KeyConfig, terminal_prompt
+    one each time; ``None`` without a terminal."""
+    from faceapp.gallery.keys import terminal_prompt
 
     remembered: dict[str, str] = {}
 
@@ -93,31 +80,23 @@ def _remembering_config() -> KeyConfig:
             remembered["current"] = terminal_prompt(message, False)
         return remembered["current"]
 
-    return KeyConfig(prompt=prompt if sys.stdin is not None and sys.stdin.isatty() else None)
-
-
-def _audit(engine: Engine, action: str, outcome: str, detail: dict[str, object]) -> None:
-    from faceapp.gallery import audit
-    from faceapp.gallery.database import write_session
-
-    with write_session(engine) as s:
-        audit.append(s, action, outcome, detail=json.dumps(detail, sort_keys=True))
+    return prompt if sys.stdin is not None and sys.stdin.isatty() else None
 
 
 def _rotate(args: argparse.Namespace) -> int:
     from faceapp.gallery.database import DatabaseConfig, open_database
-    from faceapp.gallery.keys import rotate_key
+    from faceapp.gallery.keys import KeyConfig
+    from faceapp.services.governance import Governance
 
     path = _db_file(args)
-    config = _remembering_config()
-    engine = open_database(str(path), DatabaseConfig(create=False, keys=config))
+    prompt = _remembering_prompt()
+    engine = open_database(str(path), DatabaseConfig(create=False, keys=KeyConfig(prompt=prompt)))
     try:
-        st = rotate_key(path, config, to=args.to)
-        _audit(engine, "keys", "rotated", {"source": st.source, "kdf": st.kdf})
+        report = Governance(engine).rotate_keys(to=args.to, prompt=prompt)
     finally:
         engine.dispose()
-    _print(args, {"path": str(path)} | st.to_dict(),
-           f"{path}: key re-wrapped by the {st.source} ({st.rotated})")
+    _print(args, {"path": str(path)} | report.to_dict(),
+           f"{path}: key re-wrapped by the {report.source} ({report.rotated})")
     return 0
 
 

@@ -31,6 +31,15 @@ from faceapp.gallery.orm import AuditEntry
 GENESIS = "0" * 64
 """``prev_hash`` of the first entry."""
 
+EVENT_KINDS: tuple[str, ...] = (
+    "enroll", "verify", "recognize", "rename", "delete", "import", "export", "reembed",
+    "calibrate", "consent", "policy", "keys",
+)
+"""Every kind of operation the app logs: the ``event.kind`` of the history and the ``action``
+of the audit log (``delete`` covers erasures and retention expiry; ``keys`` encryption and
+key rotations). The CLI's ``people events --kind`` and ``audit --action`` choices come from
+here; a test checks that every ``log_event`` / ``audit.append`` call in faceapp uses one."""
+
 _TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS audit_entry_no_update BEFORE UPDATE ON audit_entry "
     "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",

@@ -59,11 +59,13 @@ class Consent:
 @dataclass(frozen=True)
 class PrivacyPolicy:
     """The gallery's use and retention (see the module docstring); ``retention_days = 0``
-    keeps people until they are deleted."""
+    keeps people until they are deleted; ``purpose``: what the gallery is for (free text,
+    e.g. "door access of the lab"; shown with the policy, empty when not stated)."""
 
     use: GalleryUse = "personal"
     retention_days: int = 0
     retention_from: RetentionFrom = "enrolment"
+    purpose: str = ""
 
     def __post_init__(self) -> None:
         if self.use not in ("personal", "organisation"):
@@ -72,10 +74,12 @@ class PrivacyPolicy:
             raise GalleryError("retention is counted from enrolment or last_match")
         if not isinstance(self.retention_days, int) or self.retention_days < 0:
             raise GalleryError("retention_days must be a whole number of days >= 0")
+        if not isinstance(self.purpose, str) or len(self.purpose) > 500:
+            raise GalleryError("the gallery's purpose is free text of at most 500 characters")
 
     def to_dict(self) -> dict[str, object]:
         return {"use": self.use, "retention_days": self.retention_days,
-                "retention_from": self.retention_from}
+                "retention_from": self.retention_from, "purpose": self.purpose}
 
 
 def load_policy(session: Session) -> PrivacyPolicy:
@@ -85,7 +89,8 @@ def load_policy(session: Session) -> PrivacyPolicy:
     try:
         data = json.loads(row.value)
         return PrivacyPolicy(str(data["use"]), int(data["retention_days"]),  # type: ignore[arg-type]
-                             str(data["retention_from"]))  # type: ignore[arg-type]
+                             str(data["retention_from"]),  # type: ignore[arg-type]
+                             str(data.get("purpose", "")))  # stored since the Privacy page
     except (ValueError, KeyError, TypeError) as err:
         raise GalleryError(f"the gallery's privacy policy is malformed ({err})") from None
 

@@ -12,6 +12,6 @@ Modules, in the order a frame travels:
 * ``video_view``: the preview with boxes and labels; ``plots``: histogram and ROC;
 * ``context``: what the pages share (service, settings, tasks, messages);
 * pages: ``enroll_page``, ``verify_page``, ``recognize_page``, ``people_page``
-  (+ ``people_model``), ``calibrate_page``, ``settings_page`` (+ ``settings``);
-* ``main_window``, ``app``.
+  (+ ``people_model``), ``calibrate_page``, ``privacy_page``, ``settings_page`` (+ ``settings``);
+* ``navigation`` (which pages, in what order), ``main_window``, ``app``.
 """

@@ -73,7 +73,8 @@ def gallery_opener(key_prompt: KeyPrompt | None = None) -> ServiceOpener:
     return open_gallery
 
 
-def ask_gallery_passphrase(db: str | None, parent: QWidget | None = None) -> KeyPrompt | None:
+def ask_gallery_passphrase(db: str | None, parent: QWidget | None = None
+                           ) -> RememberedPassphrase | None:
     """When the gallery needs a typed passphrase (no OS keyring, ``$FACEAPP_PASSPHRASE``
     unset), ask for it once here, in the GUI thread (twice for a new gallery), and return a
     prompt that gives it to the workers that open the gallery; ``None`` when not needed or
@@ -96,10 +97,21 @@ def ask_gallery_passphrase(db: str | None, parent: QWidget | None = None) -> Key
         if not ok or again != first:
             return None
 
-    def prompt(_message: str, _confirm: bool) -> str:
-        return first
+    return RememberedPassphrase(first)
 
-    return prompt
+
+class RememberedPassphrase:
+    """The gallery passphrase typed once in the GUI, given to the workers that open the
+    gallery (a :data:`KeyPrompt`); :meth:`set` after the Privacy page changed it."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __call__(self, _message: str, _confirm: bool) -> str:
+        return self._value
+
+    def set(self, value: str) -> None:
+        self._value = value
 
 
 def check_display() -> None:
@@ -331,6 +343,8 @@ def run(
         settings, store=store, open_service=service_opener(device, key_prompt),
         open_gallery=gallery_opener(key_prompt),
     )
+    if isinstance(key_prompt, RememberedPassphrase):  # a key rotation changes it
+        window.ctx.passphraseChanged.connect(key_prompt.set)
     if probe is not None:
         probe.watch_paint(window, "window_paint")
         probe.attach(window)

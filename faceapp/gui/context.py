@@ -64,7 +64,9 @@ class AppContext(QObject):
     ``settingsChanged(GuiSettings)``; ``message(str)`` for the status bar; ``error(str)``
     for failures; ``taskStarted(Task, str)`` for jobs that want a progress bar;
     ``modelLoadingChanged(bool)`` when the face models start / stop loading in the
-    background (the service is then gallery-only: see :attr:`model_loading`).
+    background (the service is then gallery-only: see :attr:`model_loading`);
+    ``passphraseChanged(str)`` after the gallery's passphrase was changed (key rotation):
+    whoever hands the typed passphrase to the workers that open the gallery updates it.
     """
 
     serviceChanged = Signal(object)
@@ -75,6 +77,7 @@ class AppContext(QObject):
     error = Signal(str)
     taskStarted = Signal(object, str)
     modelLoadingChanged = Signal(bool)
+    passphraseChanged = Signal(str)
 
     def __init__(
         self,

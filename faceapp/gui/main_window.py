@@ -1,4 +1,5 @@
-"""The main window: page navigation, the shared camera, status bar, progress and shutdown."""
+"""The main window: the pages (see :mod:`faceapp.gui.navigation`), the shared camera, status bar,
+progress and shutdown."""
 
 from __future__ import annotations
 
@@ -8,33 +9,25 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QProgressBar,
     QPushButton,
-    QStackedWidget,
     QStyle,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
-from faceapp.gui.calibrate_page import CalibratePage
 from faceapp.gui.camera import FrameSource, open_source
 from faceapp.gui.context import AppContext, ServiceInfo
-from faceapp.gui.enroll_page import EnrollPage
+from faceapp.gui.navigation import Navigation, create_pages
 from faceapp.gui.page import Page
-from faceapp.gui.people_page import PeoplePage
-from faceapp.gui.recognize_page import RecognizePage
 from faceapp.gui.settings import GuiSettings, SettingsStore
-from faceapp.gui.settings_page import SettingsPage
-from faceapp.gui.verify_page import VerifyPage
 from faceapp.gui.workers import FrameStats, Task
 
 log = logging.getLogger(__name__)
@@ -107,45 +100,19 @@ class MainWindow(QMainWindow):
         self.ctx.taskStarted.connect(self._track_task)
         self.ctx.settingsChanged.connect(self._on_settings_changed)
 
-        self.enroll_page = EnrollPage(self.ctx)
-        self.verify_page = VerifyPage(self.ctx)
-        self.recognize_page = RecognizePage(self.ctx)
-        self.people_page = PeoplePage(self.ctx)
-        self.calibrate_page = CalibratePage(self.ctx)
-        self.settings_page = SettingsPage(self.ctx, store)
-        self.pages: list[Page] = [
-            self.enroll_page,
-            self.verify_page,
-            self.recognize_page,
-            self.people_page,
-            self.calibrate_page,
-            self.settings_page,
-        ]
-        icons = [
-            QStyle.StandardPixmap.SP_FileDialogNewFolder,
-            QStyle.StandardPixmap.SP_DialogApplyButton,
-            QStyle.StandardPixmap.SP_FileDialogContentsView,
-            QStyle.StandardPixmap.SP_DirHomeIcon,
-            QStyle.StandardPixmap.SP_FileDialogDetailedView,
-            QStyle.StandardPixmap.SP_FileDialogInfoView,
-        ]
-        self.nav = QListWidget()
-        self.nav.setIconSize(QSize(22, 22))
-        self.nav.setFixedWidth(150)
-        self.nav.setSpacing(3)
-        self.stack = QStackedWidget()
-        for page, icon in zip(self.pages, icons, strict=True):
-            item = QListWidgetItem(self.style().standardIcon(icon), page.title)
-            item.setSizeHint(QSize(140, 36))
-            self.nav.addItem(item)
-            self.stack.addWidget(page)
+        pages = create_pages(self.ctx, store)
+        (self.enroll_page, self.verify_page, self.recognize_page, self.people_page,
+         self.calibrate_page, self.privacy_page, self.settings_page) = pages
+        self.navigation = Navigation(pages, self.style(), parent=self)
+        self.pages, self.nav, self.stack = self.navigation.pages, self.navigation.nav, self.navigation.stack
+        for page in self.pages:
             page.statsChanged.connect(self._on_stats)
         central = QWidget()
         layout = QHBoxLayout(central)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.nav)
         self.loading_banner = QLabel(
-            "Loading the face models… People works already; Enroll, Verify, Recognize and "
+            "Loading the face models… People and Privacy work already; Enroll, Verify, Recognize and "
             "Calibrate start as soon as the models are loaded."
         )
         self.loading_banner.setWordWrap(True)
@@ -201,7 +168,7 @@ class MainWindow(QMainWindow):
         self._tracked: list[Task] = []
         self.cancel_button.clicked.connect(self._cancel_tasks)
 
-        self.nav.currentRowChanged.connect(self._on_page_changed)
+        self.navigation.pageChanged.connect(self._on_page_changed)
         self.ctx.serviceChanged.connect(self._on_service_changed)
         self.set_camera(self.ctx.settings.camera)
         if service is not None:
@@ -215,25 +182,13 @@ class MainWindow(QMainWindow):
 
     # pages ----------------------------------------------------------------------------------
     def current_page(self) -> Page:
-        return self.pages[max(0, self.nav.currentRow())]
+        return self.navigation.current_page()
 
     def show_page(self, page: Page | str) -> None:
         """Switch to a page (object or title)."""
-        for i, p in enumerate(self.pages):
-            if p is page or p.title == page:
-                self.nav.setCurrentRow(i)
-                return
-        raise KeyError(page)
+        self.navigation.show_page(page)
 
-    def _on_page_changed(self, row: int) -> None:
-        if row < 0:
-            return
-        for i, p in enumerate(self.pages):
-            if i != row and self.stack.currentIndex() == i:
-                p.deactivated()
-        self.stack.setCurrentIndex(row)
-        page = self.pages[row]
-        page.activated()
+    def _on_page_changed(self, _page: Page) -> None:
         self.stats_label.setText("")
         self._update_camera_running()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QByteArray, QModelIndex, QPersistentModelIndex, Qt
@@ -33,11 +34,19 @@ def pixmap_from_png(data: bytes | None, size: int = THUMB_SIZE) -> QPixmap:
     return placeholder
 
 
+def expiry_text(expires: object, prefix: str = "") -> str:
+    """``"<prefix>expires 2026-12-31 (retention policy)"``; empty when the person does not
+    expire (no retention limit)."""
+    if not isinstance(expires, datetime):
+        return ""
+    return f"{prefix}expires {expires:%Y-%m-%d} (retention policy)"
+
+
 class PeopleListModel(QAbstractListModel):
     """One row per person (a ``PersonSummary`` with ``id``, ``name``, ``n_templates``,
-    ``created`` and ``thumbnail_png``). Display role: the name; decoration: the thumbnail;
-    tooltip: template count and creation date. Read-only: renames go through the service,
-    then :meth:`set_people` reloads the rows."""
+    ``created``, ``thumbnail_png`` and ``expires``). Display role: the name; decoration: the
+    thumbnail; tooltip: template count, creation date and expiry (retention policy).
+    Read-only: renames go through the service, then :meth:`set_people` reloads the rows."""
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
@@ -96,9 +105,7 @@ class PeopleListModel(QAbstractListModel):
             n = int(p.n_templates)
             created = getattr(p, "created", None)
             when = f", added {created:%Y-%m-%d %H:%M}" if hasattr(created, "strftime") else ""
-            expires = getattr(p, "expires", None)
-            if hasattr(expires, "strftime"):
-                when += f", expires {expires:%Y-%m-%d} (retention policy)"
+            when += expiry_text(getattr(p, "expires", None), prefix=", ")
             return f"{p.name}: {n} template{'s' if n != 1 else ''}{when}"
         if role == TEMPLATES_ROLE:
             return int(p.n_templates)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from faceapp.errors import DuplicatePerson
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
-from faceapp.gui.people_model import PeopleListModel, pixmap_from_png
+from faceapp.gui.people_model import PeopleListModel, expiry_text, pixmap_from_png
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,7 @@ class PeoplePage(Page):
         p = self.model.person(self.model.row_of(name))
         created = getattr(p, "created", None)
         when = f"<br>added {created:%Y-%m-%d %H:%M}" if hasattr(created, "strftime") else ""
+        when += expiry_text(getattr(p, "expires", None), prefix="<br>")
         self.summary.setText(f"<b style='font-size:14pt'>{p.name}</b><br>{p.n_templates} templates{when}")
         service = self.service
         if service is None:
