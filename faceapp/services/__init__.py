@@ -68,6 +68,7 @@ from faceapp.nn.scoring import DISTANCE, accepts
 from faceapp.services import calibration, decisions, enrollment, maintenance, people, transfer
 from faceapp.services.core import Core
 from faceapp.services.core import analyze as analyze_image
+from faceapp.services.governance import Governance
 from faceapp.services.index_cache import IndexCache
 from faceapp.services.protocols import AnalysedFace, Pipeline
 from faceapp.services.results import (
@@ -331,12 +332,12 @@ class FaceService:
     @_serialised
     def privacy_policy(self) -> PrivacyPolicy:
         """The gallery's use (personal / organisation) and retention."""
-        return people.privacy_policy(self._core)
+        return Governance(self.engine).policy()
 
     @_serialised
     def set_privacy_policy(self, policy: PrivacyPolicy) -> None:
         """Store the gallery's use and retention (logged)."""
-        people.set_privacy_policy(self._core, policy)
+        Governance(self.engine).set_policy(policy)
 
     # ------------------------------------------------------------------ use cases
     @_serialised

@@ -17,7 +17,6 @@ from pathlib import Path
 from faceapp.errors import GalleryError
 from faceapp.gallery import privacy
 from faceapp.gallery.database import current_generation, gallery_uuid, purge_deleted
-from faceapp.gallery.privacy import PrivacyPolicy
 from faceapp.gallery.repository import normalize_name
 from faceapp.services.core import Core
 from faceapp.services.files import write_private
@@ -144,17 +143,6 @@ def consents(core: Core, name: str) -> list[dict[str, object]]:
         person = repo.get_person(name)
         return [{"time": c.time.isoformat(), "given_by": c.given_by, "recorded_by": c.recorded_by,
                  "purpose": c.purpose, "basis": c.basis} for c in privacy.consents(s, person.id)]
-
-
-def privacy_policy(core: Core) -> PrivacyPolicy:
-    with core.uow.read("policy") as (s, _):
-        return privacy.load_policy(s)
-
-
-def set_privacy_policy(core: Core, policy: PrivacyPolicy) -> None:
-    with core.uow.write("policy") as (s, repo):
-        privacy.save_policy(s, policy)
-        repo.log_event("policy", "set", detail=json.dumps(policy.to_dict(), sort_keys=True))
 
 
 def expire_people(core: Core, *, dry_run: bool = False, now: datetime | None = None
