@@ -16,21 +16,12 @@ function of the service's :class:`~faceapp.services.core.Core` (gallery, model, 
   (reembed);
 * :mod:`~faceapp.services.live` — the live loop of every camera page.
 
-Decisions
----------
-* Scores are similarities (higher = more alike); a comparison matches when
-  ``score >= threshold`` (:func:`faceapp.nn.scoring.accepts`).
-* A person's score is the **best** score over their templates (see
-  :mod:`faceapp.gallery.matching`).
-* τ comes, in this order, from: the ``threshold=`` argument (``--threshold``); the user's τ
-  (:meth:`FaceService.use_threshold` for this session, :meth:`FaceService.set_threshold`
-  stored **in the gallery database**); the model's ``calibration.json``. Never a constant.
-  See :mod:`faceapp.services.thresholds`.
-* Templates made by another model are never compared: while the gallery holds any, every
-  comparison raises :class:`~faceapp.errors.ModelMismatch` until :meth:`FaceService.reembed`
-  has recomputed them from the stored crops.
-* Each unit of work is one transaction: an enrolment of several images is all-or-nothing.
-  Every operation appends an ``event`` row.
+Decisions: scores are similarities and a comparison matches when ``score >= τ``
+(:func:`faceapp.nn.scoring.accepts`); a person's score is their best template's; τ is the
+service's :class:`~faceapp.services.thresholds.ThresholdPolicy` (argument > user > model
+calibration, never a constant); templates of another model are never compared
+(:class:`~faceapp.errors.ModelMismatch` until :meth:`FaceService.reembed`). Each unit of work
+is one transaction and appends an ``event`` row.
 
 Threads
 -------
@@ -51,15 +42,13 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from faceapp.config import resolve_paths
-from faceapp.errors import CalibrationError, FaceappError, GalleryError
-from faceapp.gallery.database import DatabaseConfig, open_database, sqlite_path
-from faceapp.gallery.keys import KeyConfig, PromptFn, passphrase_needed
+from faceapp.errors import FaceappError, GalleryError
+from faceapp.gallery.keys import PromptFn
 from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, PairScorer
 from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.server_search import ServerSearch
@@ -70,6 +59,7 @@ from faceapp.services.core import Core
 from faceapp.services.core import analyze as analyze_image
 from faceapp.services.governance import Governance
 from faceapp.services.index_cache import IndexCache
+from faceapp.services.opening import gallery_passphrase_needed
 from faceapp.services.protocols import AnalysedFace, Pipeline
 from faceapp.services.results import (
     DeletionReceipt,
@@ -197,38 +187,10 @@ class FaceService:
         model's own settings (:func:`faceapp.nn.pipeline.detector_config_for`), the same as
         evaluation and calibration.
         """
-        paths = resolve_paths(db=db_url, model=model_path)
-        # first: a bad gallery (or passphrase) fails before the slow model load
-        engine = open_database(paths.db_url, DatabaseConfig(keys=KeyConfig(prompt=key_prompt)))
-        try:
-            server = choose_server_search(engine, search)
-        except BaseException:
-            engine.dispose()
-            raise
-        pipeline = None
-        cal = None
-        problem = None
-        if load_model:
-            from faceapp.nn.calibration import Calibration, calibration_path_for
-            from faceapp.nn.pipeline import FacePipeline
+        from faceapp.services.opening import open_service
 
-            try:
-                pipeline = FacePipeline.from_paths(paths.model_path, device=device)
-            except BaseException:
-                engine.dispose()
-                raise
-            try:
-                cal = Calibration.load(calibration_path_for(paths.model_path))
-            except CalibrationError as err:
-                problem = str(err)
-                logger.warning("no usable calibration: %s", err)
-        service = cls(engine, pipeline, cal, owns_engine=True, calibration_problem=problem,
-                      server_search=server)
-        try:  # the retention policy is applied at start-up
-            service.expire_people()
-        except FaceappError as err:
-            logger.warning("could not apply the retention policy: %s", err)
-        return service
+        return open_service(cls, db_url, model_path, device=device, load_model=load_model,
+                            key_prompt=key_prompt, search=search)
 
     def close(self) -> None:
         """Release the database (idempotent)."""
@@ -361,19 +323,10 @@ class FaceService:
         create: bool = True,
         consent: Consent | None = None,
     ) -> EnrollReport:
-        """Enrol ``name`` from images (paths, bytes, PIL images or RGB frames).
-
-        ``consent`` is recorded with the person; an organisation's gallery (see
-        :mod:`faceapp.gallery.privacy`) refuses a new person without it
-        (:class:`ConsentRequired`, checked before any image is analysed).
-
-        Each image must hold exactly one face (or, with ``largest``, its largest face is
-        used) that passes the quality gate; other images are reported in ``rejected``
-        with the reason. The accepted faces are stored in one transaction (all or
-        nothing). ``create=False`` requires the person to exist already. Raises
-        :class:`QualityRejected` / :class:`NoFaceFound` / :class:`MultipleFaces` /
-        :class:`InvalidImage` when no image is accepted.
-        """
+        """Enrol ``name`` from images (paths, bytes, PIL images or RGB frames): each image's
+        one face (or, with ``largest``, its largest) that passes the quality gate is stored,
+        all in one transaction; the others are reported in ``rejected``. An organisation's
+        gallery needs ``consent`` for a new person. See :func:`faceapp.services.enrollment.enroll`."""
         return enrollment.enroll(self._core, name, images, largest=largest, create=create,
                                  consent=consent)
 
@@ -472,21 +425,8 @@ class FaceService:
         should_stop: StopFn | None = None,
         batch_size: int = 32,
     ) -> PairScores:
-        """Scores of a verification protocol file (LFW ``pairs*.txt`` format, image paths
-        under ``image_root``) with the current model, for calibrating τ on labelled pairs.
-
-        Each distinct image is read once, its central face (the labelled person; see
-        :func:`~faceapp.training.datasets.pick_central_face`) aligned and embedded in
-        batches. A pair with an image that cannot be read or shows no usable face is
-        left out and counted. ``should_stop()`` is polled between batches (then
-        :class:`~faceapp.errors.FaceappError` "stopped"); ``progress(done, total)`` counts
-        images. No database access: safe beside the live pages.
-
-        Raises:
-            FaceappError: unreadable or malformed pairs file; fewer than one genuine and one
-                impostor pair left; stopped.
-            CalibrationError: unknown scorer.
-        """
+        """Scores of a labelled pairs file (LFW ``pairs*.txt`` format) with the current model,
+        for calibrating τ; no database access. See :func:`faceapp.services.calibration.pair_scores`."""
         self._check_open()
         return calibration.pair_scores(self._core, pairs_file, image_root, scorer, progress=progress,
                                        should_stop=should_stop, batch_size=batch_size)
@@ -549,23 +489,10 @@ class FaceService:
         on_conflict: ConflictPolicy = "error", allow_plaintext: bool = False,
         max_bytes: int = MAX_IMPORT_BYTES,
     ) -> GalleryTransfer:
-        """Add the people of an export bundle, in one transaction, after its integrity check
-        (a wrong ``passphrase`` or a modified bundle: :class:`WrongPassphrase`, nothing
-        imported). ``allow_plaintext`` also accepts the unencrypted JSON exports of older
-        versions (they cannot be verified).
-
-        Every template is validated first (:mod:`faceapp.gallery.validation`: dimension
-        equal to its model's, finite unit embedding, model id, crop decodable within the
-        image caps, bounded fields; a file above ``max_bytes`` is refused): one bad
-        template refuses the whole file, naming the person and template, nothing written.
-        When another process holds the gallery's write lock beyond the busy timeout, the
-        transaction is retried with back-off (:func:`retry_when_locked`).
-
-        ``on_conflict`` for a name that exists already: ``error`` (nothing imported,
-        :class:`DuplicatePerson`), ``skip`` that person, or ``merge`` their templates into
-        the existing person. Templates keep their ``model_id``: those of another model need
-        ``reembed`` before they can be compared.
-        """
+        """Add the people of an encrypted export bundle, in one transaction, after its
+        integrity check and the validation of every template (nothing is written when any
+        check fails); ``on_conflict`` for an existing name: ``error``, ``skip`` or ``merge``.
+        See :func:`faceapp.services.transfer.import_gallery`."""
         return transfer.import_gallery(self._core, path, passphrase=passphrase,
                                        on_conflict=on_conflict, allow_plaintext=allow_plaintext,
                                        max_bytes=max_bytes)
@@ -578,28 +505,10 @@ class FaceService:
         *,
         batch_size: int = 32,
     ) -> ReembedReport:
-        """Recompute, from their stored face pictures, every template made by another model.
-
-        A template's crop for the current model is derived from its stored picture (a
-        256-px face image with its landmarks, :mod:`faceapp.vision.face_image`); templates
-        stored by older versions only have the previous model's small aligned crop, from
-        which the crop is re-derived as well and counted in ``from_old_crops``.
-        Works in batches, each committed on its own (a template is always consistent: its
-        embedding and ``model_id`` change together), so it can be stopped
-        (``should_stop()`` is polled between batches) and resumed. ``progress(done, total)``
-        is called after each batch. Templates without a crop, or whose stored picture cannot
-        be decoded (each logged with its id and person), are skipped, the others recomputed,
-        and the skipped ones reported by a :class:`GalleryError` at the end.
-        """
+        """Recompute, from their stored face pictures, every template made by another model,
+        in batches committed one by one (stoppable, resumable). See
+        :func:`faceapp.services.maintenance.reembed`."""
         return maintenance.reembed(self._core, progress, should_stop, batch_size=batch_size)
-
-
-def gallery_passphrase_needed(db_url: str | None = None) -> Literal["none", "unlock", "new"]:
-    """Would :meth:`FaceService.open` need a typed passphrase for this gallery? ``unlock``
-    (it is protected by one), ``new`` (it will be created and no OS keyring exists) or
-    ``none`` (keyring, ``$FACEAPP_PASSPHRASE``, plaintext or not a SQLite file)."""
-    path = sqlite_path(resolve_paths(db=db_url).db_url)
-    return "none" if path is None else passphrase_needed(path)
 
 
 __all__ = [

@@ -97,7 +97,21 @@ def gallery_scores(core: Core, scorer: str = DISTANCE, max_templates: int = 4000
 def pair_scores(core: Core, pairs_file: str | Path, image_root: str | Path,
                 scorer: str = DISTANCE, *, progress: ProgressFn | None = None,
                 should_stop: StopFn | None = None, batch_size: int = 32) -> PairScores:
-    """See :meth:`FaceService.pair_scores`."""
+    """Scores of a verification protocol file (LFW ``pairs*.txt`` format, image paths
+    under ``image_root``) with the current model, for calibrating τ on labelled pairs.
+
+    Each distinct image is read once, its central face (the labelled person; see
+    :func:`~faceapp.training.datasets.pick_central_face`) aligned and embedded in
+    batches. A pair with an image that cannot be read or shows no usable face is
+    left out and counted. ``should_stop()`` is polled between batches (then
+    :class:`~faceapp.errors.FaceappError` "stopped"); ``progress(done, total)`` counts
+    images. No database access: safe beside the live pages.
+
+    Raises:
+        FaceappError: unreadable or malformed pairs file; fewer than one genuine and one
+            impostor pair left; stopped.
+        CalibrationError: unknown scorer.
+    """
     from faceapp.training.datasets import pick_central_face, read_pairs
 
     pipeline = core.pipeline

@@ -56,7 +56,19 @@ class _Candidate:
 
 def enroll(core: Core, name: str, images: Sequence[ImageInput], *, largest: bool = False,
            create: bool = True, consent: Consent | None = None) -> EnrollReport:
-    """See :meth:`FaceService.enroll`."""
+    """Enrol ``name`` from images (paths, bytes, PIL images or RGB frames).
+
+    ``consent`` is recorded with the person; an organisation's gallery (see
+    :mod:`faceapp.gallery.privacy`) refuses a new person without it
+    (:class:`ConsentRequired`, checked before any image is analysed).
+
+    Each image must hold exactly one face (or, with ``largest``, its largest face is
+    used) that passes the quality gate; other images are reported in ``rejected``
+    with the reason. The accepted faces are stored in one transaction (all or
+    nothing). ``create=False`` requires the person to exist already. Raises
+    :class:`QualityRejected` / :class:`NoFaceFound` / :class:`MultipleFaces` /
+    :class:`InvalidImage` when no image is accepted.
+    """
     key = normalize_name(name)
     if consent is None and consent_required(core, key):
         raise consent_refusal(key)
