@@ -35,29 +35,27 @@ live loop does not take that lock: it reads the index and τ from memory
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from faceapp.errors import FaceappError, GalleryError
+from faceapp.errors import FaceappError
 from faceapp.gallery.keys import PromptFn
 from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, PairScorer
 from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.server_search import ServerSearch
 from faceapp.gallery.validation import MAX_IMPORT_BYTES
 from faceapp.nn.scoring import DISTANCE, accepts
-from faceapp.services import calibration, decisions, enrollment, maintenance, people, transfer
+from faceapp.services import calibration, decisions, enrollment
+from faceapp.services.admin import GalleryAdmin
+from faceapp.services.base import serialised as _serialised
 from faceapp.services.core import Core
 from faceapp.services.core import analyze as analyze_image
-from faceapp.services.governance import Governance
 from faceapp.services.index_cache import IndexCache
 from faceapp.services.opening import gallery_passphrase_needed
 from faceapp.services.protocols import AnalysedFace, Pipeline
@@ -94,22 +92,7 @@ FaceEmbedding = AnalysedFace
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _serialised(method: _F) -> _F:
-    """Run a public method under the service lock, after checking the service is open."""
-
-    @functools.wraps(method)
-    def wrapper(self: FaceService, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self._check_open()
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-class FaceService:
+class FaceService(GalleryAdmin):
     """Enrolment, verification, recognition and gallery management.
 
     Args:
@@ -158,9 +141,7 @@ class FaceService:
             cache = IndexCache(uow, model_id, pipeline.embedding_dim)
             if server_search is not None:
                 server = ServerIndex(uow, server_search, model_id)
-        self._core = Core(uow, pipeline, policy, cache, server, float(margin))
-        self._lock = threading.RLock()
-        self._closed = False
+        super().__init__(Core(uow, pipeline, policy, cache, server, float(margin)))
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -209,15 +190,6 @@ class FaceService:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise GalleryError("the face service is closed")
-
-    @property
-    def core(self) -> Core:
-        """The parts the use cases share (for :mod:`faceapp.services.live`)."""
-        return self._core
 
     @property
     def engine(self) -> Engine:
@@ -290,17 +262,6 @@ class FaceService:
         """Does ``score`` accept under the τ in effect for ``scorer``? (see :meth:`use_threshold`)."""
         return accepts(score, self._core.thresholds.current(scorer))
 
-    # ------------------------------------------------------------------ privacy policy
-    @_serialised
-    def privacy_policy(self) -> PrivacyPolicy:
-        """The gallery's use (personal / organisation) and retention."""
-        return Governance(self.engine).policy()
-
-    @_serialised
-    def set_privacy_policy(self, policy: PrivacyPolicy) -> None:
-        """Store the gallery's use and retention (logged)."""
-        Governance(self.engine).set_policy(policy)
-
     # ------------------------------------------------------------------ use cases
     @_serialised
     def analyze(self, image: ImageInput) -> list[FaceEmbedding]:
@@ -345,23 +306,6 @@ class FaceService:
         ``consent`` as for :meth:`enroll`."""
         return enrollment.enroll_faces(self._core, name, faces, sources, create=create,
                                        consent=consent)
-
-    @_serialised
-    def consent_required(self, name: str) -> bool:
-        """Would enrolling ``name`` now need consent (a new person, an organisation's gallery)?"""
-        return enrollment.consent_required(self._core, name)
-
-    @_serialised
-    def consents(self, name: str) -> list[dict[str, object]]:
-        """The consent records of ``name``, oldest first."""
-        return people.consents(self._core, name)
-
-    @_serialised
-    def expire_people(self, *, dry_run: bool = False, now: datetime | None = None
-                      ) -> list[ExpiredPerson]:
-        """Delete everyone whose retention period is over (verifiably, as
-        :meth:`erase_person`); ``dry_run`` only lists them."""
-        return people.expire_people(self._core, dry_run=dry_run, now=now)
 
     @_serialised
     def check_enrollment(self, name: str, faces: Sequence[FaceEmbedding]) -> list[str]:
@@ -430,86 +374,6 @@ class FaceService:
         self._check_open()
         return calibration.pair_scores(self._core, pairs_file, image_root, scorer, progress=progress,
                                        should_stop=should_stop, batch_size=batch_size)
-
-    @_serialised
-    def list_people(self) -> list[PersonSummary]:
-        """Everyone in the gallery, by name."""
-        return people.list_people(self._core)
-
-    @_serialised
-    def people_names(self) -> list[str]:
-        """The names of everyone in the gallery, sorted (no thumbnails: cheap for 10⁵ people)."""
-        return people.people_names(self._core)
-
-    @_serialised
-    def person_templates(self, name: str) -> list[TemplateSummary]:
-        """The templates of ``name`` with their crops, oldest first."""
-        return people.person_templates(self._core, name)
-
-    @_serialised
-    def rename_person(self, old: str, new: str) -> str:
-        """Rename a person; returns the stored (normalised) new name."""
-        return people.rename_person(self._core, old, new)
-
-    @_serialised
-    def delete_person(self, name: str) -> int:
-        """Delete a person with all their templates and crops; returns the templates removed.
-        See :meth:`erase_person` (the same, with its receipt)."""
-        return people.erase_person(self._core, name).templates
-
-    @_serialised
-    def erase_person(self, name: str, receipt: str | os.PathLike[str] | None = None
-                     ) -> DeletionReceipt:
-        """Delete a person with their templates, crops and snapshot entries, and make the
-        bytes leave the disk (``secure_delete``, ``VACUUM``, WAL checkpoint ``TRUNCATE``;
-        snapshots deleted, rewritten later without them). Returns the receipt, also written
-        as JSON (0600) to ``receipt`` when given (its folder is checked first)."""
-        return people.erase_person(self._core, name, receipt)
-
-    @_serialised
-    def delete_template(self, template_id: int) -> None:
-        """Delete one template (and its crop)."""
-        people.delete_template(self._core, template_id)
-
-    @_serialised
-    def events(self, limit: int = 100, kind: str | None = None) -> list[dict[str, object]]:
-        """The latest events, newest first, as dicts."""
-        return people.events(self._core, limit, kind)
-
-    @_serialised
-    def export_gallery(self, path: str | os.PathLike[str], *, passphrase: str) -> GalleryTransfer:
-        """Write every person with their templates (embeddings, crops, sources, quality,
-        model ids) to an encrypted bundle (a JSON document sealed with ``passphrase``, see
-        :mod:`faceapp.gallery.bundle`), created 0600 and atomically."""
-        return transfer.export_gallery(self._core, path, passphrase=passphrase)
-
-    @_serialised
-    def import_gallery(
-        self, path: str | os.PathLike[str], *, passphrase: str,
-        on_conflict: ConflictPolicy = "error", allow_plaintext: bool = False,
-        max_bytes: int = MAX_IMPORT_BYTES,
-    ) -> GalleryTransfer:
-        """Add the people of an encrypted export bundle, in one transaction, after its
-        integrity check and the validation of every template (nothing is written when any
-        check fails); ``on_conflict`` for an existing name: ``error``, ``skip`` or ``merge``.
-        See :func:`faceapp.services.transfer.import_gallery`."""
-        return transfer.import_gallery(self._core, path, passphrase=passphrase,
-                                       on_conflict=on_conflict, allow_plaintext=allow_plaintext,
-                                       max_bytes=max_bytes)
-
-    @_serialised
-    def reembed(
-        self,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-        *,
-        batch_size: int = 32,
-    ) -> ReembedReport:
-        """Recompute, from their stored face pictures, every template made by another model,
-        in batches committed one by one (stoppable, resumable). See
-        :func:`faceapp.services.maintenance.reembed`."""
-        return maintenance.reembed(self._core, progress, should_stop, batch_size=batch_size)
-
 
 __all__ = [
     "DEFAULT_POINT",
