@@ -310,3 +310,30 @@ def test_startup_marks_record_by_hand():
     assert record["templates_listed"] == 6 and record["templates_loaded"] == 7
     names = {"run", "window_paint", "other_paint", "first_paint"}
     assert set(record["seconds"]) == set(record["cpu_s"]) == names
+
+
+def test_every_throw_away_gallery_gets_the_bench_passphrase(small_model_path, monkeypatch):
+    """Without a keyring or $FACEAPP_PASSPHRASE, `faceapp bench frame` failed on its own
+    temporary gallery ("needs a passphrase"): each part that makes one runs with a
+    throw-away passphrase and the keyring off, and the environment is restored."""
+    import os
+
+    import faceapp.bench.report as report
+
+    seen = {}
+
+    def fake(part):
+        def run(*args, **kwargs):
+            seen[part] = (os.environ.get("FACEAPP_PASSPHRASE"), os.environ.get("FACEAPP_KEYRING"))
+            return {}
+        return run
+
+    parts = {"frame": "bench_frame", "gallery": "bench_gallery_part", "startup": "bench_startup"}
+    for part, name in parts.items():
+        monkeypatch.setattr(report, name, fake(part))
+    monkeypatch.delenv("FACEAPP_PASSPHRASE")
+    monkeypatch.setenv("FACEAPP_KEYRING", "on")
+    run_bench(("frame", "gallery", "startup"), model_path=small_model_path, quick=True)
+    assert set(seen) == {"frame", "gallery", "startup"}
+    assert all(passphrase and keyring == "off" for passphrase, keyring in seen.values())
+    assert "FACEAPP_PASSPHRASE" not in os.environ and os.environ["FACEAPP_KEYRING"] == "on"

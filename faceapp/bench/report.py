@@ -69,10 +69,11 @@ def run_bench(
     if "frame" in parts:
         assert model is not None and path is not None
         logger.info("bench frame")
-        out["frame"] = bench_frame(
-            model, path, videos=[Path(v) for v in videos], quick=quick, max_frames=max_frames, config=config,
-            data_dir=data,
-        )
+        with bench_key_environment():  # its gallery is a throw-away one too
+            out["frame"] = bench_frame(
+                model, path, videos=[Path(v) for v in videos], quick=quick, max_frames=max_frames,
+                config=config, data_dir=data,
+            )
     if "gallery" in parts:
         dim = model.embedding_dim if model is not None else 128
         logger.info("bench gallery (D=%d)", dim)
