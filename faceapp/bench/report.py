@@ -116,6 +116,8 @@ def _fmt(x: Any, unit: str = "") -> str:
 
 
 def summary(r: dict[str, Any]) -> str:
+    """The report of :func:`run_bench` as the short text ``faceapp bench`` prints (a few
+    lines per part, the baseline beside each figure)."""
     m = r["machine"]
     lines = [
         f"machine: {m['cpu']}, {m['usable_cores']} usable cores, torch {m['versions']['torch']} "
