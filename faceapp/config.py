@@ -17,6 +17,10 @@ DEFAULT_MODEL_NAME = "default.pt"
 DEFAULT_DB_NAME = "faceapp.sqlite"
 ENV_DB = "FACEAPP_DB"
 ENV_MODEL = "FACEAPP_MODEL"
+ENV_DATA = "FACEAPP_DATA"
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+"""The real data (LFW, face videos, liveness media) when neither a flag nor ``$FACEAPP_DATA``
+names it: ``../shared/data`` beside the checkout. Read, never copied into the repository."""
 
 
 @dataclass(frozen=True)
@@ -60,10 +64,12 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class AppPaths:
-    """Where the gallery database and the default model live."""
+    """Where the gallery database, the default model and the real data (benchmarks,
+    calibration media) live."""
 
     db_url: str
     model_path: Path
+    data_dir: Path = DEFAULT_DATA_DIR
 
 
 def default_model_path() -> Path:
@@ -82,8 +88,18 @@ def as_db_url(value: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(text).expanduser().resolve()}"
 
 
-def resolve_paths(db: str | None = None, model: str | os.PathLike[str] | None = None) -> AppPaths:
-    """Flags win over the environment (``FACEAPP_DB``, ``FACEAPP_MODEL``), which wins over defaults."""
+def resolve_paths(
+    db: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+    data: str | os.PathLike[str] | None = None,
+) -> AppPaths:
+    """Flags win over the environment (``FACEAPP_DB``, ``FACEAPP_MODEL``, ``FACEAPP_DATA``),
+    which wins over defaults."""
     db_value = db or os.environ.get(ENV_DB) or str(default_db_path())
     model_value = model or os.environ.get(ENV_MODEL) or default_model_path()
-    return AppPaths(db_url=as_db_url(db_value), model_path=Path(model_value).expanduser())
+    data_value = data or os.environ.get(ENV_DATA) or DEFAULT_DATA_DIR
+    return AppPaths(
+        db_url=as_db_url(db_value),
+        model_path=Path(model_value).expanduser(),
+        data_dir=Path(data_value).expanduser(),
+    )

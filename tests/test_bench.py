@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+import time
 
+import numpy as np
 import pytest
 
-from faceapp.bench import QUICK_STARTUP_TEMPLATES, STARTUP_STAGES, _compare, _stages, run_bench
+from faceapp.bench import (
+    LAUNCH_T0_ENV,
+    QUICK_STARTUP_TEMPLATES,
+    STARTUP_STAGES,
+    process_start_time,
+    run_bench,
+)
+from faceapp.bench.frame import _compare
+from faceapp.bench.startup import _stages
 from faceapp.cli import main
 from faceapp.services.live import FrameResult, LiveFace, StageTimes
 
@@ -202,3 +213,127 @@ def test_json_ready_check_can_fail():
     assert _plain({"n": np.float32(1.0)}) == ["result.n: float32"]
     assert _plain({1: 2}) == ["result: key 1"]
     assert _plain({"inf": float("inf")}) == ["result.inf: inf"]
+
+
+def test_process_start_time(monkeypatch) -> None:
+    monkeypatch.setenv(LAUNCH_T0_ENV, "1234.5")
+    assert process_start_time() == 1234.5
+    monkeypatch.delenv(LAUNCH_T0_ENV)
+    t = process_start_time()  # from /proc on Linux: this test process started earlier
+    assert t <= time.time()
+    if sys.platform.startswith("linux"):
+        assert t < time.time() - 0.01
+
+
+def test_bench_data_folder_comes_from_the_flag_or_the_environment(small_model_path, tmp_path, capsys,
+                                                                  monkeypatch):
+    """No location of its own: ``--data`` (or ``$FACEAPP_DATA``) is where videos and LFW are looked for."""
+    from faceapp.config import DEFAULT_DATA_DIR, ENV_DATA, resolve_paths
+
+    monkeypatch.delenv(ENV_DATA, raising=False)
+    assert resolve_paths().data_dir == DEFAULT_DATA_DIR
+    monkeypatch.setenv(ENV_DATA, str(tmp_path / "env"))
+    assert resolve_paths().data_dir == tmp_path / "env"
+    assert resolve_paths(data=tmp_path / "flag").data_dir == tmp_path / "flag"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["bench", "frame", "--quick", "--model", str(small_model_path), "--data", str(empty)]) == 2
+    assert f"none in {empty / 'face_videos'}" in capsys.readouterr().err
+    assert main(["bench", "encryption", "--quick", "--model", str(small_model_path)]) == 2  # from the env
+    assert "env/lfw" in capsys.readouterr().err
+
+
+def test_fill_gallery_writes_through_the_repository(tmp_path):
+    """People and templates of a synthetic gallery read back through the gallery's own API;
+    a gallery that is not empty is refused."""
+    from faceapp.bench import fill_gallery, synthetic_gallery
+    from faceapp.errors import GalleryError
+    from faceapp.gallery import GalleryRepository, open_database, read_session
+
+    emb, pids = synthetic_gallery(10, 8, 4, 0)
+    engine = open_database(f"sqlite:///{tmp_path / 'g.sqlite'}")
+    try:
+        person_ids = fill_gallery(engine, emb, pids, "m", name="p")
+        with read_session(engine) as s:
+            repo = GalleryRepository(s)
+            people = repo.people()
+            rows = repo.index_rows("m")
+        listed = [(p.name, p.n_templates) for p in people]
+        assert listed == [("p 0000000", 4), ("p 0000001", 4), ("p 0000002", 2)]
+        by_name = {p.name: p.id for p in people}
+        assert person_ids.tolist() == [by_name[f"p {i:07d}"] for i in pids]
+        assert rows.person_ids.tolist() == person_ids.tolist()
+        assert np.allclose(rows.embeddings, emb)
+        with pytest.raises(GalleryError, match="empty"):
+            fill_gallery(engine, emb, pids, "m")
+    finally:
+        engine.dispose()
+
+
+def test_startup_marks_need_neither_qt_nor_numpy():
+    """The GUI imports the Qt-free half of the start-up probe at launch: it must stay light."""
+    import subprocess
+
+    code = ("import sys, faceapp.bench.startup_marks; "
+            "print(sorted(m for m in ('numpy', 'torch', 'sqlalchemy', 'PySide6') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_startup_marks_record_by_hand():
+    import io
+
+    from faceapp.bench import StartupMarks
+
+    class Service:
+        model_id = "m1"
+
+        def load_index(self):
+            return 7
+
+    class Row:
+        n_templates = 3
+
+    marks = StartupMarks(time.time() - 1.0)
+    first = marks.mark("run")
+    assert marks.mark("run") == first and "run" in marks and first >= 1.0
+    marks.mark_paint("window_paint")
+    marks.mark_paint("other_paint")  # not the first paint any more
+    assert marks.marks["first_paint"] == marks.marks["window_paint"]
+    assert marks.cpu["first_paint"] == marks.cpu["window_paint"]
+    marks.note_service(Service(), [Row(), Row()], has_model=True)
+    out = io.StringIO()
+    marks.write(out, 0)
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)["startup"]
+    assert record["exit_code"] == 0 and record["model_id"] == "m1"
+    assert record["templates_listed"] == 6 and record["templates_loaded"] == 7
+    names = {"run", "window_paint", "other_paint", "first_paint"}
+    assert set(record["seconds"]) == set(record["cpu_s"]) == names
+
+
+def test_every_throw_away_gallery_gets_the_bench_passphrase(small_model_path, monkeypatch):
+    """Without a keyring or $FACEAPP_PASSPHRASE, `faceapp bench frame` failed on its own
+    temporary gallery ("needs a passphrase"): each part that makes one runs with a
+    throw-away passphrase and the keyring off, and the environment is restored."""
+    import os
+
+    import faceapp.bench.report as report
+
+    seen = {}
+
+    def fake(part):
+        def run(*args, **kwargs):
+            seen[part] = (os.environ.get("FACEAPP_PASSPHRASE"), os.environ.get("FACEAPP_KEYRING"))
+            return {}
+        return run
+
+    parts = {"frame": "bench_frame", "gallery": "bench_gallery_part", "startup": "bench_startup"}
+    for part, name in parts.items():
+        monkeypatch.setattr(report, name, fake(part))
+    monkeypatch.delenv("FACEAPP_PASSPHRASE")
+    monkeypatch.setenv("FACEAPP_KEYRING", "on")
+    run_bench(("frame", "gallery", "startup"), model_path=small_model_path, quick=True)
+    assert set(seen) == {"frame", "gallery", "startup"}
+    assert all(passphrase and keyring == "off" for passphrase, keyring in seen.values())
+    assert "FACEAPP_PASSPHRASE" not in os.environ and os.environ["FACEAPP_KEYRING"] == "on"

@@ -8,7 +8,6 @@ import io
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,7 @@ from PySide6.QtWidgets import QApplication
 
 from faceapp.cli import gui_cmds
 from faceapp.errors import FaceappError, GalleryError
-from faceapp.gui.app import (
-    LAUNCH_T0_ENV,
-    check_display,
-    gallery_opener,
-    process_start_time,
-    run,
-    service_opener,
-)
+from faceapp.gui.app import check_display, gallery_opener, run, service_opener
 from faceapp.gui.main_window import MainWindow
 from faceapp.gui.settings import GuiSettings, SettingsStore
 
@@ -285,13 +277,3 @@ def test_progressive_start_model_failure_keeps_people(qtbot, tmp_path: Path) -> 
     assert w.recognize_page.view.banner() == "No face model loaded (see Settings)."
     assert "none.pt" in w.settings_page.status_label.text()
     w.close()
-
-
-def test_process_start_time(monkeypatch) -> None:
-    monkeypatch.setenv(LAUNCH_T0_ENV, "1234.5")
-    assert process_start_time() == 1234.5
-    monkeypatch.delenv(LAUNCH_T0_ENV)
-    t = process_start_time()  # from /proc on Linux: this test process started earlier
-    assert t <= time.time()
-    if sys.platform.startswith("linux"):
-        assert t < time.time() - 0.01

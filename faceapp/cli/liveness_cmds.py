@@ -16,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceapp.config import PROJECT_ROOT
+from faceapp.config import resolve_paths
 from faceapp.errors import CameraError, FaceappError
-
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,12 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_liveness)
 
+    data = resolve_paths().data_dir  # $FACEAPP_DATA, else the default beside the checkout
     p = sub.add_parser("liveness-calibrate",
                        help="fit the passive liveness model + threshold from data; print APCER/BPCER")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA / "liveness",
-                   help="the liveness media folder (default ../shared/data/liveness)")
-    p.add_argument("--lfw", type=Path, default=DEFAULT_DATA / "lfw" / "lfw-deepfunneled",
-                   help="LFW person folders (default ../shared/data/lfw/lfw-deepfunneled)")
+    p.add_argument("--data", type=Path, default=data / "liveness",
+                   help="the liveness media folder (default $FACEAPP_DATA/liveness, else "
+                        "../shared/data/liveness)")
+    p.add_argument("--lfw", type=Path, default=data / "lfw" / "lfw-deepfunneled",
+                   help="LFW person folders (default DATA/lfw/lfw-deepfunneled, DATA as for --data)")
     p.add_argument("--out", type=Path, help="model file (default models/liveness.json)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "faceapp" / "liveness",
                    help="feature cache outside git (default ~/.cache/faceapp/liveness)")

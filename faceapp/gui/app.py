@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
+from faceapp.bench.startup_marks import StartupMarks, process_start_time
 from faceapp.errors import FaceappError
 from faceapp.gui.settings import APPLICATION, ORGANIZATION, GuiSettings, SettingsStore
 
@@ -23,11 +22,6 @@ log = logging.getLogger(__name__)
 
 # Qt Multimedia logs every FFmpeg probe at warning level; keep the terminal readable.
 _QUIET_MULTIMEDIA = "qt.multimedia.*=false;qt.multimedia.ffmpeg*=false"
-
-LAUNCH_T0_ENV = "FACEAPP_LAUNCH_T0"
-"""Epoch seconds at which a parent process launched the app (benchmarks); start-up times
-are counted from it. Without it, from the process start time in ``/proc``."""
-
 
 KeyPrompt = Callable[[str, bool], str]
 
@@ -141,50 +135,18 @@ def create_app(argv: Sequence[str] | None = None) -> QApplication:
 # ------------------------------------------------------------------------------ start-up timing
 
 
-def process_start_time() -> float:
-    """Epoch seconds at which this process was launched: ``$FACEAPP_LAUNCH_T0`` when a
-    parent set it, else the start time in ``/proc/self/stat`` (Linux, 10 ms ticks), else now."""
-    raw = os.environ.get(LAUNCH_T0_ENV)
-    if raw:
-        try:
-            return float(raw)
-        except ValueError:
-            log.warning("ignoring %s=%r (not a number)", LAUNCH_T0_ENV, raw)
-    try:
-        with open("/proc/self/stat") as fh:
-            # the command name (field 2) may hold spaces: split after its closing parenthesis
-            fields = fh.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as fh:
-            uptime = float(fh.read().split()[0])
-        started_after_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")
-        return time.time() - (uptime - started_after_boot)
-    except (OSError, ValueError, IndexError):
-        return time.time()
-
-
 class StartupProbe(QObject):
-    """Start-up timings of one launch (``faceapp gui --exit-when-ready``), in seconds since
-    :func:`process_start_time`.
-
-    Marks: ``run`` (the GUI code starts: Python and Qt imported), ``preloaded`` (after
-    ``run``'s ``preload``, if any), ``first_paint`` (the first paint of any top-level
-    window), ``window_shown`` / ``window_paint`` (the main window
-    shown / first painted), ``gallery`` (the gallery-only service is installed), ``people``
-    (the People list is filled from it), ``usable`` (the event loop then ran once more: the
-    window answers and People works), ``service`` (the model and the gallery's index are
-    loaded and the full service replaced the gallery-only one: the model pages are
-    enabled), ``ready`` (all of these, and no start-up task left), ``idle`` (the event loop
-    then ran once more with nothing to do). Without a gallery phase (a window with no
-    ``open_gallery``) ``people`` waits for ``service``. ``finish`` writes them as one JSON
-    line ``{"startup": {...}}`` to ``out`` and calls ``quit``.
+    """The Qt half of the start-up record of one launch (``faceapp gui --exit-when-ready``,
+    for ``faceapp bench startup``): it watches paint events, follows the main window's
+    signals until the app is ready and defers with ``QTimer``; the marks, the clock and the
+    JSON line are Qt-free, in :class:`faceapp.bench.startup_marks.StartupMarks` (``record``;
+    the marks are listed there). ``finish`` writes the record as one JSON line
+    ``{"startup": {...}}`` to ``out`` and calls ``quit``.
     """
 
     def __init__(self, t0: float, out: TextIO, quit_fn: Callable[[int], None]) -> None:
         super().__init__()
-        self.t0 = t0
-        self.marks: dict[str, float] = {}
-        self.cpu: dict[str, float] = {}
-        self.info: dict[str, Any] = {}
+        self.record = StartupMarks(t0)
         self._out = out
         self._quit = quit_fn
         self._painted: dict[int, str] = {}
@@ -194,11 +156,8 @@ class StartupProbe(QObject):
         self._done = False
 
     def mark(self, name: str) -> float:
-        """Record ``name`` now (the first time only), with the CPU time this process has
-        used so far (all threads; in ``cpu``); returns its time."""
-        if name not in self.marks:
-            self.cpu[name] = round(time.process_time(), 4)
-        return self.marks.setdefault(name, round(time.time() - self.t0, 4))
+        """Record ``name`` now (the first time only); see :meth:`StartupMarks.mark`."""
+        return self.record.mark(name)
 
     def watch_paint(self, widget: QWidget, name: str) -> None:
         """Mark ``name`` (and ``first_paint``) at the first paint event of ``widget``."""
@@ -209,9 +168,7 @@ class StartupProbe(QObject):
         if event.type() == QEvent.Type.Paint:
             name = self._painted.pop(id(watched), None)
             if name is not None:
-                t = self.mark(name)
-                if "first_paint" not in self.marks:  # the same instant, not a second reading
-                    self.marks["first_paint"], self.cpu["first_paint"] = t, self.cpu[name]
+                self.record.mark_paint(name)
                 watched.removeEventFilter(self)
         return False
 
@@ -227,7 +184,7 @@ class StartupProbe(QObject):
         if self._done:  # a failed gallery fails both phases: report once
             return
         self._done = True
-        self.info["error"] = next((m for m, err in reversed(self._window_messages()) if err), "")
+        self.record.info["error"] = next((m for m, err in reversed(self._window_messages()) if err), "")
         self.mark("service_failed")
         QTimer.singleShot(0, lambda: self.finish(1))
 
@@ -247,9 +204,9 @@ class StartupProbe(QObject):
         self._check()
 
     def _on_people(self, n: int) -> None:
-        if "people" not in self.marks and (self._gallery_ok or self._service_ok):
+        if "people" not in self.record and (self._gallery_ok or self._service_ok):
             self.mark("people")
-            self.info["people_listed"] = int(n)
+            self.record.info["people_listed"] = int(n)
             QTimer.singleShot(0, self._usable)
 
     def _usable(self) -> None:
@@ -261,7 +218,7 @@ class StartupProbe(QObject):
 
     def _check(self) -> None:
         window = self._window
-        if self._done or window is None or not (self._service_ok and "usable" in self.marks):
+        if self._done or window is None or not (self._service_ok and "usable" in self.record):
             return
         if window.ctx.runner.is_busy():
             return
@@ -279,19 +236,8 @@ class StartupProbe(QObject):
         service = window.ctx.service if window is not None else None
         if window is not None and service is not None:
             people = window.people_page.model.people()
-            self.info["templates_listed"] = int(sum(int(p.n_templates) for p in people))
-        if window is not None and service is not None and window.ctx.has_model:
-            self.info["model_id"] = str(service.model_id)
-            try:
-                self.info["templates_loaded"] = int(service.load_index())  # cached: no reload
-            except FaceappError as err:
-                self.info["templates_loaded"] = -1
-                self.info["index_error"] = str(err)
-        record = {
-            "startup": {"seconds": dict(self.marks), "cpu_s": dict(self.cpu), **self.info, "exit_code": code}
-        }
-        self._out.write(json.dumps(record) + "\n")
-        self._out.flush()
+            self.record.note_service(service, people, has_model=window.ctx.has_model)
+        self.record.write(self._out, code)
         self._quit(code)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from faceapp.gallery.bench import bench_gallery, naive_top_k
+from faceapp.bench import bench_gallery, naive_top_k
 
 
 def test_naive_baseline_matches_loops():

@@ -1,9 +1,9 @@
-"""Gallery benchmark: 1:K search latency per search backend and cold-open time.
+"""``faceapp bench gallery``: 1:K search latency per search backend and cold-open time.
 
-``bench_gallery`` returns a JSON-ready dict; ``faceapp bench gallery`` prints it. Search is
-timed per probe (one probe at a time, as the camera loop does) against a naive NumPy float32
-baseline in the same run (full score vector, scatter-max per person with ``np.maximum.at``,
-full ``argsort``), for :class:`GalleryIndex` with each search backend available here
+:func:`bench_gallery` returns the raw figures. Search is timed per probe (one probe at a
+time, as the camera loop does) against a naive NumPy float32 baseline in the same run (full
+score vector, scatter-max per person with ``np.maximum.at``, full ``argsort``), for
+:class:`GalleryIndex` with each search backend available here
 (:mod:`faceapp.gallery.quantized`; each must return the baseline's top-k people and scores)
 and for the backend ``auto`` picks (after its self-check). Raw kernels that were candidates
 are timed too: PyTorch bfloat16 matrix-vector, FAISS ``IndexPQFastScan`` (PQ32×4) with the
@@ -12,9 +12,14 @@ share of rows its error bound would leave to re-rank.
 Galleries are **LFW-like** when real embeddings are given (``base``: a Gaussian fit of real
 LFW embeddings, between- and within-person covariance, projected to D when the model's
 width differs; probes are new templates of enrolled people, i.e. perturbed, and impostors),
-else random unit vectors. Opening is timed from a SQLite file whose pages were dropped from
-the OS cache (``posix_fadvise(DONTNEED)``, where available): from the database rows, and
-from an index snapshot. Nothing runs at import.
+else random unit vectors (:mod:`faceapp.bench.synthetic`). Opening is timed from a SQLite
+file whose pages were dropped from the OS cache (``posix_fadvise(DONTNEED)``, where
+available): from the database rows, and from an index snapshot.
+
+:func:`bench_gallery_part` is the ``gallery`` part of ``faceapp bench``: those figures
+under stable keys (``gallery.search_ms_1e4`` … ``_1e6``, ``gallery.open_s_1e5``/``_1e6``),
+on LFW-like galleries fitted to the model's embeddings of real LFW faces when both are
+there. Nothing runs at import.
 """
 
 from __future__ import annotations
@@ -26,102 +31,34 @@ import platform
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from faceapp.gallery.database import (
-    at_rest,
-    current_generation,
-    gallery_uuid,
-    open_database,
-    read_session,
-    write_session,
+from faceapp.bench.inputs import LFW_FIT_PEOPLE, lfw_embeddings, lfw_root, load_model
+from faceapp.bench.stats import load_average, ms_summary
+from faceapp.bench.synthetic import (
+    EmbeddingModel,
+    drop_from_page_cache,
+    fill_gallery,
+    fit_embeddings,
+    lfw_like_gallery,
+    synthetic_gallery,
 )
+from faceapp.errors import FaceappError
+from faceapp.gallery.database import at_rest, current_generation, gallery_uuid, open_database, read_session
 from faceapp.gallery.matching import GalleryIndex, l2_normalize
 from faceapp.gallery.quantized import BACKENDS, get_backend
 from faceapp.gallery.repository import GalleryRepository
 from faceapp.gallery.snapshot import load_snapshot, save_snapshot, snapshot_path
+from faceapp.nn.checkpoint import LoadedModel
 
 logger = logging.getLogger(__name__)
 
 MODEL_ID = "bench-synthetic"
-
-
-def synthetic_gallery(n: int, dim: int, per_person: int, seed: int) -> tuple[np.ndarray,
-                                                                           np.ndarray]:
-    """(N, D) float32 unit rows (made in chunks, little peak memory) and (N,) person ids."""
-    rng = np.random.default_rng(seed)
-    emb = np.empty((n, dim), dtype=np.float32)
-    step = 65_536
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        emb[start:stop] = l2_normalize(rng.standard_normal((stop - start, dim), dtype=np.float32))
-    return emb, np.arange(n, dtype=np.int64) // per_person
-
-
-def _sqrt_psd(c: np.ndarray) -> np.ndarray:
-    w, v = np.linalg.eigh((c + c.T) / 2)
-    return (v * np.sqrt(np.clip(w, 0.0, None))).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class EmbeddingModel:
-    """Gaussian fit of real embeddings: mean, square roots of the between-person and
-    within-person covariances (D × D), and where it came from."""
-
-    mean: np.ndarray
-    between: np.ndarray
-    within: np.ndarray
-    source: str
-
-
-def fit_embeddings(emb: np.ndarray, labels: np.ndarray, dim: int, source: str) -> EmbeddingModel:
-    """Fit :class:`EmbeddingModel` to (M, Dm) unit embeddings with person ``labels``
-    (people with >= 2 images give the within-person spread); projected onto the top
-    ``dim`` principal axes when ``dim < Dm`` (padded with small noise when ``dim > Dm``)."""
-    emb = np.asarray(emb, dtype=np.float64)
-    labels = np.asarray(labels)
-    people = [emb[labels == u] for u in np.unique(labels)]
-    multi = [x for x in people if x.shape[0] >= 2]
-    if len(people) < 3 or not multi:
-        raise ValueError("need embeddings of at least 3 people, some with 2 or more images")
-    means = np.stack([x.mean(axis=0) for x in people])
-    resid = np.concatenate([(x - x.mean(axis=0)) * np.sqrt(x.shape[0] / (x.shape[0] - 1)) for x in multi])
-    mu = means.mean(axis=0)
-    cb = np.cov(means.T) + 1e-6 * np.eye(emb.shape[1])
-    cw = resid.T @ resid / max(1, resid.shape[0] - 1) + 1e-6 * np.eye(emb.shape[1])
-    dm = emb.shape[1]
-    if dim != dm:
-        _, vecs = np.linalg.eigh(cb + cw)
-        axes = vecs[:, ::-1][:, : min(dim, dm)]
-        mu, cb, cw = axes.T @ mu, axes.T @ cb @ axes, axes.T @ cw @ axes
-        if dim > dm:  # pad the extra axes with a little independent spread
-            pad = dim - dm
-            mu = np.concatenate([mu, np.zeros(pad)])
-            cb = np.block([[cb, np.zeros((dm, pad))], [np.zeros((pad, dm)), 1e-4 * np.eye(pad)]])
-            cw = np.block([[cw, np.zeros((dm, pad))], [np.zeros((pad, dm)), 1e-4 * np.eye(pad)]])
-    return EmbeddingModel(mu.astype(np.float32), _sqrt_psd(cb), _sqrt_psd(cw), source)
-
-
-def lfw_like_gallery(n: int, dim: int, per_person: int, seed: int,
-                     model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, D) unit rows, (N,) person ids and (N/per_person, D) person centres drawn from
-    ``model`` (made in chunks)."""
-    rng = np.random.default_rng(seed)
-    n_people = -(-n // per_person)
-    centres = model.mean + rng.standard_normal((n_people, dim), dtype=np.float32) @ model.between.T
-    pids = np.arange(n, dtype=np.int64) // per_person
-    emb = np.empty((n, dim), dtype=np.float32)
-    step = 65_536
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        block = centres[pids[start:stop]] + rng.standard_normal(
-            (stop - start, dim), dtype=np.float32) @ model.within.T
-        emb[start:stop] = l2_normalize(block)
-    return emb, pids, centres.astype(np.float32)
+GALLERY_SIZES = {"1e4": 10_000, "1e5": 100_000, "1e6": 1_000_000}
+QUICK_GALLERY_SIZES = {"1e4": 1_000, "1e5": 2_000, "1e6": 4_000}
 
 
 def naive_top_k(emb: np.ndarray, pids: np.ndarray, n_people: int, probe: np.ndarray,
@@ -132,28 +69,6 @@ def naive_top_k(emb: np.ndarray, pids: np.ndarray, n_people: int, probe: np.ndar
     np.maximum.at(best, pids, scores)
     order = np.argsort(-best, kind="stable")[:k]
     return order, best[order]
-
-
-def _drop_from_page_cache(paths: Sequence[Path]) -> bool:
-    fadvise = getattr(os, "posix_fadvise", None)
-    if fadvise is None:
-        return False
-    for path in paths:
-        if not path.exists():
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-    return True
-
-
-def _ms(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values) * 1000.0
-    return {"median": round(float(np.median(arr)), 3), "p90": round(float(np.percentile(arr, 90)), 3),
-            "min": round(float(arr.min()), 3)}
 
 
 def _probes(emb: np.ndarray, centres: np.ndarray | None, model: EmbeddingModel | None,
@@ -190,7 +105,7 @@ def _time_index(index: GalleryIndex, queries: np.ndarray, k: int,
         got = [c.person_id for c in res.candidates]
         agree &= got == people.tolist() and bool(
             np.allclose([c.score for c in res.candidates], scores, atol=1e-5))
-    return {"ms": _ms(times), "first_search_s": round(first_s, 3), "agree": bool(agree),
+    return {"ms": ms_summary(times), "first_search_s": round(first_s, 3), "agree": bool(agree),
             "rows_reranked_median": int(np.median(reranked)), "rows_reranked_max": int(max(reranked))}
 
 
@@ -208,7 +123,7 @@ def _candidates(emb: np.ndarray, queries: np.ndarray, kth: list[float], seed: in
                 t = time.perf_counter()
                 torch.nn.functional.linear(torch.from_numpy(q).to(torch.bfloat16)[None], w)
                 times.append(time.perf_counter() - t)
-        out["torch_bf16_matvec_ms"] = _ms(times[1:] or times)
+        out["torch_bf16_matvec_ms"] = ms_summary(times[1:] or times)
         del w
     with contextlib.suppress(ImportError):
         import faiss
@@ -237,7 +152,7 @@ def _candidates(emb: np.ndarray, queries: np.ndarray, kth: list[float], seed: in
             for q, kk in list(zip(queries, kth, strict=True))[:5]:
                 approx = np.concatenate([r @ q for r in decoded])
                 shares.append(float(np.mean(approx + worst >= kk)))
-            out[f"faiss_pq{m}x4_k1000_ms"] = _ms(times)
+            out[f"faiss_pq{m}x4_k1000_ms"] = ms_summary(times)
             out[f"faiss_pq{m}x4_build_s"] = round(build, 2)
             out[f"faiss_pq{m}x4_max_reconstruction_error"] = round(worst, 4)
             out[f"faiss_pq{m}x4_rows_to_rerank_share"] = round(float(np.median(shares)), 4)
@@ -269,7 +184,7 @@ def bench_search(n: int, dim: int, seed: int, *, probes: int, k: int, per_person
         t = time.perf_counter()
         reference.append(naive_top_k(emb, pids, n_people, q, k))
         t_naive.append(time.perf_counter() - t)
-    naive_ms = _ms(t_naive)
+    naive_ms = ms_summary(t_naive)
     backends: dict[str, Any] = {}
     for name in BACKENDS:
         backend = get_backend(name)
@@ -316,21 +231,13 @@ def bench_open(n: int, dim: int, seed: int, *, per_person: int, workdir: Path) -
     t0 = time.perf_counter()
     engine = open_database(url)
     try:
-        with write_session(engine) as s:
-            s.connection().exec_driver_sql(
-                "INSERT INTO person (id, name, created, updated) VALUES (?, ?, ?, ?)",
-                [(i + 1, f"person {i:07d}", "2024-01-01 00:00:00.000000",
-                  "2024-01-01 00:00:00.000000") for i in range(n_people)],
-            )
-            GalleryRepository(s).bulk_add_templates(pids + 1, emb, MODEL_ID)
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        fill_gallery(engine, emb, pids, MODEL_ID)
     finally:
         engine.dispose()
     build_s = time.perf_counter() - t0
     del emb
     files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
-    cold = _drop_from_page_cache(files)
+    cold = drop_from_page_cache(files)
 
     t0 = time.perf_counter()
     engine = open_database(url)
@@ -351,7 +258,7 @@ def bench_open(n: int, dim: int, seed: int, *, per_person: int, workdir: Path) -
         del index
     finally:
         engine.dispose()
-    _drop_from_page_cache([*files, snap])
+    drop_from_page_cache([*files, snap])
     t0 = time.perf_counter()
     engine = open_database(url)
     try:
@@ -426,4 +333,67 @@ def bench_gallery(
                 logger.info("bench open: %d templates", n)
                 out["open"].append(bench_open(n, dim, seed, per_person=per_person,
                                               workdir=Path(tmp)))
+    return out
+def bench_gallery_part(dim: int, *, data_dir: Path, quick: bool = False, seed: int = 0,
+                       model: LoadedModel | None = None) -> dict[str, Any]:
+    """Search and open times from :func:`bench_gallery`, under stable keys, on LFW-like
+    galleries (fitted to ``model``'s embeddings of real LFW faces under ``data_dir``) when
+    a model and LFW are there, else on random unit vectors; plus random vectors at 10⁶."""
+    sizes = QUICK_GALLERY_SIZES if quick else GALLERY_SIZES
+    open_keys = ("1e5", "1e6")
+    base = None
+    why_random = ""
+    try:
+        if model is None:
+            model, _ = load_model(None)
+        emb, labels = lfw_embeddings(model, lfw_root(data_dir), people=12 if quick else LFW_FIT_PEOPLE)
+        base = fit_embeddings(emb, labels, dim, f"LFW-like: Gaussian fit of {emb.shape[0]} real "
+                              f"LFW embeddings ({int(labels.max()) + 1} people) by model "
+                              f"{model.model_id} (D={emb.shape[1]}), new templates as probes")
+    except (FaceappError, OSError, ValueError) as err:
+        why_random = f"random unit vectors ({err})"
+        logger.warning("gallery bench on random vectors: %s", err)
+    raw = bench_gallery(
+        tuple(sizes.values()),
+        dim=dim,
+        seed=seed,
+        open_sizes=tuple(sizes[k] for k in open_keys),
+        probes=5 if quick else 30,
+        base=base,
+    )
+    random_raw = bench_gallery((sizes["1e6"],), dim=dim, seed=seed, open_sizes=(),
+                               probes=5 if quick else 30, candidates=False)
+    by_n_search = {int(r["templates"]): r for r in raw["search"]}
+    by_n_open = {int(r["templates"]): r for r in raw["open"]}
+    out: dict[str, Any] = {"templates": dict(sizes), "dim": dim,
+                           "data": raw["data"] if base is not None else why_random}
+    agree = True
+    for key, n in sizes.items():
+        r = by_n_search[n]
+        out[f"search_ms_{key}"] = r["index_ms"]["median"]
+        out[f"baseline_search_ms_{key}"] = r["naive_ms"]["median"]
+        out[f"ratio_{key}"] = round(r["naive_ms"]["median"] / max(r["index_ms"]["median"], 1e-9), 2)
+        out[f"backend_{key}"] = r["backend"]
+        out[f"rows_reranked_{key}"] = r["default"]["rows_reranked_median"]
+        for name, b in r["backends"].items():
+            if "ms" in b:
+                out.setdefault("backends", {}).setdefault(name, {})[f"search_ms_{key}"] = b["ms"]["median"]
+                out["backends"][name][f"ratio_{key}"] = b["ratio_vs_baseline"]
+        out[f"candidates_{key}"] = {
+            k: (v["median"] if isinstance(v, dict) else v) for k, v in r.get("candidates", {}).items()}
+        agree &= bool(r.get("agree", False))
+    (rr,) = random_raw["search"]
+    out["random_search_ms_1e6"] = rr["index_ms"]["median"]
+    out["random_baseline_search_ms_1e6"] = rr["naive_ms"]["median"]
+    out["random_ratio_1e6"] = round(rr["naive_ms"]["median"] / max(rr["index_ms"]["median"], 1e-9), 2)
+    agree &= bool(rr.get("agree", False))
+    for key in open_keys:
+        r = by_n_open[sizes[key]]
+        out[f"open_s_{key}"] = r["open_from_snapshot_s"]
+        out[f"open_rows_s_{key}"] = r["open_from_rows_s"]
+    out["same_top_k_as_baseline"] = agree
+    if loads := load_average():
+        out["load_average_after"] = loads
+    out["raw"] = raw
+    out["raw_random"] = random_raw
     return out

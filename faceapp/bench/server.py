@@ -14,11 +14,11 @@ index build time, the client-side memory each mode holds, and how long a new des
 from connecting to its first answer (``usable_s``: it pulls no templates in server mode).
 
 Galleries follow the statistics of real embeddings when ``base`` is given (rows of real
-face embeddings, e.g. of LFW images, see :func:`lfw_base_embeddings`): each enrolled person
-is a real face's embedding moved by a small perturbation, their templates and probes are
-further small perturbations of it, so neighbouring people are as close as real faces are.
-Without ``base``, independent Gaussian people are used (HNSW's worst case). Nothing runs at
-import.
+face embeddings, e.g. of LFW images, see :func:`faceapp.bench.inputs.lfw_base_embeddings`):
+each enrolled person is a real face's embedding moved by a small perturbation, their
+templates and probes are further small perturbations of it, so neighbouring people are as
+close as real faces are. Without ``base``, independent Gaussian people are used (HNSW's
+worst case); see :func:`faceapp.bench.synthetic.realistic_gallery`. Nothing runs at import.
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ import resource
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
+from faceapp.bench.stats import ms_summary
+from faceapp.bench.synthetic import fill_gallery, realistic_gallery
 from faceapp.errors import GalleryError
-from faceapp.gallery.database import open_database, read_session, write_session
+from faceapp.gallery.database import open_database, read_session
 from faceapp.gallery.matching import GalleryIndex, l2_normalize
-from faceapp.gallery.orm import Person
-from faceapp.gallery.repository import GalleryRepository
+from faceapp.gallery.orm import FaceTemplate
 from faceapp.gallery.server_search import ServerSearch, ServerSearchConfig
 
 logger = logging.getLogger(__name__)
@@ -49,117 +49,26 @@ logger = logging.getLogger(__name__)
 MODEL_ID = "bench-server"
 
 
-def realistic_gallery(n: int, dim: int, per_person: int, seed: int,
-                      base: np.ndarray | None, *, spread: float = 0.35,
-                      noise: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, D) unit templates, (N,) person ids 0.., (P, D) unit person centres.
-
-    A person's centre is a row of ``base`` (real embeddings, unit) plus Gaussian noise of
-    relative size ``spread`` (so a new identity near a real one), or a Gaussian direction
-    when ``base`` is None; their templates add relative noise ``noise`` to the centre.
-    Noise scales are relative to a unit vector's per-coordinate size (1/√D).
-    """
-    rng = np.random.default_rng(seed)
-    n_people = -(-n // per_person)
-    scale = 1.0 / np.sqrt(dim)
-    if base is None:
-        centres = l2_normalize(rng.standard_normal((n_people, dim), dtype=np.float32))
-    else:
-        rows = rng.integers(0, base.shape[0], n_people)
-        centres = l2_normalize(base[rows] + spread * scale *
-                               rng.standard_normal((n_people, dim), dtype=np.float32))
-    pids = (np.arange(n, dtype=np.int64) // per_person)
-    emb = np.empty((n, dim), dtype=np.float32)
-    step = 65_536
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        emb[start:stop] = l2_normalize(
-            centres[pids[start:stop]] + noise * scale *
-            rng.standard_normal((stop - start, dim), dtype=np.float32))
-    return emb, pids, centres
-
-
-def lfw_base_embeddings(lfw_dir: str | os.PathLike[str], model_path: str | None,
-                        limit: int = 2000, cache: Path | None = None) -> np.ndarray:
-    """(B, D) unit embeddings of up to ``limit`` LFW images (central face of each), with the
-    app's model and detector; cached in ``cache`` (an .npy outside the repository)."""
-    if cache is not None and cache.exists():
-        return np.load(cache)
-    from faceapp.config import DetectorConfig, resolve_paths
-    from faceapp.nn.pipeline import FacePipeline
-    from faceapp.vision.images import load_image
-
-    paths = resolve_paths(model=model_path)
-    pipeline = FacePipeline.from_paths(paths.model_path, detector_config=DetectorConfig())
-    files = sorted(Path(lfw_dir).rglob("*.jpg"))[:: max(1, len(list(Path(lfw_dir).rglob("*.jpg")))
-                                                       // limit)][:limit]
-    out = []
-    for f in files:
-        faces = pipeline.analyze(load_image(f))
-        if faces:
-            out.append(np.asarray(faces[0].embedding, dtype=np.float32))
-    if not out:
-        raise GalleryError(f"{lfw_dir}: no face embedded")
-    arr = l2_normalize(np.stack(out))
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, arr)
-    return arr
-
-
-def _pct(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values) * 1000.0
-    return {"p50": round(float(np.percentile(arr, 50)), 3),
-            "p95": round(float(np.percentile(arr, 95)), 3),
-            "max": round(float(arr.max()), 3)}
-
-
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _fill(url: str, emb: np.ndarray, pids: np.ndarray) -> float:
-    """Write people and templates through the gallery code; returns seconds."""
-    n_people = int(pids[-1]) + 1
-    t0 = time.perf_counter()
-    engine = open_database(url)
-    try:
-        with read_session(engine) as s:
-            if s.execute(select(func.count(Person.id))).scalar():
-                raise GalleryError(f"{url}: the benchmark needs an empty gallery database")
-        chunk = 50_000
-        first_id = None
-        with write_session(engine) as s:
-            for start in range(0, n_people, chunk):
-                stop = min(n_people, start + chunk)
-                s.execute(insert(Person), [{"name": f"bench person {i:07d}"}
-                                           for i in range(start, stop)])
-            first_id = int(s.execute(select(func.min(Person.id))).scalar())
-        for start in range(0, emb.shape[0], 100_000):
-            stop = min(emb.shape[0], start + 100_000)
-            with write_session(engine) as s:
-                GalleryRepository(s).bulk_add_templates(pids[start:stop] + first_id,
-                                                        emb[start:stop], MODEL_ID)
-    finally:
-        engine.dispose()
-    return time.perf_counter() - t0
 
 
 def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
               probes: int, k: int, per_person: int, config: ServerSearchConfig
               ) -> dict[str, Any]:
     emb, pids, centres = realistic_gallery(n, dim, per_person, seed, base)
-    fill_s = _fill(url, emb, pids)
+    t0 = time.perf_counter()
     engine = open_database(url)
     try:
+        person_ids = fill_gallery(engine, emb, pids, MODEL_ID, name="bench person")
+        fill_s = time.perf_counter() - t0
         search = ServerSearch.open(engine, config)
         t0 = time.perf_counter()
         search.sync()
         build_s = time.perf_counter() - t0
         with read_session(engine) as s:
-            first_id = int(s.execute(select(func.min(Person.id))).scalar())
-            tids = np.asarray(s.execute(text(
-                "SELECT id FROM face_template ORDER BY id")).scalars().all(), dtype=np.int64)
+            tids = np.asarray(s.execute(select(FaceTemplate.id).order_by(FaceTemplate.id)).scalars().all(),
+                              dtype=np.int64)
     finally:
         engine.dispose()
     rng = np.random.default_rng(seed + 1)
@@ -190,7 +99,7 @@ def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
 
     # the in-memory baseline of the same run: pull every template, exact search
     t0 = time.perf_counter()
-    index = GalleryIndex.from_arrays(MODEL_ID, tids, pids + first_id, emb)
+    index = GalleryIndex.from_arrays(MODEL_ID, tids, person_ids, emb)
     index.people()
     client_open_s = time.perf_counter() - t0
     t_client: list[float] = []
@@ -204,7 +113,7 @@ def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
                for a, b in zip(server_res, client_res, strict=True))
     topk = sum([c.person_id for c in a.candidates] == [c.person_id for c in b.candidates]
                for a, b in zip(server_res, client_res, strict=True))
-    server_ms, client_ms = _pct(t_server), _pct(t_client)
+    server_ms, client_ms = (ms_summary(t, ("p50", "p95", "max")) for t in (t_server, t_client))
     return {
         "templates": n,
         "people": int(centres.shape[0]),
