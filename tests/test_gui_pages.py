@@ -37,6 +37,7 @@ from faceapp.services.live import LiveConfig
 from faceapp.types import AlignedFace, Detection, FaceImage
 from faceapp.vision.alignment import AlignmentTemplate
 from faceapp.vision.quality import FaceQuality
+from faceapp.vision.tracking import box_iou
 
 pytestmark = pytest.mark.gui
 
@@ -100,8 +101,15 @@ class FakePipeline:
         return out
 
     def analyze(self, image: np.ndarray) -> list[FakeFace]:
+        return self.faces_from_detections(image, self.detect(image))
+
+    def faces_from_detections(self, image: np.ndarray, detections: list[Detection]) -> list[FakeFace]:
+        """Each detection is face r of the frame whose box overlaps it most (the live loop
+        passes tracked detections); its quality comes from the frame's flags."""
+        rows = self.detect(image)
         faces = []
-        for r, det in enumerate(self.detect(image)):
+        for det in detections:
+            r = max(range(len(rows)), key=lambda i: box_iou(rows[i].box, det.box))
             person, variant, flags = (int(v) for v in image[r, 0])
             size = det.box[2] - det.box[0]
             crop = np.random.default_rng([person, variant]).integers(0, 255, (CROP, CROP, 3), dtype=np.uint8)
@@ -166,7 +174,8 @@ def window(qtbot, service, store):
         GuiSettings(camera="0", samples=3, window=3), store=store, service=service, camera_on=False
     )
     qtbot.addWidget(w)
-    w.recognize_page.set_live_config(FAKE_LIVE)
+    for page in (w.recognize_page, w.enroll_page, w.verify_page):
+        page.set_live_config(FAKE_LIVE)
     yield w
     w.shutdown()
 
@@ -726,7 +735,8 @@ def test_recognize_keeps_showing_video_while_the_gallery_server_is_down(qtbot, s
     w = MainWindow(GuiSettings(camera="0", samples=3, window=3), store=store, service=svc,
                    camera_on=False)
     qtbot.addWidget(w)
-    w.recognize_page.set_live_config(FAKE_LIVE)
+    for page in (w.recognize_page, w.enroll_page, w.verify_page):
+        page.set_live_config(FAKE_LIVE)
     try:
         enroll(qtbot, w, "Ann", person=1)
         page = w.recognize_page

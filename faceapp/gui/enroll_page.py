@@ -1,11 +1,16 @@
 """Enroll page: capture good samples of one person from the camera or from files, then save.
 
-The live loop runs ``service.analyze(frame)`` on the frame worker. Each result becomes
-guidance ("No face", "Move closer", "Hold still"...) and, while capturing, a sample when
-exactly one face passes the quality gate and stayed still since the previous frame.
-Duplicate names and faces that already match someone else are checked with
-``service.check_enrollment`` whenever the name or the samples change, and flagged
-before saving.
+Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`:
+detection every few frames, tracking in between, embedding only new or changed faces), on
+the frame worker, without 1:K matching. Each result becomes guidance ("No face", "Move
+closer", "Hold still"...) from the tracked face's latest measurement (its ``FaceEmbedding``:
+quality, aligned crop) and, while capturing, a sample when exactly one face is in view, was
+measured on this very frame, passes the quality gate and stayed still since the previous
+frame. The page asks the loop for a new measurement on the next frame whenever the advice
+is not "Good" or a sample is due, so the guidance follows the face and every sample is
+measured on its own frame. Duplicate names and faces that already match someone else are
+checked with ``service.check_enrollment`` whenever the name or the samples change, and
+flagged before saving.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceapp.errors import FaceappError
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, describe_error
+from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
 
 if TYPE_CHECKING:
     from faceapp.services import Consent
@@ -77,6 +83,9 @@ class EnrollPage(Page):
     Signals: ``samplesChanged(int)``; ``warningsChanged(list)`` after each check;
     ``saved(object)`` with the service's ``EnrollReport``; ``filesAdded(int, list)`` after
     images were read (faces kept, problems).
+
+    ``live_config``: the ``services.live.LiveConfig`` of the live loop (``None``: its
+    defaults); change it with :meth:`set_live_config`.
     """
 
     title = "Enroll"
@@ -101,6 +110,11 @@ class EnrollPage(Page):
         self._check_running = False
 
         self.worker = self.start_frame_worker(self._on_result)
+        self.loop = TrackedLoop(
+            self.worker,
+            lambda close: ctx.run_task(lambda _p, _s: close(), label="Closing the live loop"),
+            lambda session: self.worker.set_process(session.process),
+        )
 
         self.view = VideoView()
         self.name_edit = QLineEdit()
@@ -191,8 +205,20 @@ class EnrollPage(Page):
     def guidance(self) -> str:
         return self.view.banner()
 
+    @property
+    def live_config(self) -> Any:
+        return self.loop.config
+
+    def set_live_config(self, config: Any) -> None:
+        """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        self.loop.set_config(config)
+
+    def live_session(self) -> LiveSession | None:
+        """The live loop in use (``None`` until the first frame after a (re)configuration)."""
+        return self.loop.current
+
     def on_service_changed(self, service: Any) -> None:
-        self.worker.set_process(service.analyze if service is not None else None)
+        self.loop.retire()
         enabled = service is not None
         for w in (self.capture_button, self.add_files_button, self.save_button):
             w.setEnabled(enabled)
@@ -210,6 +236,8 @@ class EnrollPage(Page):
             on = False
         self._capturing = on
         self._last_box = None
+        if on:
+            self.loop.request_measure()  # the first sample is measured on its own frame
         self.capture_button.blockSignals(True)
         self.capture_button.setChecked(on)
         self.capture_button.setText("Stop capture" if on else "Start capture")
@@ -217,30 +245,50 @@ class EnrollPage(Page):
 
     def on_frame(self, frame: np.ndarray) -> None:
         self.view.set_frame(frame)
-        self.worker.submit(frame)
+        try:
+            session = self.loop.session(self.service)
+        except FaceappError as err:
+            self.view.set_banner(describe_error(err), BAD)
+            return
+        if session is not None:
+            self.worker.submit(frame)
 
     def on_camera_stopped(self) -> None:
+        self._new_stream()
         self.view.set_overlays([])
         self.view.set_banner("")
 
+    def activated(self) -> None:
+        # frames were missed while another page was shown: tracks are stale
+        self._new_stream()
+
+    def _new_stream(self) -> None:
+        self._last_box = None
+        self.loop.request_reset()
+
     def _on_result(self, result: FrameResult) -> None:
-        faces = list(result.value)
-        overlays: list[Overlay] = []
+        live = result.value
+        if live is None:  # processed by a session closed meanwhile
+            return
+        faces = list(live.faces)
         if not faces:
             self.view.set_overlays([])
             self.view.set_banner("No face: look at the camera", NEUTRAL)
             self._last_box = None
             return
         if len(faces) > 1:
-            self.view.set_overlays([Overlay(f.detection.box, "", BAD) for f in faces])
+            self.view.set_overlays([Overlay(tuple(f.box), "", BAD) for f in faces])
             self.view.set_banner("Several faces: only the person enrolling should be in view", BAD)
             self._last_box = None
+            self.loop.request_measure()  # measured again once the person is alone
             return
-        face = faces[0]
-        box = tuple(face.detection.box)
+        tracked = faces[0]
+        face = tracked.face
+        box = tuple(tracked.box)
         quality = face.quality
         moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
         self._last_box = box
+        measure = True  # measure the face again on the next frame
         if not quality.ok:
             text, color = advice(quality.reasons[0]) if quality.reasons else "Low quality", BAD
         elif moved:
@@ -248,16 +296,20 @@ class EnrollPage(Page):
         elif self._capturing:
             text, color = "Good: capturing…", GOOD
             now = time.monotonic()
-            if now - self._last_capture >= self.capture_interval_s:
+            if tracked.fresh and now - self._last_capture >= self.capture_interval_s:
                 self._last_capture = now
                 self._add_sample(Sample(face, f"camera frame {result.seq}"))
                 if len(self._samples) >= self.target_spin.value():
                     self.set_capturing(False)
                     text = "Done: review the samples and save"
+            # the next sample is measured on the first frame after it is due
+            measure = self._capturing and time.monotonic() - self._last_capture >= self.capture_interval_s
         else:
             text, color = "Good: press Start capture", INFO
-        overlays.append(Overlay(box, "", color))
-        self.view.set_overlays(overlays)
+            measure = False  # the loop re-measures a moving or turning face by itself
+        if measure:
+            self.loop.request_measure()
+        self.view.set_overlays([Overlay(box, "", color)])
         self.view.set_banner(text, color)
 
     # samples -----------------------------------------------------------------------------
@@ -491,4 +543,5 @@ class EnrollPage(Page):
 
     def shutdown(self) -> None:
         self.set_capturing(False)
-        self.worker.stop()
+        self.worker.stop()  # no frame in flight any more: the live loop can close here
+        self.loop.shutdown()

@@ -1,8 +1,14 @@
 """Verify page (1:1): is the person in front of the camera who they claim to be?
 
-Each processed frame gives one score (``service.verify(name, frame, scorer=...)``); the
-decision is the median of the last few scores against τ, so one bad frame does not flip
-it. ACCEPT / REJECT is shown only once enough frames were scored.
+Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`:
+detection every few frames, tracking in between, embedding only new or changed faces), on
+the frame worker, without 1:K matching. Each new embedding of the largest tracked face is
+scored against the claimed person (``service.verify(name, face, scorer=...)``, the face
+being the loop's ``FaceEmbedding``); the decision is the median of the last few scores
+against τ, so one bad frame does not flip it. ACCEPT / REJECT is shown only once enough
+frames were scored. While the window is filling, the page asks the loop to measure the
+face again on every frame (a decision in a few frames); once full, a still face is re-scored
+when the loop re-embeds it (it moved or turned, or every ``unknown_refresh_every`` frames).
 
 With **Liveness check** on (Settings: on by default), an attempt is a
 :class:`~faceapp.liveness.verify.LiveVerifier` run instead: a random challenge is drawn, its
@@ -35,12 +41,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from faceapp.errors import NoFaceFound
+from faceapp.errors import FaceappError
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import ScoreWindow, passes
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoView
-from faceapp.gui.workers import FrameResult
+from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
 
 if TYPE_CHECKING:  # the liveness stack (torch, MTCNN) is imported on first use, not at start-up
     from faceapp.liveness.verify import LiveVerifier
@@ -66,11 +72,14 @@ ARROWS = {"turn_left": "left", "turn_right": "right", "look_up": "up", "look_dow
 
 @dataclass(frozen=True)
 class VerifyFrame:
-    """What the worker returns for one frame: the service's ``VerifyResult`` (``None``
-    when the frame holds no face) and the probe's box, if the service reports one."""
+    """What the worker returns for one frame: the service's ``VerifyResult`` of the largest
+    tracked face (``None`` when the frame holds no face, or when that face was not embedded
+    again on this frame), its tracked box (``None``: no face) and the live loop's
+    ``FrameResult``."""
 
     result: Any
     box: tuple[float, float, float, float] | None
+    live: Any = None
 
 
 class VerifyPage(Page):
@@ -78,6 +87,9 @@ class VerifyPage(Page):
 
     Signals: ``decisionChanged(str, float)`` with ``"ACCEPT"``, ``"REJECT"`` or ``"…"``
     and the fused score.
+
+    ``live_config``: the ``services.live.LiveConfig`` of the live loop (``None``: its
+    defaults); change it with :meth:`set_live_config`.
     """
 
     title = "Verify"
@@ -92,6 +104,13 @@ class VerifyPage(Page):
         self._tau: float | None = None
 
         self.worker = self.start_frame_worker(self._on_result)
+        self.loop = TrackedLoop(
+            self.worker,
+            lambda close: ctx.run_task(lambda _p, _s: close(), label="Closing the live loop"),
+            lambda _session: self._install_verify(),
+        )
+        self._claim: tuple[Any, str, str, float | None] | None = None  # service, name, scorer, τ
+        self._last_overlay = ("", NEUTRAL)
 
         self.view = VideoView()
         self.person_combo = QComboBox()
@@ -182,8 +201,22 @@ class VerifyPage(Page):
     def set_scorer(self, scorer: str) -> None:
         self.scorer_combo.setCurrentIndex(self.scorer_combo.findText(scorer))
 
+    @property
+    def live_config(self) -> Any:
+        return self.loop.config
+
+    def set_live_config(self, config: Any) -> None:
+        """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        self.loop.set_config(config)
+        self._install_verify()
+
+    def live_session(self) -> LiveSession | None:
+        """The live loop in use (``None`` until the first frame after a (re)configuration)."""
+        return self.loop.current
+
     # configuration ------------------------------------------------------------------------
     def on_service_changed(self, service: Any) -> None:
+        self.loop.retire()
         self.refill_scorers(self.scorer_combo)
         self.refresh_people()
 
@@ -235,6 +268,8 @@ class VerifyPage(Page):
         scorer = self.scorer_combo.currentText()
         self._window.clear()
         self._tau = self.ctx.threshold(scorer) if service is not None and scorer else None
+        self._claim = None
+        self._last_overlay = ("", NEUTRAL)
         self._verifier = None
         self._live_result = None
         self.view.set_prompt(None)
@@ -247,18 +282,9 @@ class VerifyPage(Page):
         elif self.liveness_on():
             self._start_attempt(service, name, scorer)
         else:
-            tau = self._tau
-
-            def process(frame: np.ndarray) -> VerifyFrame:
-                try:
-                    result = service.verify(name, frame, scorer=scorer, threshold=tau, log_event=False,
-                                            largest=True)
-                except NoFaceFound:
-                    return VerifyFrame(None, None)
-                box = getattr(result, "box", None)
-                return VerifyFrame(result, tuple(box) if box is not None else None)
-
-            self.worker.set_process(process)
+            self._claim = (service, name, scorer, self._tau)
+            self._install_verify()
+            self.loop.request_measure()  # a new claim: the window fills from fresh measurements
             self.view.set_banner("")
         if self._tau is None:
             self.tau_label.setText("τ: not calibrated for this scorer (see Calibrate)")
@@ -266,11 +292,38 @@ class VerifyPage(Page):
             self.tau_label.setText(f"τ = {self._tau:.4f} ({scorer})")
         self._update_decision()
 
+    def _install_verify(self) -> None:
+        """Score the live loop's tracked faces for the current claim (no liveness)."""
+        session, claim = self.loop.current, self._claim
+        if self.liveness_on() or claim is None:
+            return
+        if session is None:
+            self.worker.set_process(None)  # built at the next frame (see on_frame)
+            return
+        service, name, scorer, tau = claim
+
+        def process(frame: np.ndarray) -> VerifyFrame | None:
+            live = session.process(frame)
+            if live is None:  # processed by a session closed meanwhile
+                return None
+            if not live.faces:
+                return VerifyFrame(None, None, live)
+            top = live.faces[0]  # the largest
+            box = tuple(float(v) for v in top.box)
+            if not top.fresh:  # tracked, not embedded again: no new score
+                return VerifyFrame(None, box, live)  # type: ignore[arg-type]
+            result = service.verify(name, top.face, scorer=scorer, threshold=tau, log_event=False)
+            return VerifyFrame(result, box, live)  # type: ignore[arg-type]
+
+        self.worker.set_process(process)
+
     def reset(self) -> None:
         if self.liveness_on():
             self._reconfigure()
             return
         self._window.clear()
+        self._last_overlay = ("", NEUTRAL)
+        self.loop.request_measure()
         self._update_decision()
 
     # liveness -----------------------------------------------------------------------------
@@ -349,32 +402,47 @@ class VerifyPage(Page):
     # live loop ----------------------------------------------------------------------------
     def on_frame(self, frame: np.ndarray) -> None:
         self.view.set_frame(frame)
+        if not self.liveness_on() and self._claim is not None:
+            try:
+                self.loop.session(self.service)
+            except FaceappError as err:
+                self.view.set_banner(describe_error(err), BAD)
+                return
         self.worker.submit(frame)
 
     def on_camera_stopped(self) -> None:
         self.view.set_overlays([])
+        self.loop.request_reset()
         self.reset()
 
     def _on_result(self, result: FrameResult) -> None:
         if isinstance(result.value, LiveStep):
             self._on_live_step(result.value.step)
             return
-        vf: VerifyFrame = result.value
-        if vf.result is None:
+        vf: VerifyFrame | None = result.value
+        if vf is None:
+            return
+        if vf.box is None:
             self.view.set_banner("No face: look at the camera", NEUTRAL)
             self.view.set_overlays([])
             return
         self.view.set_banner("")
+        if vf.result is None:  # the face was tracked, its last score stands
+            if len(self._window) < self._window.size:
+                self.loop.request_measure()
+            text, color = self._last_overlay
+            self.view.set_overlays([Overlay(vf.box, text, color)])
+            return
         score = float(vf.result.score)
         if self._tau is None and getattr(vf.result, "threshold", None) is not None:
             self._tau = float(vf.result.threshold)
         self._window.add(score)
+        if len(self._window) < self._window.size:
+            self.loop.request_measure()  # fill the window from the next frames
         self._update_decision()
-        if vf.box is not None:
-            ok = self._tau is not None and passes(score, self._tau)
-            self.view.set_overlays([Overlay(vf.box, f"{score:.3f}", GOOD if ok else BAD)])
-        else:
-            self.view.set_overlays([])
+        ok = self._tau is not None and passes(score, self._tau)
+        self._last_overlay = (f"{score:.3f}", GOOD if ok else BAD)
+        self.view.set_overlays([Overlay(vf.box, *self._last_overlay)])
 
     def _update_decision(self) -> None:
         if self.liveness_on():
@@ -401,6 +469,7 @@ class VerifyPage(Page):
 
     # life cycle ---------------------------------------------------------------------------
     def activated(self) -> None:
+        self.loop.request_reset()  # frames were missed while another page was shown
         self.reset()
 
     def drain(self) -> None:
@@ -408,4 +477,5 @@ class VerifyPage(Page):
         self.worker.start()
 
     def shutdown(self) -> None:
-        self.worker.stop()
+        self.worker.stop()  # no frame in flight any more: the live loop can close here
+        self.loop.shutdown()
