@@ -12,6 +12,7 @@ identity back.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -698,6 +699,10 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     service.set_privacy_policy(PrivacyPolicy(use="organisation"))
     page = window.enroll_page
     asked: list[str] = []
+    lookups: list[bool] = []  # the consent lookup reads the gallery: never in the GUI thread
+    required = service.consent_required
+    service.consent_required = lambda name: (  # type: ignore[method-assign]
+        lookups.append(threading.current_thread() is threading.main_thread()) or required(name))
     page.ask_consent = lambda name: asked.append(name)  # type: ignore[method-assign,assignment,return-value]
     window.show_page(page)
     page.capture_interval_s = 0.0
@@ -708,8 +713,9 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     while len(page.samples()) < 2:
         feed(qtbot, page, frame((1, variant)))
         variant += 1
-    assert not page.save(ask=False)  # cancelled: nothing saved
-    assert asked == ["Ann"] and service.list_people() == []
+    with qtbot.waitSignal(page.saveRefused, timeout=WAIT):  # the consent lookup runs on a pool thread
+        assert page.save(ask=False)
+    assert asked == ["Ann"] and service.list_people() == []  # cancelled: nothing saved
     def consent(name: str) -> Consent:
         asked.append(name)
         return Consent("lab door", "form 12")
@@ -721,6 +727,7 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     assert service.consents("Ann")[0]["purpose"] == "lab door" and asked == ["Ann", "Ann"]
     enroll(qtbot, window, "Ann", person=1, n=2)  # more samples of Ann: no consent asked again
     assert asked == ["Ann", "Ann"]
+    assert lookups == [False, False, False]
 
 
 def test_recognize_keeps_showing_video_while_the_gallery_server_is_down(qtbot, store, pg_server,

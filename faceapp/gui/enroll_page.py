@@ -10,7 +10,8 @@ frame. The page asks the loop for a new measurement on the next frame whenever t
 is not "Good" or a sample is due, so the guidance follows the face and every sample is
 measured on its own frame. Duplicate names and faces that already match someone else are
 checked with ``service.check_enrollment`` whenever the name or the samples change, and
-flagged before saving.
+flagged before saving; whether the gallery needs the person's consent is asked on a pool
+thread when saving.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ class EnrollPage(Page):
     """Name + live capture (or files) -> thumbnails -> checks -> save.
 
     Signals: ``samplesChanged(int)``; ``warningsChanged(list)`` after each check;
-    ``saved(object)`` with the service's ``EnrollReport``; ``filesAdded(int, list)`` after
-    images were read (faces kept, problems).
+    ``saved(object)`` with the service's ``EnrollReport``; ``saveRefused(str)`` when a save
+    that :meth:`save` started did not happen (consent declined, the consent lookup
+    failed); ``filesAdded(int, list)`` after images were read (faces kept, problems).
 
     ``live_config``: the ``services.live.LiveConfig`` of the live loop (``None``: its
     defaults); change it with :meth:`set_live_config`.
@@ -94,6 +96,7 @@ class EnrollPage(Page):
     samplesChanged = Signal(int)
     warningsChanged = Signal(list)
     saved = Signal(object)
+    saveRefused = Signal(str)
     filesAdded = Signal(int, list)
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
@@ -465,7 +468,9 @@ class EnrollPage(Page):
 
     def save(self, *, ask: bool = True) -> bool:
         """Enroll the samples under the name (in the background). Returns false when
-        nothing was started (no name, no samples, or the user declined a warning)."""
+        nothing was started (no name, no samples, or the user declined a warning). A started
+        save first asks the gallery (on a pool thread) whether the person's consent is
+        needed; declining it ends with ``saveRefused`` instead of ``saved``."""
         service = self.service
         name = self.name_edit.text().strip()
         if service is None:
@@ -490,17 +495,15 @@ class EnrollPage(Page):
             and not self.confirm("Save anyway?", "\n".join(self._warnings) + "\n\nSave anyway?")
         ):
             return False
-        consent = None
-        if service.consent_required(name):  # an organisation's gallery, a new person
-            consent = self.ask_consent(name)
-            if consent is None:
-                self.ctx.show_error(f"{name} was not saved: this gallery records consent "
-                                    "before enrolling a new person.")
-                return False
         faces = [s.face for s in self._samples]
         sources = [s.source for s in self._samples]
         self.save_button.setEnabled(False)
         self.set_capturing(False)
+
+        def refuse(message: str) -> None:
+            self.ctx.show_error(message)
+            self._update_buttons()
+            self.saveRefused.emit(message)
 
         def done(report: Any) -> None:
             self.ctx.show_message(f"Saved {name}: {len(faces)} sample(s).")
@@ -510,11 +513,27 @@ class EnrollPage(Page):
             self.ctx.galleryChanged.emit()
             self.saved.emit(report)
 
+        def enroll(required: bool) -> None:
+            consent = None
+            if required:  # an organisation's gallery, a new person
+                consent = self.ask_consent(name)
+                if consent is None:
+                    refuse(f"{name} was not saved: this gallery records consent "
+                           "before enrolling a new person.")
+                    return
+            self.ctx.run_task(
+                lambda _p, _s: service.enroll_faces(name, faces, sources=sources, consent=consent),
+                label=f"Saving {name}",
+                on_result=done,
+                on_finished=self._update_buttons,
+            )
+
+        # the consent lookup reads the gallery: on a pool thread, never in the GUI thread
         self.ctx.run_task(
-            lambda _p, _s: service.enroll_faces(name, faces, sources=sources, consent=consent),
-            label=f"Saving {name}",
-            on_result=done,
-            on_finished=self._update_buttons,
+            lambda _p, _s: bool(service.consent_required(name)),
+            label=f"Checking consent for {name}",
+            on_result=enroll,
+            on_error=lambda err: refuse(f"{name} was not saved: {describe_error(err)}"),
         )
         return True
 
