@@ -6,12 +6,12 @@ the frame worker, without 1:K matching. Each result becomes guidance ("No face",
 closer", "Hold still"...) from the tracked face's latest measurement (its ``FaceEmbedding``:
 quality, aligned crop) and, while capturing, a sample when exactly one face is in view, was
 measured on this very frame, passes the quality gate and stayed still since the previous
-frame. The page asks the loop for a new measurement on the next frame whenever the advice
-is not "Good" or a sample is due, so the guidance follows the face and every sample is
-measured on its own frame. Duplicate names and faces that already match someone else are
-checked with ``service.check_enrollment`` whenever the name or the samples change, and
-flagged before saving; whether the gallery needs the person's consent is asked on a pool
-thread when saving.
+frame. The page asks the loop for a new measurement on the next frame when a sample is due
+(so every sample is measured on its own frame) and, at most every ``remeasure_s``, while the
+advice is not "Good" (so the guidance follows the face). Duplicate names and faces that
+already match someone else are checked with ``service.check_enrollment`` whenever the name
+or the samples change, and flagged before saving; whether the gallery needs the person's
+consent is asked on a pool thread when saving.
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ class EnrollPage(Page):
         self.setAcceptDrops(True)
         self.capture_interval_s = 0.4
         self.max_shift = 0.15  # "hold still": max box-centre move between frames, x face width
+        self.remeasure_s = 0.1  # while the advice is not "Good": a new measurement this often
+        self._last_remeasure = -1e9
         self._samples: list[Sample] = []
         self._warnings: list[str] = []
         self._capturing = False
@@ -283,7 +285,7 @@ class EnrollPage(Page):
             self.view.set_overlays([Overlay(tuple(f.box), "", BAD) for f in faces])
             self.view.set_banner("Several faces: only the person enrolling should be in view", BAD)
             self._last_box = None
-            self.loop.request_measure()  # measured again once the person is alone
+            self._remeasure()  # measured again once the person is alone
             return
         tracked = faces[0]
         face = tracked.face
@@ -291,7 +293,7 @@ class EnrollPage(Page):
         quality = face.quality
         moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
         self._last_box = box
-        measure = True  # measure the face again on the next frame
+        measure = False  # a sample is due: measure the face again on the next frame
         if not quality.ok:
             text, color = advice(quality.reasons[0]) if quality.reasons else "Low quality", BAD
         elif moved:
@@ -309,11 +311,20 @@ class EnrollPage(Page):
             measure = self._capturing and time.monotonic() - self._last_capture >= self.capture_interval_s
         else:
             text, color = "Good: press Start capture", INFO
-            measure = False  # the loop re-measures a moving or turning face by itself
         if measure:
             self.loop.request_measure()
+        elif color in (BAD, NEUTRAL):
+            self._remeasure()
+        # else: good and not capturing; the loop re-measures a moving or turning face itself
         self.view.set_overlays([Overlay(box, "", color)])
         self.view.set_banner(text, color)
+
+    def _remeasure(self) -> None:
+        """Ask for a new measurement of the face unless one was asked for within ``remeasure_s``."""
+        now = time.monotonic()
+        if now - self._last_remeasure >= self.remeasure_s:
+            self._last_remeasure = now
+            self.loop.request_measure()
 
     # samples -----------------------------------------------------------------------------
     def _add_sample(self, sample: Sample) -> None:
