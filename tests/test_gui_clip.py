@@ -246,3 +246,61 @@ def test_verify_accepts_enrolled_and_rejects_other_enrolled(qtbot, window, clip_
         feed(qtbot, page, clip_frames[i])
     assert page.decision() == "REJECT", (page.scores(), tau)
     assert page.fused_score() < tau
+
+
+def test_enroll_and_verify_decide_on_the_live_loops_tracked_faces(qtbot, window, clip_frames,
+                                                                  lfw_dir) -> None:
+    """Enroll and Verify run the same live loop as Recognize (tracking, embeddings reused):
+    Enroll's samples are fresh measurements of the tracked face, Verify scores the tracked
+    face's new embeddings only."""
+    page = window.enroll_page
+    enrolled: list = []  # the live loop's FrameResult of every Enroll frame
+    page.worker.resultReady.connect(lambda r: enrolled.append(r.value))
+    window.show_page(page)
+    page.name_edit.setText(SINGER)
+    start_stream(qtbot, page, clip_frames[ENROLL_FRAMES[0]])
+    recognizer = page.live_session().recognizer
+    assert recognizer.matcher is None  # no 1:K matching: the page decides on LiveFace.face
+    page.capture_button.click()
+    for i in ENROLL_FRAMES:
+        feed(qtbot, page, clip_frames[i])
+        if len(page.samples()) == N_SAMPLES:
+            break
+    assert len(page.samples()) == N_SAMPLES
+    assert page.live_session().recognizer is recognizer  # one loop for the whole stream
+    lives = [r for r in enrolled if r is not None]
+    fresh = {id(f.face) for r in lives for f in r.faces if f.fresh}
+    assert all(id(s.face) in fresh for s in page.samples())  # measured on their own frame
+    assert all(s.face.quality.ok for s in page.samples())
+    # while not capturing, a good face holds its measurement from frame to frame
+    n_faces = sum(len(r.faces) for r in lives)
+    assert sum(r.n_embedded for r in lives) < n_faces
+    with qtbot.waitSignal(page.saved, timeout=WAIT):
+        assert page.save(ask=False)
+    idle(qtbot, window)
+    enroll_other_from_files(qtbot, window, lfw_dir)
+    tau = calibrate(qtbot, window)
+
+    page = window.verify_page
+    verified: list = []  # the VerifyFrame of every Verify frame
+    page.worker.resultReady.connect(lambda r: verified.append(r.value))
+    window.show_page(page)
+    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=WAIT)
+    page.set_claimed(SINGER)
+    start_stream(qtbot, page, clip_frames[LIVE_FRAMES[0]])
+    page.reset()
+    verified.clear()
+    for i in LIVE_FRAMES[1:]:
+        feed(qtbot, page, clip_frames[i])
+    assert page.decision() == "ACCEPT", (page.scores(), tau)
+    frames = [v for v in verified if v is not None]
+    scored = [v for v in frames if v.result is not None]
+    assert len(frames) == len(LIVE_FRAMES) - 1
+    # every score is of the largest tracked face, embedded on that frame
+    for v in scored:
+        top = v.live.faces[0]
+        assert top.fresh and v.result.box == tuple(top.face.detection.box)
+        assert v.result.person == SINGER and v.result.threshold == pytest.approx(tau)
+    assert len(scored) >= 3  # the window filled from the first frames
+    assert len(scored) < len(frames)  # then the tracked face kept its embedding
+    assert page.scores() == pytest.approx([v.result.score for v in scored][-3:])
