@@ -104,7 +104,7 @@ class EnrollPage(Page):
         self.setAcceptDrops(True)
         self.capture_interval_s = 0.4
         self.max_shift = 0.15  # "hold still": max box-centre move between frames, x face width
-        self.remeasure_s = 0.1  # while the advice is not "Good": a new measurement this often
+        self.remeasure_s = 0.2  # while the advice is not "Good": a new measurement this often
         self._last_remeasure = -1e9
         self._samples: list[Sample] = []
         self._warnings: list[str] = []
