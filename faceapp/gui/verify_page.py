@@ -11,7 +11,8 @@ face again on every frame (a decision in a few frames); once full, a still face 
 when the loop re-embeds it (it moved or turned, or every ``unknown_refresh_every`` frames).
 
 With **Liveness check** on (Settings: on by default), an attempt is a
-:class:`~faceapp.liveness.verify.LiveVerifier` run instead: a random challenge is drawn, its
+:class:`~faceapp.liveness.verify.LiveVerifier` run instead, on the same live loop's tracked
+faces (no face follower of its own): a random challenge is drawn, its
 prompt drawn over the video (arrow / eye icon, text, one dot per action, countdown), the
 identity checked on the challenge frames, and ACCEPT shown only when identity and liveness
 both passed; REJECT lists what failed. *Start challenge* (Alt+S) begins a new attempt.
@@ -107,9 +108,10 @@ class VerifyPage(Page):
         self.loop = TrackedLoop(
             self.worker,
             lambda close: ctx.run_task(lambda _p, _s: close(), label="Closing the live loop"),
-            lambda _session: self._install_verify(),
+            lambda _session: self._install(),
         )
         self._claim: tuple[Any, str, str, float | None] | None = None  # service, name, scorer, τ
+        self._attempt: Callable[[LiveSession], Callable[[np.ndarray], Any]] | None = None
         self._last_overlay = ("", NEUTRAL)
 
         self.view = VideoView()
@@ -208,7 +210,7 @@ class VerifyPage(Page):
     def set_live_config(self, config: Any) -> None:
         """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
         self.loop.set_config(config)
-        self._install_verify()
+        self._install()
 
     def live_session(self) -> LiveSession | None:
         """The live loop in use (``None`` until the first frame after a (re)configuration)."""
@@ -269,6 +271,7 @@ class VerifyPage(Page):
         self._window.clear()
         self._tau = self.ctx.threshold(scorer) if service is not None and scorer else None
         self._claim = None
+        self._attempt = None
         self._last_overlay = ("", NEUTRAL)
         self._verifier = None
         self._live_result = None
@@ -283,7 +286,7 @@ class VerifyPage(Page):
             self._start_attempt(service, name, scorer)
         else:
             self._claim = (service, name, scorer, self._tau)
-            self._install_verify()
+            self._install()
             self.loop.request_measure()  # a new claim: the window fills from fresh measurements
             self.view.set_banner("")
         if self._tau is None:
@@ -292,15 +295,20 @@ class VerifyPage(Page):
             self.tau_label.setText(f"τ = {self._tau:.4f} ({scorer})")
         self._update_decision()
 
-    def _install_verify(self) -> None:
-        """Score the live loop's tracked faces for the current claim (no liveness)."""
-        session, claim = self.loop.current, self._claim
-        if self.liveness_on() or claim is None:
-            return
+    def _install(self) -> None:
+        """Put the current claim's (or liveness attempt's) processing on the live loop."""
+        session = self.loop.current
         if session is None:
             self.worker.set_process(None)  # built at the next frame (see on_frame)
-            return
-        service, name, scorer, tau = claim
+        elif self._attempt is not None:
+            self.worker.set_process(self._attempt(session))
+        elif self._claim is not None:
+            self.worker.set_process(self._verify_process(session, *self._claim))
+
+    @staticmethod
+    def _verify_process(session: LiveSession, service: Any, name: str, scorer: str,
+                        tau: float | None) -> Callable[[np.ndarray], VerifyFrame | None]:
+        """Score the live loop's largest tracked face, on each of its new embeddings."""
 
         def process(frame: np.ndarray) -> VerifyFrame | None:
             live = session.process(frame)
@@ -315,7 +323,7 @@ class VerifyPage(Page):
             result = service.verify(name, top.face, scorer=scorer, threshold=tau, log_event=False)
             return VerifyFrame(result, box, live)  # type: ignore[arg-type]
 
-        self.worker.set_process(process)
+        return process
 
     def reset(self) -> None:
         if self.liveness_on():
@@ -335,7 +343,7 @@ class VerifyPage(Page):
             self._reconfigure()
 
     def _start_attempt(self, service: Any, name: str, scorer: str) -> None:
-        from faceapp.liveness.session import draw_actions
+        from faceapp.liveness.session import draw_actions, tracked_faces
         from faceapp.liveness.verify import LiveVerifier
         from faceapp.vision.liveness import ChallengeConfig
 
@@ -344,14 +352,21 @@ class VerifyPage(Page):
         tau, clock = self._tau, self.liveness_clock
         holder: dict[str, LiveVerifier] = {}
 
-        def process(frame: np.ndarray) -> LiveStep:
-            # built on the worker thread at the first frame (loads MTCNN, the passive model)
-            if "v" not in holder:
-                holder["v"] = LiveVerifier(service, name, actions, scorer=scorer, threshold=tau,
-                                           config=config)
-            return LiveStep(holder["v"].process(frame, clock()))
+        def attempt(session: LiveSession) -> Callable[[np.ndarray], LiveStep | None]:
+            def process(frame: np.ndarray) -> LiveStep | None:
+                live = session.process(frame)  # the page's live loop follows the faces
+                if live is None:  # processed by a session closed meanwhile
+                    return None
+                # built on the worker thread at the first frame (loads the passive model)
+                if "v" not in holder:
+                    holder["v"] = LiveVerifier(service, name, actions, scorer=scorer, threshold=tau,
+                                               config=config, tracked=True)
+                return LiveStep(holder["v"].process(frame, clock(), tracked_faces(live)))
 
-        self.worker.set_process(process)
+            return process
+
+        self._attempt = attempt
+        self._install()
         self.view.set_banner("")
         self.view.set_prompt(Prompt("Look straight at the camera", "", 0, len(actions)))
         self.liveness_label.setText("Challenge: " + ", ".join(a.prompt.lower() for a in actions))
@@ -402,7 +417,7 @@ class VerifyPage(Page):
     # live loop ----------------------------------------------------------------------------
     def on_frame(self, frame: np.ndarray) -> None:
         self.view.set_frame(frame)
-        if not self.liveness_on() and self._claim is not None:
+        if self._claim is not None or self._attempt is not None:
             try:
                 self.loop.session(self.service)
             except FaceappError as err:
