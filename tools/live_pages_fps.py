@@ -129,8 +129,16 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "verify":
                     out["pages"][name]["decision"] = page.decision()
                     if args.liveness:
+                        from faceapp.vision.liveness import ChallengeConfig
+
+                        # an attempt that outlasts the measurement (the clip does not act the
+                        # challenge out; a finished attempt ignores frames)
+                        timeout = 2 * (args.seconds + args.warmup)
+                        page.liveness_config = ChallengeConfig(action_timeout_s=timeout,
+                                                               require_identity=True)
                         page.liveness_check.setChecked(True)
                         out["pages"]["verify_liveness"] = measure(app, page, args.seconds, args.warmup)
+                        out["pages"]["verify_liveness"]["finished"] = page.liveness_result() is not None
         finally:
             window.shutdown()
     print(json.dumps(out, indent=2))
