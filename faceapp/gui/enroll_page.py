@@ -293,7 +293,7 @@ class EnrollPage(Page):
         quality = face.quality
         moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
         self._last_box = box
-        measure = False  # a sample is due: measure the face again on the next frame
+        measure = False  # true when a sample is due: measure the face again on the next frame
         if not quality.ok:
             text, color = advice(quality.reasons[0]) if quality.reasons else "Low quality", BAD
         elif moved:
