@@ -9,6 +9,7 @@ background every few frames, tracking in between, embeddings reused.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,11 @@ WAIT = 60_000
 
 SINGER = "Hamilton Singer"
 OTHER = "George W Bush"
-# one frontal, sharp face (the singer), fed as a ~5 fps loop would see it: poses vary, and
-# the page captures only when the face holds still between two processed frames
-ENROLL_FRAMES = tuple(range(100, 166, 6))
+# one frontal, sharp face (the singer), fed as the camera gives them (the Enroll page runs
+# the live loop at the camera's rate): poses vary over these two seconds, and the page
+# captures only when the face holds still between two processed frames, at most one sample
+# per capture interval (its default, 0.4 s: samples about 12 frames apart)
+ENROLL_FRAMES = tuple(range(100, 166))
 N_SAMPLES = 3
 LATER_FRAMES = (192, 198, 204)  # the same singer, about two seconds later
 LIVE_FRAMES = tuple(range(192, 212))  # consecutive frames, as the camera loop gives them
@@ -52,8 +55,9 @@ def clip_frames(hamilton_clip: Path) -> dict[int, np.ndarray]:
 @pytest.fixture(scope="module")
 def pipeline(small_model_path: Path) -> FacePipeline:
     model = default_model_path() if default_model_path().is_file() else small_model_path
-    # faces in these frames are >= 70 px: a larger minimum size keeps MTCNN fast
-    return FacePipeline(FaceDetector(DetectorConfig(min_face_size=60)), load_checkpoint(model))
+    # faces in these frames are >= 70 px, >= 52 px in the live loop's detection frames
+    # (downscaled to 480 px): a larger minimum size than the app's keeps MTCNN fast
+    return FacePipeline(FaceDetector(DetectorConfig(min_face_size=48)), load_checkpoint(model))
 
 
 @pytest.fixture
@@ -73,19 +77,30 @@ def window(qtbot, tmp_path: Path, pipeline: FacePipeline):
     w.shutdown()
 
 
+FRAME_S = 1 / 29.97  # the clip's frame period
+_last_feed: dict[int, float] = {}
+
+
 def feed(qtbot, page, image: np.ndarray) -> None:
+    """Show one frame to a live page, no sooner than a camera at the clip's rate would
+    (the live loop's detector runs in the background meanwhile), and wait until it was
+    processed."""
     qtbot.waitUntil(lambda: not page.worker.is_busy(), timeout=WAIT)
+    wait_s = _last_feed.get(id(page), 0.0) + FRAME_S - time.monotonic()
+    if wait_s > 0:
+        qtbot.wait(int(wait_s * 1000) + 1)
+    _last_feed[id(page)] = time.monotonic()
     with qtbot.waitSignal(page.worker.statsChanged, timeout=WAIT):
         page.on_frame(image)
 
 
 def start_stream(qtbot, page, image: np.ndarray) -> None:
-    """Show ``image`` as a still camera would, until the recognizer (whose detector runs in
-    the background) reports a face."""
+    """Show ``image`` as a still camera would, until the page's live loop (whose detector
+    runs in the background) reports a face: labels on Recognize, a box on Enroll and Verify."""
 
     def seen() -> bool:
         feed(qtbot, page, image)
-        return bool(page.labels())
+        return bool(page.labels()) if hasattr(page, "labels") else bool(page.view.overlays())
 
     qtbot.waitUntil(seen, timeout=WAIT)
 
@@ -97,8 +112,9 @@ def idle(qtbot, window: MainWindow) -> None:
 def enroll_singer_from_frames(qtbot, window: MainWindow, frames: dict[int, np.ndarray]) -> None:
     page = window.enroll_page
     window.show_page(page)
-    page.capture_interval_s = 0.0
     page.name_edit.setText(SINGER)
+    start_stream(qtbot, page, frames[ENROLL_FRAMES[0]])
+    assert page.samples() == []  # nothing captured while not capturing
     page.capture_button.click()
     guidance = []
     for i in ENROLL_FRAMES:  # as a user would: hold on until enough good samples
@@ -219,6 +235,8 @@ def test_verify_accepts_enrolled_and_rejects_other_enrolled(qtbot, window, clip_
     qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=WAIT)
     page.set_claimed(SINGER)
     assert page.threshold() == pytest.approx(tau)
+    start_stream(qtbot, page, clip_frames[LATER_FRAMES[0]])
+    page.reset()  # the decision is made on the frames below
     for i in LATER_FRAMES:
         feed(qtbot, page, clip_frames[i])
     assert page.decision() == "ACCEPT", (page.scores(), tau)
@@ -228,3 +246,61 @@ def test_verify_accepts_enrolled_and_rejects_other_enrolled(qtbot, window, clip_
         feed(qtbot, page, clip_frames[i])
     assert page.decision() == "REJECT", (page.scores(), tau)
     assert page.fused_score() < tau
+
+
+def test_enroll_and_verify_decide_on_the_live_loops_tracked_faces(qtbot, window, clip_frames,
+                                                                  lfw_dir) -> None:
+    """Enroll and Verify run the same live loop as Recognize (tracking, embeddings reused):
+    Enroll's samples are fresh measurements of the tracked face, Verify scores the tracked
+    face's new embeddings only."""
+    page = window.enroll_page
+    enrolled: list = []  # the live loop's FrameResult of every Enroll frame
+    page.worker.resultReady.connect(lambda r: enrolled.append(r.value))
+    window.show_page(page)
+    page.name_edit.setText(SINGER)
+    start_stream(qtbot, page, clip_frames[ENROLL_FRAMES[0]])
+    recognizer = page.live_session().recognizer
+    assert recognizer.matcher is None  # no 1:K matching: the page decides on LiveFace.face
+    page.capture_button.click()
+    for i in ENROLL_FRAMES:
+        feed(qtbot, page, clip_frames[i])
+        if len(page.samples()) == N_SAMPLES:
+            break
+    assert len(page.samples()) == N_SAMPLES
+    assert page.live_session().recognizer is recognizer  # one loop for the whole stream
+    lives = [r for r in enrolled if r is not None]
+    fresh = {id(f.face) for r in lives for f in r.faces if f.fresh}
+    assert all(id(s.face) in fresh for s in page.samples())  # measured on their own frame
+    assert all(s.face.quality.ok for s in page.samples())
+    # while not capturing, a good face holds its measurement from frame to frame
+    n_faces = sum(len(r.faces) for r in lives)
+    assert sum(r.n_embedded for r in lives) < n_faces
+    with qtbot.waitSignal(page.saved, timeout=WAIT):
+        assert page.save(ask=False)
+    idle(qtbot, window)
+    enroll_other_from_files(qtbot, window, lfw_dir)
+    tau = calibrate(qtbot, window)
+
+    page = window.verify_page
+    verified: list = []  # the VerifyFrame of every Verify frame
+    page.worker.resultReady.connect(lambda r: verified.append(r.value))
+    window.show_page(page)
+    qtbot.waitUntil(lambda: page.person_combo.count() == 2, timeout=WAIT)
+    page.set_claimed(SINGER)
+    start_stream(qtbot, page, clip_frames[LIVE_FRAMES[0]])
+    page.reset()
+    verified.clear()
+    for i in LIVE_FRAMES[1:]:
+        feed(qtbot, page, clip_frames[i])
+    assert page.decision() == "ACCEPT", (page.scores(), tau)
+    frames = [v for v in verified if v is not None]
+    scored = [v for v in frames if v.result is not None]
+    assert len(frames) == len(LIVE_FRAMES) - 1
+    # every score is of the largest tracked face, embedded on that frame
+    for v in scored:
+        top = v.live.faces[0]
+        assert top.fresh and v.result.box == tuple(top.face.detection.box)
+        assert v.result.person == SINGER and v.result.threshold == pytest.approx(tau)
+    assert len(scored) >= 3  # the window filled from the first frames
+    assert len(scored) < len(frames)  # then the tracked face kept its embedding
+    assert page.scores() == pytest.approx([v.result.score for v in scored][-3:])

@@ -12,6 +12,7 @@ identity back.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from faceapp.services.live import LiveConfig
 from faceapp.types import AlignedFace, Detection, FaceImage
 from faceapp.vision.alignment import AlignmentTemplate
 from faceapp.vision.quality import FaceQuality
+from faceapp.vision.tracking import box_iou
 
 pytestmark = pytest.mark.gui
 
@@ -101,8 +103,15 @@ class FakePipeline:
         return out
 
     def analyze(self, image: np.ndarray) -> list[FakeFace]:
+        return self.faces_from_detections(image, self.detect(image))
+
+    def faces_from_detections(self, image: np.ndarray, detections: list[Detection]) -> list[FakeFace]:
+        """Each detection is face r of the frame whose box overlaps it most (the live loop
+        passes tracked detections); its quality comes from the frame's flags."""
+        rows = self.detect(image)
         faces = []
-        for r, det in enumerate(self.detect(image)):
+        for det in detections:
+            r = max(range(len(rows)), key=lambda i: box_iou(rows[i].box, det.box))
             person, variant, flags = (int(v) for v in image[r, 0])
             size = det.box[2] - det.box[0]
             crop = np.random.default_rng([person, variant]).integers(0, 255, (CROP, CROP, 3), dtype=np.uint8)
@@ -167,7 +176,8 @@ def window(qtbot, service, store):
         GuiSettings(camera="0", samples=3, window=3), store=store, service=service, camera_on=False
     )
     qtbot.addWidget(w)
-    w.recognize_page.set_live_config(FAKE_LIVE)
+    for page in (w.recognize_page, w.enroll_page, w.verify_page):
+        page.set_live_config(FAKE_LIVE)
     yield w
     w.shutdown()
 
@@ -206,6 +216,7 @@ def enroll(qtbot, window: MainWindow, name: str, person: int, n: int = 3) -> Non
 # --------------------------------------------------------------------------------- enroll
 def test_enroll_guidance(qtbot, window) -> None:
     page = window.enroll_page
+    page.remeasure_s = 0.0  # the advice follows every frame (the fake's blur has no motion)
     feed(qtbot, page, frame())
     assert page.guidance().startswith("No face")
     feed(qtbot, page, frame((1, 0), (2, 0)))
@@ -667,6 +678,10 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     service.set_privacy_policy(PrivacyPolicy(use="organisation"))
     page = window.enroll_page
     asked: list[str] = []
+    lookups: list[bool] = []  # the consent lookup reads the gallery: never in the GUI thread
+    required = service.consent_required
+    service.consent_required = lambda name: (  # type: ignore[method-assign]
+        lookups.append(threading.current_thread() is threading.main_thread()) or required(name))
     page.ask_consent = lambda name: asked.append(name)  # type: ignore[method-assign,assignment,return-value]
     window.show_page(page)
     page.capture_interval_s = 0.0
@@ -677,8 +692,9 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     while len(page.samples()) < 2:
         feed(qtbot, page, frame((1, variant)))
         variant += 1
-    assert not page.save(ask=False)  # cancelled: nothing saved
-    assert asked == ["Ann"] and service.list_people() == []
+    with qtbot.waitSignal(page.saveRefused, timeout=WAIT):  # the consent lookup runs on a pool thread
+        assert page.save(ask=False)
+    assert asked == ["Ann"] and service.list_people() == []  # cancelled: nothing saved
     def consent(name: str) -> Consent:
         asked.append(name)
         return Consent("lab door", "form 12")
@@ -690,6 +706,7 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
     assert service.consents("Ann")[0]["purpose"] == "lab door" and asked == ["Ann", "Ann"]
     enroll(qtbot, window, "Ann", person=1, n=2)  # more samples of Ann: no consent asked again
     assert asked == ["Ann", "Ann"]
+    assert lookups == [False, False, False]
 
 
 def test_recognize_keeps_showing_video_while_the_gallery_server_is_down(qtbot, store, pg_server,
@@ -706,7 +723,8 @@ def test_recognize_keeps_showing_video_while_the_gallery_server_is_down(qtbot, s
     w = MainWindow(GuiSettings(camera="0", samples=3, window=3), store=store, service=svc,
                    camera_on=False)
     qtbot.addWidget(w)
-    w.recognize_page.set_live_config(FAKE_LIVE)
+    for page in (w.recognize_page, w.enroll_page, w.verify_page):
+        page.set_live_config(FAKE_LIVE)
     try:
         enroll(qtbot, w, "Ann", person=1)
         page = w.recognize_page

@@ -133,6 +133,38 @@ def test_naive_config_detects_and_embeds_everything(pipeline, singer_gallery, fr
     assert all(f.fresh for r in results for f in r.faces)
 
 
+def test_without_a_matcher_tracked_faces_carry_the_embedding_they_were_decided_on(
+    pipeline, frames, refiner
+):
+    """No matcher (the Enroll and Verify pages): faces are tracked and embedded as usual,
+    each with the ``FaceEmbedding`` of its last embedding, as the pipeline makes it."""
+    live = LiveRecognizer(pipeline, None, LiveConfig(detect_every=5, async_detect=False), refiner=refiner)
+    results = [live.process(f) for f in frames[:12]]
+    faces = [f for r in results for f in r.faces]
+    assert len(faces) >= 10
+    assert sum(r.n_embedded for r in results) < len(faces)  # reuse, as with a matcher
+    for r, frame in zip(results, frames[:12], strict=True):
+        for f in r.faces:
+            assert f.person is None and f.candidates == () and not f.ambiguous
+            emb = f.face
+            assert emb is not None and emb.model_id == pipeline.model_id
+            assert emb.embedding.shape == (pipeline.embedding_dim,)
+            assert emb.quality is not None and emb.face_image is not None
+            assert emb.aligned.crop.shape[:2] == (pipeline.template.size,) * 2
+            if f.fresh:  # measured on this frame: what the pipeline makes of this detection
+                want = FacePipeline.faces_from_detections(pipeline, frame, [emb.detection])[0]
+                np.testing.assert_allclose(emb.embedding, want.embedding, atol=1e-5)
+                assert emb.quality.ok == want.quality.ok
+    # the same embedding object until the face is embedded again
+    by_track: dict[int, list] = {}
+    for f in faces:
+        by_track.setdefault(f.track_id, []).append(f)
+    for seq in by_track.values():
+        for a, b in itertools.pairwise(seq):
+            if not b.fresh:
+                assert b.face is a.face and b.embedded_frame == a.embedded_frame
+
+
 def test_threshold_changes_apply_at_once_without_reembedding(pipeline, singer_gallery, frames, refiner):
     live = LiveRecognizer(
         pipeline,

@@ -1,11 +1,17 @@
 """Enroll page: capture good samples of one person from the camera or from files, then save.
 
-The live loop runs ``service.analyze(frame)`` on the frame worker. Each result becomes
-guidance ("No face", "Move closer", "Hold still"...) and, while capturing, a sample when
-exactly one face passes the quality gate and stayed still since the previous frame.
-Duplicate names and faces that already match someone else are checked with
-``service.check_enrollment`` whenever the name or the samples change, and flagged
-before saving.
+Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`:
+detection every few frames, tracking in between, embedding only new or changed faces), on
+the frame worker, without 1:K matching. Each result becomes guidance ("No face", "Move
+closer", "Hold still"...) from the tracked face's latest measurement (its ``FaceEmbedding``:
+quality, aligned crop) and, while capturing, a sample when exactly one face is in view, was
+measured on this very frame, passes the quality gate and stayed still since the previous
+frame. The page asks the loop for a new measurement on the next frame when a sample is due
+(so every sample is measured on its own frame) and, at most every ``remeasure_s``, while the
+advice is not "Good" (so the guidance follows the face). Duplicate names and faces that
+already match someone else are checked with ``service.check_enrollment`` whenever the name
+or the samples change, and flagged before saving; whether the gallery needs the person's
+consent is asked on a pool thread when saving.
 """
 
 from __future__ import annotations
@@ -34,11 +40,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from faceapp.errors import FaceappError
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, describe_error
+from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
 
 if TYPE_CHECKING:
     from faceapp.services import Consent
@@ -75,8 +82,12 @@ class EnrollPage(Page):
     """Name + live capture (or files) -> thumbnails -> checks -> save.
 
     Signals: ``samplesChanged(int)``; ``warningsChanged(list)`` after each check;
-    ``saved(object)`` with the service's ``EnrollReport``; ``filesAdded(int, list)`` after
-    images were read (faces kept, problems).
+    ``saved(object)`` with the service's ``EnrollReport``; ``saveRefused(str)`` when a save
+    that :meth:`save` started did not happen (consent declined, the consent lookup
+    failed); ``filesAdded(int, list)`` after images were read (faces kept, problems).
+
+    ``live_config``: the ``services.live.LiveConfig`` of the live loop (``None``: its
+    defaults); change it with :meth:`set_live_config`.
     """
 
     title = "Enroll"
@@ -85,6 +96,7 @@ class EnrollPage(Page):
     samplesChanged = Signal(int)
     warningsChanged = Signal(list)
     saved = Signal(object)
+    saveRefused = Signal(str)
     filesAdded = Signal(int, list)
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
@@ -92,6 +104,8 @@ class EnrollPage(Page):
         self.setAcceptDrops(True)
         self.capture_interval_s = 0.4
         self.max_shift = 0.15  # "hold still": max box-centre move between frames, x face width
+        self.remeasure_s = 0.2  # while the advice is not "Good": a new measurement this often
+        self._last_remeasure = -1e9
         self._samples: list[Sample] = []
         self._warnings: list[str] = []
         self._capturing = False
@@ -101,6 +115,11 @@ class EnrollPage(Page):
         self._check_running = False
 
         self.worker = self.start_frame_worker(self._on_result)
+        self.loop = TrackedLoop(
+            self.worker,
+            lambda close: ctx.run_task(lambda _p, _s: close(), label="Closing the live loop"),
+            lambda session: self.worker.set_process(session.process),
+        )
 
         self.view = VideoView()
         self.name_edit = QLineEdit()
@@ -191,8 +210,20 @@ class EnrollPage(Page):
     def guidance(self) -> str:
         return self.view.banner()
 
+    @property
+    def live_config(self) -> Any:
+        return self.loop.config
+
+    def set_live_config(self, config: Any) -> None:
+        """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        self.loop.set_config(config)
+
+    def live_session(self) -> LiveSession | None:
+        """The live loop in use (``None`` until the first frame after a (re)configuration)."""
+        return self.loop.current
+
     def on_service_changed(self, service: Any) -> None:
-        self.worker.set_process(service.analyze if service is not None else None)
+        self.loop.retire()
         enabled = service is not None
         for w in (self.capture_button, self.add_files_button, self.save_button):
             w.setEnabled(enabled)
@@ -210,6 +241,8 @@ class EnrollPage(Page):
             on = False
         self._capturing = on
         self._last_box = None
+        if on:
+            self.loop.request_measure()  # the first sample is measured on its own frame
         self.capture_button.blockSignals(True)
         self.capture_button.setChecked(on)
         self.capture_button.setText("Stop capture" if on else "Start capture")
@@ -217,30 +250,50 @@ class EnrollPage(Page):
 
     def on_frame(self, frame: np.ndarray) -> None:
         self.view.set_frame(frame)
-        self.worker.submit(frame)
+        try:
+            session = self.loop.session(self.service)
+        except FaceappError as err:
+            self.view.set_banner(describe_error(err), BAD)
+            return
+        if session is not None:
+            self.worker.submit(frame)
 
     def on_camera_stopped(self) -> None:
+        self._new_stream()
         self.view.set_overlays([])
         self.view.set_banner("")
 
+    def activated(self) -> None:
+        # frames were missed while another page was shown: tracks are stale
+        self._new_stream()
+
+    def _new_stream(self) -> None:
+        self._last_box = None
+        self.loop.request_reset()
+
     def _on_result(self, result: FrameResult) -> None:
-        faces = list(result.value)
-        overlays: list[Overlay] = []
+        live = result.value
+        if live is None:  # processed by a session closed meanwhile
+            return
+        faces = list(live.faces)
         if not faces:
             self.view.set_overlays([])
             self.view.set_banner("No face: look at the camera", NEUTRAL)
             self._last_box = None
             return
         if len(faces) > 1:
-            self.view.set_overlays([Overlay(f.detection.box, "", BAD) for f in faces])
+            self.view.set_overlays([Overlay(tuple(f.box), "", BAD) for f in faces])
             self.view.set_banner("Several faces: only the person enrolling should be in view", BAD)
             self._last_box = None
+            self._remeasure()  # measured again once the person is alone
             return
-        face = faces[0]
-        box = tuple(face.detection.box)
+        tracked = faces[0]
+        face = tracked.face
+        box = tuple(tracked.box)
         quality = face.quality
         moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
         self._last_box = box
+        measure = False  # true when a sample is due: measure the face again on the next frame
         if not quality.ok:
             text, color = advice(quality.reasons[0]) if quality.reasons else "Low quality", BAD
         elif moved:
@@ -248,17 +301,30 @@ class EnrollPage(Page):
         elif self._capturing:
             text, color = "Good: capturing…", GOOD
             now = time.monotonic()
-            if now - self._last_capture >= self.capture_interval_s:
+            if tracked.fresh and now - self._last_capture >= self.capture_interval_s:
                 self._last_capture = now
                 self._add_sample(Sample(face, f"camera frame {result.seq}"))
                 if len(self._samples) >= self.target_spin.value():
                     self.set_capturing(False)
                     text = "Done: review the samples and save"
+            # the next sample is measured on the first frame after it is due
+            measure = self._capturing and time.monotonic() - self._last_capture >= self.capture_interval_s
         else:
             text, color = "Good: press Start capture", INFO
-        overlays.append(Overlay(box, "", color))
-        self.view.set_overlays(overlays)
+        if measure:
+            self.loop.request_measure()
+        elif color in (BAD, NEUTRAL):
+            self._remeasure()
+        # else: good and not capturing; the loop re-measures a moving or turning face itself
+        self.view.set_overlays([Overlay(box, "", color)])
         self.view.set_banner(text, color)
+
+    def _remeasure(self) -> None:
+        """Ask for a new measurement of the face unless one was asked for within ``remeasure_s``."""
+        now = time.monotonic()
+        if now - self._last_remeasure >= self.remeasure_s:
+            self._last_remeasure = now
+            self.loop.request_measure()
 
     # samples -----------------------------------------------------------------------------
     def _add_sample(self, sample: Sample) -> None:
@@ -413,7 +479,9 @@ class EnrollPage(Page):
 
     def save(self, *, ask: bool = True) -> bool:
         """Enroll the samples under the name (in the background). Returns false when
-        nothing was started (no name, no samples, or the user declined a warning)."""
+        nothing was started (no name, no samples, or the user declined a warning). A started
+        save first asks the gallery (on a pool thread) whether the person's consent is
+        needed; declining it ends with ``saveRefused`` instead of ``saved``."""
         service = self.service
         name = self.name_edit.text().strip()
         if service is None:
@@ -438,17 +506,15 @@ class EnrollPage(Page):
             and not self.confirm("Save anyway?", "\n".join(self._warnings) + "\n\nSave anyway?")
         ):
             return False
-        consent = None
-        if service.consent_required(name):  # an organisation's gallery, a new person
-            consent = self.ask_consent(name)
-            if consent is None:
-                self.ctx.show_error(f"{name} was not saved: this gallery records consent "
-                                    "before enrolling a new person.")
-                return False
         faces = [s.face for s in self._samples]
         sources = [s.source for s in self._samples]
         self.save_button.setEnabled(False)
         self.set_capturing(False)
+
+        def refuse(message: str) -> None:
+            self.ctx.show_error(message)
+            self._update_buttons()
+            self.saveRefused.emit(message)
 
         def done(report: Any) -> None:
             self.ctx.show_message(f"Saved {name}: {len(faces)} sample(s).")
@@ -458,11 +524,27 @@ class EnrollPage(Page):
             self.ctx.galleryChanged.emit()
             self.saved.emit(report)
 
+        def enroll(required: bool) -> None:
+            consent = None
+            if required:  # an organisation's gallery, a new person
+                consent = self.ask_consent(name)
+                if consent is None:
+                    refuse(f"{name} was not saved: this gallery records consent "
+                           "before enrolling a new person.")
+                    return
+            self.ctx.run_task(
+                lambda _p, _s: service.enroll_faces(name, faces, sources=sources, consent=consent),
+                label=f"Saving {name}",
+                on_result=done,
+                on_finished=self._update_buttons,
+            )
+
+        # the consent lookup reads the gallery: on a pool thread, never in the GUI thread
         self.ctx.run_task(
-            lambda _p, _s: service.enroll_faces(name, faces, sources=sources, consent=consent),
-            label=f"Saving {name}",
-            on_result=done,
-            on_finished=self._update_buttons,
+            lambda _p, _s: bool(service.consent_required(name)),
+            label=f"Checking consent for {name}",
+            on_result=enroll,
+            on_error=lambda err: refuse(f"{name} was not saved: {describe_error(err)}"),
         )
         return True
 
@@ -491,4 +573,5 @@ class EnrollPage(Page):
 
     def shutdown(self) -> None:
         self.set_capturing(False)
-        self.worker.stop()
+        self.worker.stop()  # no frame in flight any more: the live loop can close here
+        self.loop.shutdown()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,7 @@ from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import accepts, candidate_pairs, score_range
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, FrameStats, describe_error
+from faceapp.gui.workers import FrameResult, FrameStats, LiveSession, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -81,60 +80,6 @@ class LiveFrameStats(FrameStats):
         if self.detect_ms > 0:
             stages = f"detect {self.detect_ms:3.0f} · " + stages
         return f"{super().text()} · {stages} ms"
-
-
-class LiveSession:
-    """One :class:`faceapp.services.live.LiveRecognizer` driven by a frame worker (Qt-free).
-
-    The recognizer is only used from the worker's thread: :meth:`process` runs there, and
-    the GUI thread's requests (:meth:`request_reset`, :meth:`request_forget`) are applied
-    at the start of the next frame. τ is not the session's: the recognizer reads the
-    service's τ policy on every frame.
-    :meth:`close` waits for a frame in progress, then stops the recognizer's detection
-    thread; a closed session processes nothing (``process`` returns ``None``).
-    """
-
-    def __init__(self, recognizer: Any) -> None:
-        self.recognizer = recognizer
-        self._running = threading.Lock()  # held while a frame is processed
-        self._requests = threading.Lock()
-        self._reset = False
-        self._forget = False
-        self._closed = False
-
-    def process(self, frame: np.ndarray) -> Any:
-        """The recognizer's ``FrameResult`` for an ``(H, W, 3) uint8`` RGB frame (worker thread)."""
-        with self._running:
-            if self._closed:
-                return None
-            with self._requests:
-                reset, forget = self._reset, self._forget
-                self._reset = self._forget = False
-            if reset:
-                self.recognizer.reset()
-            elif forget:
-                self.recognizer.forget_decisions()
-            return self.recognizer.process(frame)
-
-    def request_reset(self) -> None:
-        """A new stream: forget every track before the next frame."""
-        with self._requests:
-            self._reset = True
-
-    def request_forget(self) -> None:
-        """The gallery changed: embed every face again on the next frame."""
-        with self._requests:
-            self._forget = True
-
-    def close(self) -> None:
-        """Stop the recognizer once no frame is in progress (blocks until then; idempotent)."""
-        with self._running:
-            self._closed = True
-            self.recognizer.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 class RecognizePage(Page):

@@ -1,11 +1,18 @@
 """Verify page (1:1): is the person in front of the camera who they claim to be?
 
-Each processed frame gives one score (``service.verify(name, frame, scorer=...)``); the
-decision is the median of the last few scores against τ, so one bad frame does not flip
-it. ACCEPT / REJECT is shown only once enough frames were scored.
+Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`:
+detection every few frames, tracking in between, embedding only new or changed faces), on
+the frame worker, without 1:K matching. Each new embedding of the largest tracked face is
+scored against the claimed person (``service.verify(name, face, scorer=...)``, the face
+being the loop's ``FaceEmbedding``); the decision is the median of the last few scores
+against τ, so one bad frame does not flip it. ACCEPT / REJECT is shown only once enough
+frames were scored. While the window is filling, the page asks the loop to measure the
+face again on every frame (a decision in a few frames); once full, a still face is re-scored
+when the loop re-embeds it (it moved or turned, or every ``unknown_refresh_every`` frames).
 
 With **Liveness check** on (Settings: on by default), an attempt is a
-:class:`~faceapp.liveness.verify.LiveVerifier` run instead: a random challenge is drawn, its
+:class:`~faceapp.liveness.verify.LiveVerifier` run instead, on the same live loop's tracked
+faces (no face follower of its own): a random challenge is drawn, its
 prompt drawn over the video (arrow / eye icon, text, one dot per action, countdown), the
 identity checked on the challenge frames, and ACCEPT shown only when identity and liveness
 both passed; REJECT lists what failed. *Start challenge* (Alt+S) begins a new attempt.
@@ -35,12 +42,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from faceapp.errors import NoFaceFound
+from faceapp.errors import FaceappError
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import ScoreWindow, accepts
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoView
-from faceapp.gui.workers import FrameResult
+from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
 
 if TYPE_CHECKING:  # the liveness stack (torch, MTCNN) is imported on first use, not at start-up
     from faceapp.liveness.verify import LiveVerifier
@@ -66,11 +73,14 @@ ARROWS = {"turn_left": "left", "turn_right": "right", "look_up": "up", "look_dow
 
 @dataclass(frozen=True)
 class VerifyFrame:
-    """What the worker returns for one frame: the service's ``VerifyResult`` (``None``
-    when the frame holds no face) and the probe's box, if the service reports one."""
+    """What the worker returns for one frame: the service's ``VerifyResult`` of the largest
+    tracked face (``None`` when the frame holds no face, or when that face was not embedded
+    again on this frame), its tracked box (``None``: no face) and the live loop's
+    ``FrameResult``."""
 
     result: Any
     box: tuple[float, float, float, float] | None
+    live: Any = None
 
 
 class VerifyPage(Page):
@@ -78,6 +88,9 @@ class VerifyPage(Page):
 
     Signals: ``decisionChanged(str, float)`` with ``"ACCEPT"``, ``"REJECT"`` or ``"…"``
     and the fused score.
+
+    ``live_config``: the ``services.live.LiveConfig`` of the live loop (``None``: its
+    defaults); change it with :meth:`set_live_config`.
     """
 
     title = "Verify"
@@ -89,9 +102,16 @@ class VerifyPage(Page):
         super().__init__(ctx, parent)
         self._window = ScoreWindow(ctx.settings.window)
         self._decision = WAITING
-        self._tau: float | None = None
 
         self.worker = self.start_frame_worker(self._on_result)
+        self.loop = TrackedLoop(
+            self.worker,
+            lambda close: ctx.run_task(lambda _p, _s: close(), label="Closing the live loop"),
+            lambda _session: self._install(),
+        )
+        self._claim: tuple[Any, str, str, float | None] | None = None  # service, name, scorer, τ
+        self._attempt: Callable[[LiveSession], Callable[[np.ndarray], Any]] | None = None
+        self._last_overlay = ("", NEUTRAL)
 
         self.view = VideoView()
         self.person_combo = QComboBox()
@@ -174,7 +194,9 @@ class VerifyPage(Page):
         return self._window.scores()
 
     def threshold(self) -> float | None:
-        return self._tau
+        """The τ decisions are judged against: the service's, shared with every page."""
+        scorer = self.scorer_combo.currentText()
+        return self.ctx.threshold(scorer, report=False) if self.service is not None and scorer else None
 
     def set_claimed(self, name: str) -> None:
         self.person_combo.setCurrentIndex(self.person_combo.findText(name))
@@ -182,8 +204,22 @@ class VerifyPage(Page):
     def set_scorer(self, scorer: str) -> None:
         self.scorer_combo.setCurrentIndex(self.scorer_combo.findText(scorer))
 
+    @property
+    def live_config(self) -> Any:
+        return self.loop.config
+
+    def set_live_config(self, config: Any) -> None:
+        """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        self.loop.set_config(config)
+        self._install()
+
+    def live_session(self) -> LiveSession | None:
+        """The live loop in use (``None`` until the first frame after a (re)configuration)."""
+        return self.loop.current
+
     # configuration ------------------------------------------------------------------------
     def on_service_changed(self, service: Any) -> None:
+        self.loop.retire()
         self.refill_scorers(self.scorer_combo)
         self.refresh_people()
 
@@ -234,7 +270,10 @@ class VerifyPage(Page):
         name = self.person_combo.currentText()
         scorer = self.scorer_combo.currentText()
         self._window.clear()
-        self._tau = self.ctx.threshold(scorer) if service is not None and scorer else None
+        tau = self.ctx.threshold(scorer) if service is not None and scorer else None
+        self._claim = None
+        self._attempt = None
+        self._last_overlay = ("", NEUTRAL)
         self._verifier = None
         self._live_result = None
         self.view.set_prompt(None)
@@ -247,30 +286,54 @@ class VerifyPage(Page):
         elif self.liveness_on():
             self._start_attempt(service, name, scorer)
         else:
-            tau = self._tau
-
-            def process(frame: np.ndarray) -> VerifyFrame:
-                try:
-                    result = service.verify(name, frame, scorer=scorer, threshold=tau, log_event=False,
-                                            largest=True)
-                except NoFaceFound:
-                    return VerifyFrame(None, None)
-                box = getattr(result, "box", None)
-                return VerifyFrame(result, tuple(box) if box is not None else None)
-
-            self.worker.set_process(process)
+            self._claim = (service, name, scorer)
+            self._install()
+            self.loop.request_measure()  # a new claim: the window fills from fresh measurements
             self.view.set_banner("")
-        if self._tau is None:
+        if tau is None:
             self.tau_label.setText("τ: not calibrated for this scorer (see Calibrate)")
         else:
-            self.tau_label.setText(f"τ = {self._tau:.4f} ({scorer})")
+            self.tau_label.setText(f"τ = {tau:.4f} ({scorer})")
         self._update_decision()
+
+    def _install(self) -> None:
+        """Put the current claim's (or liveness attempt's) processing on the live loop."""
+        session = self.loop.current
+        if session is None:
+            self.worker.set_process(None)  # built at the next frame (see on_frame)
+        elif self._attempt is not None:
+            self.worker.set_process(self._attempt(session))
+        elif self._claim is not None:
+            self.worker.set_process(self._verify_process(session, *self._claim))
+
+    @staticmethod
+    def _verify_process(session: LiveSession, service: Any, name: str, scorer: str
+                        ) -> Callable[[np.ndarray], VerifyFrame | None]:
+        """Score the live loop's largest tracked face, on each of its new embeddings."""
+
+        def process(frame: np.ndarray) -> VerifyFrame | None:
+            live = session.process(frame)
+            if live is None:  # processed by a session closed meanwhile
+                return None
+            if not live.faces:
+                return VerifyFrame(None, None, live)
+            top = live.faces[0]  # the largest
+            box = tuple(float(v) for v in top.box)
+            if not top.fresh:  # tracked, not embedded again: no new score
+                return VerifyFrame(None, box, live)  # type: ignore[arg-type]
+            # τ: the service's own (its τ policy), never a copy held by the page
+            result = service.verify(name, top.face, scorer=scorer, log_event=False)
+            return VerifyFrame(result, box, live)  # type: ignore[arg-type]
+
+        return process
 
     def reset(self) -> None:
         if self.liveness_on():
             self._reconfigure()
             return
         self._window.clear()
+        self._last_overlay = ("", NEUTRAL)
+        self.loop.request_measure()
         self._update_decision()
 
     # liveness -----------------------------------------------------------------------------
@@ -282,23 +345,30 @@ class VerifyPage(Page):
             self._reconfigure()
 
     def _start_attempt(self, service: Any, name: str, scorer: str) -> None:
-        from faceapp.liveness.session import draw_actions
+        from faceapp.liveness.session import draw_actions, tracked_faces
         from faceapp.liveness.verify import LiveVerifier
         from faceapp.vision.liveness import ChallengeConfig
 
         actions = self.liveness_actions if self.liveness_actions is not None else draw_actions("auto", None)
         config = self.liveness_config or ChallengeConfig(require_identity=True)
-        tau, clock = self._tau, self.liveness_clock
+        clock = self.liveness_clock
         holder: dict[str, LiveVerifier] = {}
 
-        def process(frame: np.ndarray) -> LiveStep:
-            # built on the worker thread at the first frame (loads MTCNN, the passive model)
-            if "v" not in holder:
-                holder["v"] = LiveVerifier(service, name, actions, scorer=scorer, threshold=tau,
-                                           config=config)
-            return LiveStep(holder["v"].process(frame, clock()))
+        def attempt(session: LiveSession) -> Callable[[np.ndarray], LiveStep | None]:
+            def process(frame: np.ndarray) -> LiveStep | None:
+                live = session.process(frame)  # the page's live loop follows the faces
+                if live is None:  # processed by a session closed meanwhile
+                    return None
+                # built on the worker thread at the first frame (loads the passive model)
+                if "v" not in holder:
+                    holder["v"] = LiveVerifier(service, name, actions, scorer=scorer,
+                                               config=config, tracked=True)  # the service's τ
+                return LiveStep(holder["v"].process(frame, clock(), tracked_faces(live)))
 
-        self.worker.set_process(process)
+            return process
+
+        self._attempt = attempt
+        self._install()
         self.view.set_banner("")
         self.view.set_prompt(Prompt("Look straight at the camera", "", 0, len(actions)))
         self.liveness_label.setText("Challenge: " + ", ".join(a.prompt.lower() for a in actions))
@@ -349,50 +419,65 @@ class VerifyPage(Page):
     # live loop ----------------------------------------------------------------------------
     def on_frame(self, frame: np.ndarray) -> None:
         self.view.set_frame(frame)
+        if self._claim is not None or self._attempt is not None:
+            try:
+                self.loop.session(self.service)
+            except FaceappError as err:
+                self.view.set_banner(describe_error(err), BAD)
+                return
         self.worker.submit(frame)
 
     def on_camera_stopped(self) -> None:
         self.view.set_overlays([])
+        self.loop.request_reset()
         self.reset()
 
     def _on_result(self, result: FrameResult) -> None:
         if isinstance(result.value, LiveStep):
             self._on_live_step(result.value.step)
             return
-        vf: VerifyFrame = result.value
-        if vf.result is None:
+        vf: VerifyFrame | None = result.value
+        if vf is None:
+            return
+        if vf.box is None:
             self.view.set_banner("No face: look at the camera", NEUTRAL)
             self.view.set_overlays([])
             return
         self.view.set_banner("")
+        if vf.result is None:  # the face was tracked, its last score stands
+            if len(self._window) < self._window.size:
+                self.loop.request_measure()
+            text, color = self._last_overlay
+            self.view.set_overlays([Overlay(vf.box, text, color)])
+            return
         score = float(vf.result.score)
-        if self._tau is None and getattr(vf.result, "threshold", None) is not None:
-            self._tau = float(vf.result.threshold)
         self._window.add(score)
+        if len(self._window) < self._window.size:
+            self.loop.request_measure()  # fill the window from the next frames
         self._update_decision()
-        if vf.box is not None:
-            ok = self._tau is not None and accepts(score, self._tau)
-            self.view.set_overlays([Overlay(vf.box, f"{score:.3f}", GOOD if ok else BAD)])
-        else:
-            self.view.set_overlays([])
+        tau = self.threshold()
+        ok = tau is not None and accepts(score, tau)
+        self._last_overlay = (f"{score:.3f}", GOOD if ok else BAD)
+        self.view.set_overlays([Overlay(vf.box, *self._last_overlay)])
 
     def _update_decision(self) -> None:
         if self.liveness_on():
             return  # the liveness attempt decides (see _on_live_step)
         n, size = len(self._window), self._window.size
         self.count_label.setText(f"{n} / {size} frames scored")
-        if not self._window.ready() or self._tau is None:
+        tau = self.threshold()
+        if not self._window.ready() or tau is None:
             decision, color = WAITING, "#999999"
             fused = self._window.fused()
             self.score_label.setText(
-                "Collecting frames…" if self._tau is not None else "No threshold for this scorer."
+                "Collecting frames…" if tau is not None else "No threshold for this scorer."
             )
         else:
             fused = self._window.fused()
-            ok = accepts(fused, self._tau)
+            ok = accepts(fused, tau)
             decision, color = (ACCEPT, "#2ecc71") if ok else (REJECT, "#e74c3c")
-            rel = "≥" if (fused >= self._tau) else "<"
-            self.score_label.setText(f"median score {fused:.4f} {rel} τ {self._tau:.4f}")
+            rel = "≥" if ok else "<"
+            self.score_label.setText(f"median score {fused:.4f} {rel} τ {tau:.4f}")
         self.decision_label.setText(decision)
         self.decision_label.setStyleSheet(f"color: {color};")
         if decision != self._decision:
@@ -401,6 +486,7 @@ class VerifyPage(Page):
 
     # life cycle ---------------------------------------------------------------------------
     def activated(self) -> None:
+        self.loop.request_reset()  # frames were missed while another page was shown
         self.reset()
 
     def drain(self) -> None:
@@ -408,4 +494,5 @@ class VerifyPage(Page):
         self.worker.start()
 
     def shutdown(self) -> None:
-        self.worker.stop()
+        self.worker.stop()  # no frame in flight any more: the live loop can close here
+        self.loop.shutdown()

@@ -9,6 +9,10 @@
   one frame: a frame that arrives while the previous one is still being processed is
   **dropped** (and counted), never queued, so results never lag behind the preview.
   Processed-frames-per-second, camera FPS and latency are published as :class:`FrameStats`.
+* :class:`LiveSession`: the live loop every live page runs on its frame worker (one
+  :class:`faceapp.services.live.LiveRecognizer`: detection every few frames, tracking in
+  between, embedding only new or changed faces); :func:`tracking_session` builds the one
+  of Enroll and Verify (no 1:K matching: they decide on each tracked face's embedding).
 
 All bookkeeping (busy flag, counters) happens in the GUI thread; the worker thread only
 runs the callable. The callables must not touch Qt objects.
@@ -366,3 +370,129 @@ class FrameWorker(QObject):
         self.failed += 1
         self.errorOccurred.emit(describe_error(err))  # type: ignore[arg-type]
         self.statsChanged.emit(self.stats())
+
+
+class LiveSession:
+    """One :class:`faceapp.services.live.LiveRecognizer` driven by a frame worker (Qt-free).
+
+    The recognizer is only used from the worker's thread: :meth:`process` runs there, and
+    the GUI thread's requests (:meth:`request_reset`, :meth:`request_forget`) are applied
+    at the start of the next frame. τ is not the session's: the recognizer reads the
+    service's τ policy on every frame.
+    :meth:`close` waits for a frame in progress, then stops the recognizer's detection
+    thread; a closed session processes nothing (``process`` returns ``None``).
+    """
+
+    def __init__(self, recognizer: Any) -> None:
+        self.recognizer = recognizer
+        self._running = threading.Lock()  # held while a frame is processed
+        self._requests = threading.Lock()
+        self._reset = False
+        self._forget = False
+        self._closed = False
+
+    def process(self, frame: np.ndarray) -> Any:
+        """The recognizer's ``FrameResult`` for an ``(H, W, 3) uint8`` RGB frame (worker thread)."""
+        with self._running:
+            if self._closed:
+                return None
+            with self._requests:
+                reset, forget = self._reset, self._forget
+                self._reset = self._forget = False
+            if reset:
+                self.recognizer.reset()
+            elif forget:
+                self.recognizer.forget_decisions()
+            return self.recognizer.process(frame)
+
+    def request_reset(self) -> None:
+        """A new stream: forget every track before the next frame."""
+        with self._requests:
+            self._reset = True
+
+    def request_forget(self) -> None:
+        """Embed every face again on the next frame (the gallery changed, or a page wants a
+        fresh measurement: Enroll before a sample, Verify while its window fills)."""
+        with self._requests:
+            self._forget = True
+
+    def close(self) -> None:
+        """Stop the recognizer once no frame is in progress (blocks until then; idempotent)."""
+        with self._running:
+            self._closed = True
+            self.recognizer.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def tracking_session(service: Any, config: Any = None) -> LiveSession:
+    """A live session on ``service``'s pipeline that tracks and embeds faces without 1:K
+    matching (``LiveFace.face`` is each face's latest ``FaceEmbedding``), for the Enroll and
+    Verify pages. ``config``: a ``services.live.LiveConfig`` (``None``: its defaults).
+    Raises the services' errors (e.g. no model loaded)."""
+    # imported here, not at the top: importing the GUI must not load torch
+    from faceapp.services.live import LiveConfig, LiveRecognizer
+
+    return LiveSession(LiveRecognizer(service.pipeline, None, config if config is not None else LiveConfig()))
+
+
+class TrackedLoop:
+    """The live session of a page that decides on the tracked faces itself (Enroll,
+    Verify), managed from the GUI thread.
+
+    :meth:`session` builds it on first use for a service (:func:`tracking_session` with
+    :attr:`config`) and calls ``on_new(session)`` so that the page installs its processing
+    callable on its worker; a new service or config retires the old session, which is closed
+    through ``close_later(fn)`` (a background task) once its frame in flight is done.
+    """
+
+    def __init__(self, worker: FrameWorker, close_later: Callable[[Callable[[], None]], None],
+                 on_new: Callable[[LiveSession], None]) -> None:
+        self.worker = worker
+        self.config: Any = None
+        self._close_later = close_later
+        self._on_new = on_new
+        self._service: Any = None
+        self._session: LiveSession | None = None
+
+    @property
+    def current(self) -> LiveSession | None:
+        return self._session
+
+    def session(self, service: Any) -> LiveSession | None:
+        """The session for ``service`` (``None``: no service); raises the services' errors."""
+        if service is not self._service:
+            self.retire()
+            self._service = service
+        if self._session is None and service is not None:
+            self._session = tracking_session(service, self.config)
+            self._on_new(self._session)
+        return self._session
+
+    def set_config(self, config: Any) -> None:
+        """Use ``config`` (a ``services.live.LiveConfig``, ``None`` = defaults) from the next frame."""
+        self.config = config
+        self.retire()
+
+    def retire(self) -> None:
+        old, self._session = self._session, None
+        self.worker.set_process(None)
+        if old is not None:
+            self._close_later(old.close)
+
+    def request_reset(self) -> None:
+        if self._session is not None:
+            self._session.request_reset()
+
+    def request_measure(self) -> None:
+        """Embed every tracked face again on the next frame."""
+        if self._session is not None:
+            self._session.request_forget()
+
+    def shutdown(self) -> None:
+        """Close the session now (the worker has stopped: no frame in flight)."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()

@@ -1,12 +1,15 @@
 """Liveness over a frame stream: follow the faces, run the challenge, collect passive cues,
 decide. Qt-free; the CLI and the GUI both drive a :class:`LivenessSession`.
 
-Per frame (:meth:`LivenessSession.process`): the :class:`FaceFollower` finds the faces
-(MTCNN every ``detect_every`` frames, O-Net refinement in between, box-IoU track ids); the
-largest face is the subject. Its head pose and eye openness feed the challenge (when
-there is one) together with every other face (second-face rule); every ``cue_every``-th
-frame its passive cues are computed; every ``identity_every``-th frame an optional
-identity callback (the gallery, in ``verify --liveness``) says ``match`` / ``mismatch``.
+Per frame (:meth:`LivenessSession.process`): the faces come from the caller's live loop
+(``faces``: the tracked faces of :class:`faceapp.services.live.LiveRecognizer`'s frame result,
+see :func:`tracked_faces`; the GUI's Verify page), or else from the session's own
+:class:`FaceFollower` (MTCNN every ``detect_every`` frames, O-Net refinement in between,
+box-IoU track ids; the CLI and the liveness calibration); the largest face is the subject.
+Its head pose and eye openness feed the challenge (when there is one) together with every
+other face (second-face rule); every ``cue_every``-th frame its passive cues are computed;
+every ``identity_every``-th frame an optional identity callback (the gallery, in
+``verify --liveness``) says ``match`` / ``mismatch``.
 :meth:`LivenessSession.finish` cuts the subject's frames into windows of the model's length,
 scores each (:class:`PassiveModel`), and the passive score is the median window score.
 """
@@ -19,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,7 +46,21 @@ from faceapp.vision.liveness.blink import eye_openness
 from faceapp.vision.liveness.passive import frame_cues
 from faceapp.vision.tracking import IouTracker, TrackerConfig
 
+if TYPE_CHECKING:
+    from faceapp.services.live import FrameResult
+
 IdentityFn = Callable[[np.ndarray, Detection], Identity]
+TrackedFace = tuple[int, Detection]
+"""(track id, detection in frame pixels) of one followed face."""
+
+
+def tracked_faces(result: FrameResult) -> list[TrackedFace]:
+    """The faces of a live-loop frame result as the session takes them: (track id, the
+    tracked box, O-Net's face probability and landmarks), largest first."""
+    return [
+        (f.track_id, Detection(box=f.box, score=f.detection_score, landmarks=f.landmarks))
+        for f in result.faces
+    ]
 
 
 class FaceFollower:
@@ -209,7 +227,8 @@ class LivenessSession:
 
     Args:
         model: the calibrated passive model (window length, cue sampling, threshold).
-        follower: face tracking (:meth:`FaceFollower.create`).
+        follower: face tracking (:meth:`FaceFollower.create`); ``None`` when the caller
+            passes each frame's tracked faces to :meth:`process` (its live loop follows them).
         actions: the challenge (``()`` = passive checks only).
         challenge_config: :class:`ChallengeConfig`.
         identity: optional ``(frame, detection) -> "match" | "mismatch" | "unknown"``, called
@@ -219,7 +238,7 @@ class LivenessSession:
             may stop feeding frames) once at least one window of passive cues is collected.
     """
 
-    def __init__(self, model: PassiveModel, follower: FaceFollower, actions: Sequence[Action] = (), *,
+    def __init__(self, model: PassiveModel, follower: FaceFollower | None, actions: Sequence[Action] = (), *,
                  challenge_config: ChallengeConfig = ChallengeConfig(), identity: IdentityFn | None = None,
                  identity_every: int = 10, mirrored: bool = False) -> None:
         self.model = model
@@ -244,14 +263,20 @@ class LivenessSession:
             return False
         return self.challenge.state.done and len(self.collector) * self.model.cue_every >= self.model.window
 
-    def process(self, frame: np.ndarray, t: float) -> FrameLiveness:
+    def process(self, frame: np.ndarray, t: float,
+                faces: Sequence[TrackedFace] | None = None) -> FrameLiveness:
         """Feed one frame taken at time ``t`` (seconds, non-decreasing).
 
         Args:
             frame: (H, W, 3) uint8 RGB.
+            faces: the frame's faces as the caller's live loop tracked them (largest first,
+                :func:`tracked_faces`); ``None``: the session's follower finds them.
         """
+        if faces is None:
+            if self.follower is None:
+                raise ValueError("this session has no face follower: pass the frame's tracked faces")
+            faces = self.follower.step(frame)
         self._frames += 1
-        faces = self.follower.step(frame)
         t0 = time.perf_counter()
         observations: list[FaceObservation] = []
         subject: tuple[int, Detection] | None = None

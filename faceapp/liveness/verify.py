@@ -18,7 +18,7 @@ import numpy as np
 
 from faceapp.config import default_model_path
 from faceapp.liveness.model import PassiveModel
-from faceapp.liveness.session import FaceFollower, FrameLiveness, LivenessResult, LivenessSession
+from faceapp.liveness.session import FaceFollower, FrameLiveness, LivenessResult, LivenessSession, TrackedFace
 from faceapp.nn.calibration import Calibration
 from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
 from faceapp.services import DISTANCE, FaceService
@@ -147,17 +147,20 @@ class LiveVerifier:
         actions: the challenge (e.g. :func:`faceapp.liveness.session.draw_actions`).
         max_frames: end the attempt after this many frames even if the challenge never
             ended (e.g. no face ever seen).
+        tracked: the caller passes each frame's tracked faces to :meth:`process` (from its
+            live loop, as the GUI's Verify page does): no follower of its own is built.
     """
 
     def __init__(self, service: FaceService, name: str, actions: Sequence[Action], *,
                  scorer: str = DISTANCE, threshold: float | None = None,
                  config: ChallengeConfig | None = None, model: PassiveModel | None = None,
-                 follower: FaceFollower | None = None, max_frames: int = 900) -> None:
+                 follower: FaceFollower | None = None, max_frames: int = 900,
+                 tracked: bool = False) -> None:
         self.checker = IdentityChecker(service, name, scorer=scorer, threshold=threshold)
         cfg = config if config is not None else ChallengeConfig(require_identity=True)
         self.session = LivenessSession(
             model if model is not None else PassiveModel.load(),
-            follower if follower is not None else FaceFollower.create(),
+            follower if follower is not None or tracked else FaceFollower.create(),
             actions, challenge_config=cfg, identity=self.checker,
         )
         self.max_frames = max_frames
@@ -167,13 +170,15 @@ class LiveVerifier:
     def actions(self) -> tuple[Action, ...]:
         return self.session.actions
 
-    def process(self, frame: np.ndarray, t: float) -> LiveVerifyStep:
-        """Feed one frame taken at ``t`` seconds; after the result, frames are ignored."""
+    def process(self, frame: np.ndarray, t: float,
+                faces: Sequence[TrackedFace] | None = None) -> LiveVerifyStep:
+        """Feed one frame taken at ``t`` seconds (and its tracked faces, see
+        :meth:`LivenessSession.process`); after the result, frames are ignored."""
         s = self.session
         if self.result is not None:
             state = s.challenge.state if s.challenge is not None else None
             return LiveVerifyStep(FrameLiveness(s.frames, None, state, 0.0), self.result)
-        fl = s.process(frame, t)
+        fl = s.process(frame, t, faces)
         passive_only_done = not self.actions and len(s.collector) * s.model.cue_every >= s.model.window
         if s.done or passive_only_done or s.frames >= self.max_frames:
             self.result = decide(self.checker, s.finish())

@@ -21,6 +21,13 @@ timings. It is fast on a CPU because it does as little as possible per frame:
    stored scores every frame, so a new τ (:meth:`LiveRecognizer.set_threshold`, or the
    service's τ changed anywhere) applies at once.
 
+Every tracked face also carries the :class:`~faceapp.nn.pipeline.FaceEmbedding` it was last
+embedded with (``LiveFace.face``: aligned crop, embedding, quality, face image, as
+``FacePipeline.faces_from_detections`` makes them), so that the other live pages decide on
+it themselves: Enroll keeps fresh, good ones as samples, Verify scores the largest one
+against the claimed person. Without a matcher (``matcher=None``) the loop only tracks and
+embeds (no 1:K decision, no candidates).
+
 ``LiveConfig.naive()`` switches every speed-up off (full-resolution detection and embedding
 of every face on every frame): the baseline of ``faceapp bench frame``.
 
@@ -59,9 +66,7 @@ from faceapp.services.results import RecognizedFace
 from faceapp.services.thresholds import finite_threshold
 from faceapp.types import Box, Detection, Point
 from faceapp.vision.alignment import align_face
-from faceapp.vision.face_image import extract_face_image
 from faceapp.vision.images import resize_max_side
-from faceapp.vision.quality import assess_quality, quality_crop
 from faceapp.vision.tracking import (
     IouTracker,
     Track,
@@ -162,7 +167,8 @@ class LiveFace:
     ``score >= threshold``, else ``None`` (Unknown); ``candidates``: up to top-k (name,
     score), best first; ``score``: the best candidate's score (``-inf`` for an empty
     gallery). ``embedded_frame``: index of the frame whose embedding gave this decision;
-    ``fresh``: that frame is this one.
+    ``fresh``: that frame is this one. ``face``: that embedding (``FaceEmbedding``: aligned
+    crop, embedding, quality and face image measured on frame ``embedded_frame``).
     """
 
     track_id: int
@@ -176,6 +182,7 @@ class LiveFace:
     ambiguous: bool
     embedded_frame: int
     fresh: bool
+    face: FaceEmbedding | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_known(self) -> bool:
@@ -367,6 +374,28 @@ class CacheMatcher:
             self.problem = str(err)
         else:
             self.problem = ""
+
+
+class NoMatcher:
+    """No 1:K matching: faces are tracked and embedded only (Enroll and Verify decide on
+    ``LiveFace.face`` themselves). Every face gets an empty result; τ is NaN (accepts none)."""
+
+    margin = 0.0
+
+    def threshold(self) -> float:
+        return math.nan
+
+    def set_threshold(self, value: float | None) -> None:
+        pass
+
+    def take_changes(self) -> bool:
+        return False
+
+    def match(self, faces: Sequence[FaceEmbedding]) -> list[RecognizedFace]:
+        return [_no_match(f) for f in faces]
+
+    def close(self) -> None:
+        pass
 
 
 class IndexMatcher:
@@ -578,6 +607,7 @@ class _Decision:
     frame: int
     box: Box
     landmarks: tuple[Point, ...]
+    face: FaceEmbedding
 
 
 @dataclass
@@ -601,7 +631,8 @@ class LiveRecognizer:
         pipeline: detector + encoder (``FacePipeline``); its detector and model are used as
             they are (not copied), so they may be shared with a ``FaceService``.
         matcher: where 1:K decisions come from (:class:`CacheMatcher`,
-            :class:`IndexMatcher`).
+            :class:`IndexMatcher`); ``None``: none (the faces are tracked and embedded,
+            with no candidates: the Enroll and Verify pages decide on ``LiveFace.face``).
         config: scheduling and geometry (:class:`LiveConfig`).
         refiner: the tracking step; default: :meth:`LandmarkRefiner.create` on the
             detector's device (built only when tracking is on).
@@ -613,14 +644,14 @@ class LiveRecognizer:
     def __init__(
         self,
         pipeline: FacePipeline,
-        matcher: Matcher,
+        matcher: Matcher | None,
         config: LiveConfig = LiveConfig(),
         *,
         refiner: LandmarkRefiner | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.matcher = matcher
+        self.matcher: Matcher = matcher if matcher is not None else NoMatcher()
         self.config = config
         if refiner is None and config.detect_every > 1:
             refiner = LandmarkRefiner.create(str(getattr(pipeline.detector, "device", "cpu")))
@@ -861,40 +892,37 @@ class LiveRecognizer:
     def _embed_and_match(
         self, frame: np.ndarray, index: int, todo: list[Track]
     ) -> tuple[float, float, float]:
+        """Embed the tracks' current detections in one pipeline call (align, embed,
+        quality: ``FacePipeline.faces_from_detections``) and match them. Returns (align_ms,
+        embed_ms, match_ms); alignment is timed inside ``embed_ms`` (one call does both),
+        ``align_ms`` is the fallback's, when a face's landmarks cannot be aligned."""
         t = time.perf_counter()
-        aligned = []
-        kept: list[Track] = []
-        for tr in todo:
-            try:
-                aligned.append(align_face(frame, tr.detection, self.pipeline.template))
-                kept.append(tr)
-            except (ValueError, np.linalg.LinAlgError):
-                log.debug("track %d: degenerate landmarks, not embedded", tr.track_id)
-        align_ms = _ms_since(t)
-        if not kept:
-            return align_ms, 0.0, 0.0
-        t = time.perf_counter()
-        emb = self.pipeline.embed_crops(np.stack([a.crop for a in aligned]))
+        align_ms = 0.0
+        kept: list[Track] = list(todo)
+        try:
+            faces = list(self.pipeline.faces_from_detections(frame, [tr.detection for tr in kept]))
+        except (ValueError, np.linalg.LinAlgError):
+            # a face with degenerate landmarks: find it, embed the others
+            kept = []
+            for tr in todo:
+                try:
+                    align_face(frame, tr.detection, self.pipeline.template)
+                    kept.append(tr)
+                except (ValueError, np.linalg.LinAlgError):
+                    log.debug("track %d: degenerate landmarks, not embedded", tr.track_id)
+            align_ms = _ms_since(t)
+            t = time.perf_counter()
+            faces = list(self.pipeline.faces_from_detections(frame, [tr.detection for tr in kept]))
         embed_ms = _ms_since(t)
+        if not kept:
+            return align_ms, embed_ms, 0.0
         self.stats.embedded_faces += len(kept)
         self.stats.embed_batches += 1
         t = time.perf_counter()
-        quality = self.pipeline.quality
-        faces = [
-            FaceEmbedding(
-                detection=tr.detection,
-                aligned=a,
-                embedding=e,
-                quality=assess_quality(tr.detection, quality_crop(frame, tr.detection), quality),
-                model_id=self.pipeline.model_id,
-                face_image=extract_face_image(frame, tr.detection),
-            )
-            for tr, a, e in zip(kept, aligned, emb, strict=True)
-        ]
         results = self.matcher.match(faces)
         now = time.perf_counter()
-        for tr, res in zip(kept, results, strict=True):
-            self._decisions[tr.track_id] = _Decision(res, index, tr.box, tr.detection.landmarks)
+        for tr, res, face in zip(kept, results, faces, strict=True):
+            self._decisions[tr.track_id] = _Decision(res, index, tr.box, tr.detection.landmarks, face)
             born = self._born.pop(tr.track_id, None)
             if born is not None:
                 self.stats.new_face_latency_ms.append((now - born) * 1000.0)
@@ -922,7 +950,19 @@ class LiveRecognizer:
             ambiguous=bool(ambiguous),
             embedded_frame=dec.frame,
             fresh=dec.frame == index,
+            face=dec.face,
         )
+
+
+def _no_match(face: FaceEmbedding) -> RecognizedFace:
+    """The decision of a loop without a matcher: no candidate, Unknown."""
+    return RecognizedFace(
+        box=tuple(face.detection.box),  # type: ignore[arg-type]
+        person=None,
+        score=-math.inf,
+        candidates=[],
+        ambiguous=False,
+    )
 
 
 def _ms_since(t: float) -> float:
