@@ -23,6 +23,7 @@ from faceapp.gui.settings import GuiSettings, SettingsStore
 from faceapp.nn.checkpoint import load_checkpoint
 from faceapp.nn.pipeline import FacePipeline
 from faceapp.services import FaceService
+from faceapp.services.live import NoMatcher
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.video import read_video_frames
 
@@ -260,7 +261,7 @@ def test_enroll_and_verify_decide_on_the_live_loops_tracked_faces(qtbot, window,
     page.name_edit.setText(SINGER)
     start_stream(qtbot, page, clip_frames[ENROLL_FRAMES[0]])
     recognizer = page.live_session().recognizer
-    assert recognizer.matcher is None  # no 1:K matching: the page decides on LiveFace.face
+    assert isinstance(recognizer.matcher, NoMatcher)  # no 1:K matching: the page decides on LiveFace.face
     page.capture_button.click()
     for i in ENROLL_FRAMES:
         feed(qtbot, page, clip_frames[i])
