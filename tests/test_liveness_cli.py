@@ -206,7 +206,7 @@ def test_the_same_face_check_tells_the_man_from_another_person(clips: Path, lfw_
     """What catches a face swapped in at the same place (the box track continues): the
     subject's embedding against the first one of the challenge, at the model's τ."""
     from faceapp.liveness.session import FaceFollower
-    from faceapp.liveness.verify import SameFaceChecker
+    from faceapp.services.liveness import SameFaceChecker
     from faceapp.vision.images import load_image
     from faceapp.vision.video import read_video_frames
 

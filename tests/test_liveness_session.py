@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from faceapp.liveness.model import PassiveModel
-from faceapp.liveness.session import LivenessSession, tracked_faces
+from faceapp.liveness.session import LivenessSession
 from faceapp.nn.checkpoint import load_checkpoint
 from faceapp.nn.pipeline import FacePipeline
 from faceapp.services.live import LandmarkRefiner, LiveConfig, LiveRecognizer
+from faceapp.services.liveness import tracked_faces
 from faceapp.vision.liveness import Action
 from faceapp.vision.video import read_video_frames
 

@@ -87,7 +87,7 @@ def add_verify_liveness_options(p: argparse.ArgumentParser) -> None:
 
 def verify_live(args: argparse.Namespace, open_service) -> int:  # type: ignore[no-untyped-def]
     """``verify NAME --camera SOURCE --liveness``: exit 0 ACCEPT, 1 REJECT."""
-    from faceapp.liveness.verify import IdentityChecker, decide
+    from faceapp.services.liveness import IdentityChecker, decide
 
     if args.camera is None or not args.liveness:
         raise FaceappError("camera verification needs both --camera SOURCE and --liveness")
@@ -198,7 +198,7 @@ def run_source(args: argparse.Namespace, session, *, prompts: bool):  # type: ig
 def _liveness(args: argparse.Namespace) -> int:
     identity = None
     if args.identity and args.challenge.strip().lower() != "none":
-        from faceapp.liveness.verify import SameFaceChecker
+        from faceapp.services.liveness import SameFaceChecker
 
         # the same person from the first to the last action: a face swapped in at the same
         # place keeps its box track, only its embedding tells

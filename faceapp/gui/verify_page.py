@@ -11,7 +11,7 @@ face again on every frame (a decision in a few frames); once full, a still face 
 when the loop re-embeds it (it moved or turned, or every ``unknown_refresh_every`` frames).
 
 With **Liveness check** on (Settings: on by default), an attempt is a
-:class:`~faceapp.liveness.verify.LiveVerifier` run instead, on the same live loop's tracked
+:class:`~faceapp.services.liveness.LiveVerifier` run instead, on the same live loop's tracked
 faces (no face follower of its own): a random challenge is drawn, its
 prompt drawn over the video (arrow / eye icon, text, one dot per action, countdown), the
 identity checked on the challenge frames, and ACCEPT shown only when identity and liveness
@@ -50,8 +50,7 @@ from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoVie
 from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
 
 if TYPE_CHECKING:  # the liveness stack (torch, MTCNN) is imported on first use, not at start-up
-    from faceapp.liveness.verify import LiveVerifier
-    from faceapp.vision.liveness import Action, ChallengeConfig
+    from faceapp.services.liveness import Action, ChallengeConfig, LiveVerifier
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ WAITING = "…"
 @dataclass(frozen=True)
 class LiveStep:
     """What the worker returns for one frame of a liveness attempt: the
-    :class:`~faceapp.liveness.verify.LiveVerifyStep`."""
+    :class:`~faceapp.services.liveness.LiveVerifyStep`."""
 
     step: Any
 
@@ -345,9 +344,7 @@ class VerifyPage(Page):
             self._reconfigure()
 
     def _start_attempt(self, service: Any, name: str, scorer: str) -> None:
-        from faceapp.liveness.session import draw_actions, tracked_faces
-        from faceapp.liveness.verify import LiveVerifier
-        from faceapp.vision.liveness import ChallengeConfig
+        from faceapp.services.liveness import ChallengeConfig, LiveVerifier, draw_actions, tracked_faces
 
         actions = self.liveness_actions if self.liveness_actions is not None else draw_actions("auto", None)
         config = self.liveness_config or ChallengeConfig(require_identity=True)

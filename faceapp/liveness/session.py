@@ -22,13 +22,11 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceapp.config import DetectorConfig
 from faceapp.liveness.model import PassiveModel, window_features
-from faceapp.services.live import LandmarkRefiner
 from faceapp.types import Detection
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.liveness import (
@@ -44,23 +42,12 @@ from faceapp.vision.liveness import (
 )
 from faceapp.vision.liveness.blink import eye_openness
 from faceapp.vision.liveness.passive import frame_cues
+from faceapp.vision.refine import LandmarkRefiner
 from faceapp.vision.tracking import IouTracker, TrackerConfig
-
-if TYPE_CHECKING:
-    from faceapp.services.live import FrameResult
 
 IdentityFn = Callable[[np.ndarray, Detection], Identity]
 TrackedFace = tuple[int, Detection]
 """(track id, detection in frame pixels) of one followed face."""
-
-
-def tracked_faces(result: FrameResult) -> list[TrackedFace]:
-    """The faces of a live-loop frame result as the session takes them: (track id, the
-    tracked box, O-Net's face probability and landmarks), largest first."""
-    return [
-        (f.track_id, Detection(box=f.box, score=f.detection_score, landmarks=f.landmarks))
-        for f in result.faces
-    ]
 
 
 class FaceFollower:

@@ -1,5 +1,6 @@
-"""Verify from a camera with liveness: ACCEPT only when the identity and the liveness both
-pass. Shared by ``faceapp verify NAME --camera SOURCE --liveness`` and the GUI.
+"""Verify from a camera with liveness (the service side of :mod:`faceapp.liveness`): ACCEPT
+only when the identity and the liveness both pass. Shared by ``faceapp verify NAME --camera
+SOURCE --liveness`` and the GUI (which reaches liveness only through this module).
 
 Identity is checked on challenge frames, on the tracked subject itself (its detection is
 embedded, not a fresh detection of the frame), on frames where the head is near frontal
@@ -13,17 +14,43 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceapp.config import default_model_path
 from faceapp.liveness.model import PassiveModel
-from faceapp.liveness.session import FaceFollower, FrameLiveness, LivenessResult, LivenessSession, TrackedFace
+from faceapp.liveness.session import (
+    FaceFollower,
+    FrameLiveness,
+    LivenessResult,
+    LivenessSession,
+    TrackedFace,
+    draw_actions,
+)
 from faceapp.nn.calibration import Calibration
 from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
-from faceapp.services import DISTANCE, FaceService
+from faceapp.nn.scoring import DISTANCE
+from faceapp.services.live import FrameResult
 from faceapp.types import Detection
 from faceapp.vision.liveness import Action, ChallengeConfig, DegenerateLandmarks, Identity, head_pose
+
+if TYPE_CHECKING:
+    from faceapp.services import FaceService
+
+__all__ = [
+    "Action",
+    "ChallengeConfig",
+    "IdentityChecker",
+    "LiveVerifier",
+    "LiveVerifyResult",
+    "LiveVerifyStep",
+    "SameFaceChecker",
+    "decide",
+    "draw_actions",
+    "frontal_faces",
+    "tracked_faces",
+]
 
 FRONTAL_DEG = 15.0
 """Identity is only checked on frames whose head yaw and pitch are within this (degrees)."""
@@ -40,6 +67,15 @@ def frontal_faces(pipeline: FacePipeline, frame: np.ndarray, det: Detection) -> 
     if abs(pose.yaw) > FRONTAL_DEG or abs(pose.pitch) > FRONTAL_DEG:
         return []
     return list(pipeline.faces_from_detections(frame, [det]))
+
+
+def tracked_faces(result: FrameResult) -> list[TrackedFace]:
+    """The faces of a live-loop frame result as the session takes them: (track id, the
+    tracked box, O-Net's face probability and landmarks), largest first."""
+    return [
+        (f.track_id, Detection(box=f.box, score=f.detection_score, landmarks=f.landmarks))
+        for f in result.faces
+    ]
 
 
 @dataclass
