@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from faceapp.errors import NoFaceFound
-from faceapp.gui.workers import FrameResult, FrameWorker, Task, TaskRunner
+from faceapp.gui.workers import FrameWorker, ProcessedFrame, Task, TaskRunner
 
 pytestmark = pytest.mark.gui
 
@@ -119,7 +119,7 @@ def test_frame_worker_drops_frames_while_busy(qtbot, frame_worker) -> None:
 
     worker = frame_worker(slow)
     frames = [np.full((4, 4, 3), i, dtype=np.uint8) for i in range(10)]
-    results: list[FrameResult] = []
+    results: list[ProcessedFrame] = []
     worker.resultReady.connect(results.append)
 
     assert worker.submit(frames[0]) is True
@@ -171,7 +171,7 @@ def test_frame_worker_discards_results_of_replaced_processor(qtbot, frame_worker
         return "old"
 
     worker = frame_worker(old)
-    results: list[FrameResult] = []
+    results: list[ProcessedFrame] = []
     worker.resultReady.connect(results.append)
     worker.submit(np.zeros((2, 2, 3), np.uint8))
     assert entered.wait(WAIT / 1000)

@@ -45,7 +45,7 @@ from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
+from faceapp.gui.workers import LiveSession, ProcessedFrame, TrackedLoop, describe_error
 
 if TYPE_CHECKING:
     from faceapp.services import Consent
@@ -271,7 +271,7 @@ class EnrollPage(Page):
         self._last_box = None
         self.loop.request_reset()
 
-    def _on_result(self, result: FrameResult) -> None:
+    def _on_result(self, result: ProcessedFrame) -> None:
         live = result.value
         if live is None:  # processed by a session closed meanwhile
             return

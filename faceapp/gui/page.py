@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QLineEdit, QMes
 
 from faceapp.gui.context import AppContext
 from faceapp.gui.video_view import BAD
-from faceapp.gui.workers import FrameResult, FrameStats, FrameWorker
+from faceapp.gui.workers import FrameStats, FrameWorker, ProcessedFrame
 
 
 class Page(QWidget):
@@ -101,7 +101,7 @@ class Page(QWidget):
         return self._stats
 
     # live frames --------------------------------------------------------------------------
-    def start_frame_worker(self, on_result: Callable[[FrameResult], None]) -> FrameWorker:
+    def start_frame_worker(self, on_result: Callable[[ProcessedFrame], None]) -> FrameWorker:
         """A started :class:`FrameWorker` owned by this page: its results go to
         ``on_result``, its errors to :meth:`_on_worker_error`, its statistics to
         :meth:`_on_stats`. Install the processing callable with ``set_process``."""

@@ -36,7 +36,7 @@ from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import accepts, candidate_pairs, score_range
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, VideoView
-from faceapp.gui.workers import FrameResult, FrameStats, LiveSession, describe_error
+from faceapp.gui.workers import FrameStats, LiveSession, ProcessedFrame, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class RecognizePage(Page):
             )
         super()._on_stats(stats)
 
-    def _on_result(self, result: FrameResult) -> None:
+    def _on_result(self, result: ProcessedFrame) -> None:
         live = result.value
         if live is None:  # processed by a session closed meanwhile
             return

@@ -47,7 +47,7 @@ from faceapp.gui.context import AppContext
 from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import ScoreWindow, accepts
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoView
-from faceapp.gui.workers import FrameResult, LiveSession, TrackedLoop, describe_error
+from faceapp.gui.workers import LiveSession, ProcessedFrame, TrackedLoop, describe_error
 
 if TYPE_CHECKING:  # the liveness stack (torch, MTCNN) is imported on first use, not at start-up
     from faceapp.services.liveness import Action, ChallengeConfig, LiveVerifier
@@ -429,7 +429,7 @@ class VerifyPage(Page):
         self.loop.request_reset()
         self.reset()
 
-    def _on_result(self, result: FrameResult) -> None:
+    def _on_result(self, result: ProcessedFrame) -> None:
         if isinstance(result.value, LiveStep):
             self._on_live_step(result.value.step)
             return

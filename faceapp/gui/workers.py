@@ -180,7 +180,7 @@ class TaskRunner(QObject):
 
 
 @dataclass(frozen=True)
-class FrameResult:
+class ProcessedFrame:
     """The outcome of processing one frame.
 
     ``frame``: the ``(H, W, 3) uint8`` RGB frame that was processed; ``value``: what the
@@ -241,7 +241,7 @@ class FrameWorker(QObject):
 
     ``process(frame) -> value`` is a Qt-free callable taking an ``(H, W, 3) uint8`` RGB
     array. :meth:`submit` returns ``False`` (and counts a drop) when the previous frame is
-    still being processed. Signals: ``resultReady(FrameResult)``,
+    still being processed. Signals: ``resultReady(ProcessedFrame)``,
     ``errorOccurred(str)``, ``statsChanged(FrameStats)``.
     """
 
@@ -361,7 +361,7 @@ class FrameWorker(QObject):
         if not self._finish(generation, latency):
             return
         self.processed += 1
-        self.resultReady.emit(FrameResult(seq, frame, value, latency))  # type: ignore[arg-type]
+        self.resultReady.emit(ProcessedFrame(seq, frame, value, latency))  # type: ignore[arg-type]
         self.statsChanged.emit(self.stats())
 
     def _on_failed(self, generation: int, _seq: int, err: object, latency: float) -> None:
