@@ -1,24 +1,17 @@
 """Enroll page: capture good samples of one person from the camera or from files, then save.
 
-Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`:
-detection every few frames, tracking in between, embedding only new or changed faces), on
-the frame worker, without 1:K matching. Each result becomes guidance ("No face", "Move
-closer", "Hold still"...) from the tracked face's latest measurement (its ``FaceEmbedding``:
-quality, aligned crop) and, while capturing, a sample when exactly one face is in view, was
-measured on this very frame, passes the quality gate and stayed still since the previous
-frame. The page asks the loop for a new measurement on the next frame when a sample is due
-(so every sample is measured on its own frame) and, at most every ``remeasure_s``, while the
-advice is not "Good" (so the guidance follows the face). Duplicate names and faces that
-already match someone else are checked with ``service.check_enrollment`` whenever the name
-or the samples change, and flagged before saving; whether the gallery needs the person's
-consent is asked on a pool thread when saving.
+Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`),
+without 1:K matching; :class:`~faceapp.gui.enroll_capture.CaptureGuide` turns each result into
+guidance and, while capturing, samples (fresh, good, still measurements of the one face in
+view). Duplicate names and faces that already match someone else are checked with
+``service.check_enrollment`` whenever the name or the samples change, and flagged before
+saving; whether the gallery needs the person's consent is asked on a pool thread when saving.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +36,7 @@ from PySide6.QtWidgets import (
 from faceapp.errors import FaceappError
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
+from faceapp.gui.enroll_capture import CaptureGuide, Sample
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
 from faceapp.gui.workers import LiveSession, ProcessedFrame, TrackedLoop, describe_error
@@ -55,27 +49,8 @@ log = logging.getLogger(__name__)
 THUMB = 72
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One face kept for enrolment: the service's ``FaceEmbedding`` and where it came from."""
-
-    face: Any
-    source: str
-
-
-def advice(reason: str) -> str:
-    """The user instruction in a quality reason ("too blurred (...): hold still" -> "Hold still")."""
-    _head, sep, tail = reason.rpartition(": ")
-    text = tail if sep else reason
-    return text[:1].upper() + text[1:]
-
-
-def box_center_shift(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    """Distance between two box centres, relative to the mean box width."""
-    ca = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
-    cb = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
-    width = max(1e-6, ((a[2] - a[0]) + (b[2] - b[0])) / 2)
-    return float(np.hypot(ca[0] - cb[0], ca[1] - cb[1]) / width)
+TONES = {"bad": BAD, "neutral": NEUTRAL, "good": GOOD, "info": INFO}
+"""The overlay and banner colour of each tone of :class:`~faceapp.gui.enroll_capture.Guidance`."""
 
 
 class EnrollPage(Page):
@@ -102,15 +77,11 @@ class EnrollPage(Page):
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(ctx, parent)
         self.setAcceptDrops(True)
-        self.capture_interval_s = 0.4
-        self.max_shift = 0.15  # "hold still": max box-centre move between frames, x face width
+        self.guide = CaptureGuide()  # advice and sample capture from the live frames
         self.remeasure_s = 0.2  # while the advice is not "Good": a new measurement this often
         self._last_remeasure = -1e9
         self._samples: list[Sample] = []
         self._warnings: list[str] = []
-        self._capturing = False
-        self._last_box: tuple[float, ...] | None = None
-        self._last_capture = 0.0
         self._check_pending = False
         self._check_running = False
 
@@ -201,7 +172,16 @@ class EnrollPage(Page):
         return list(self._warnings)
 
     def is_capturing(self) -> bool:
-        return self._capturing
+        return self.guide.capturing
+
+    @property
+    def capture_interval_s(self) -> float:
+        """At least this long between two captured samples."""
+        return self.guide.capture_interval_s
+
+    @capture_interval_s.setter
+    def capture_interval_s(self, value: float) -> None:
+        self.guide.capture_interval_s = float(value)
 
     def is_checking(self) -> bool:
         """A look-alike / duplicate-name check is scheduled or running."""
@@ -239,8 +219,8 @@ class EnrollPage(Page):
         if on and len(self._samples) >= self.target_spin.value():
             self.ctx.show_message("Enough samples already: remove some or raise the count.")
             on = False
-        self._capturing = on
-        self._last_box = None
+        self.guide.capturing = on
+        self.guide.new_stream()
         if on:
             self.loop.request_measure()  # the first sample is measured on its own frame
         self.capture_button.blockSignals(True)
@@ -268,56 +248,25 @@ class EnrollPage(Page):
         self._new_stream()
 
     def _new_stream(self) -> None:
-        self._last_box = None
+        self.guide.new_stream()
         self.loop.request_reset()
 
     def _on_result(self, result: ProcessedFrame) -> None:
         live = result.value
         if live is None:  # processed by a session closed meanwhile
             return
-        faces = list(live.faces)
-        if not faces:
-            self.view.set_overlays([])
-            self.view.set_banner("No face: look at the camera", NEUTRAL)
-            self._last_box = None
-            return
-        if len(faces) > 1:
-            self.view.set_overlays([Overlay(tuple(f.box), "", BAD) for f in faces])
-            self.view.set_banner("Several faces: only the person enrolling should be in view", BAD)
-            self._last_box = None
-            self._remeasure()  # measured again once the person is alone
-            return
-        tracked = faces[0]
-        face = tracked.face
-        box = tuple(tracked.box)
-        quality = face.quality
-        moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
-        self._last_box = box
-        measure = False  # true when a sample is due: measure the face again on the next frame
-        if not quality.ok:
-            text, color = advice(quality.reasons[0]) if quality.reasons else "Low quality", BAD
-        elif moved:
-            text, color = "Hold still", NEUTRAL
-        elif self._capturing:
-            text, color = "Good: capturing…", GOOD
-            now = time.monotonic()
-            if tracked.fresh and now - self._last_capture >= self.capture_interval_s:
-                self._last_capture = now
-                self._add_sample(Sample(face, f"camera frame {result.seq}"))
-                if len(self._samples) >= self.target_spin.value():
-                    self.set_capturing(False)
-                    text = "Done: review the samples and save"
-            # the next sample is measured on the first frame after it is due
-            measure = self._capturing and time.monotonic() - self._last_capture >= self.capture_interval_s
-        else:
-            text, color = "Good: press Start capture", INFO
-        if measure:
+        g = self.guide.step(live, result.seq, len(self._samples), self.target_spin.value())
+        if g.sample is not None:
+            self._add_sample(g.sample)
+        if g.done:
+            self.set_capturing(False)
+        if g.measure:
             self.loop.request_measure()
-        elif color in (BAD, NEUTRAL):
+        elif g.remeasure:
             self._remeasure()
-        # else: good and not capturing; the loop re-measures a moving or turning face itself
-        self.view.set_overlays([Overlay(box, "", color)])
-        self.view.set_banner(text, color)
+        color = TONES[g.tone]
+        self.view.set_overlays([Overlay(box, "", color) for box in g.boxes])  # type: ignore[arg-type]
+        self.view.set_banner(g.text, color)
 
     def _remeasure(self) -> None:
         """Ask for a new measurement of the face unless one was asked for within ``remeasure_s``."""

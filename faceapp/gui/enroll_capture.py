@@ -1,0 +1,115 @@
+"""What the Enroll page says and does for each frame of the live loop (Qt-free).
+
+:class:`CaptureGuide` looks at one ``FrameResult`` of the live loop and decides the advice
+shown over the video ("Hold still", "Look at the camera", "Good: capturing…"), whether the
+tracked face becomes a sample now (a fresh, good measurement, at most one per
+``capture_interval_s``), and whether the loop should measure the face again on the next
+frame. The page only draws and stores what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Tone = Literal["bad", "neutral", "good", "info"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One face kept for enrolment: the service's ``FaceEmbedding`` and where it came from."""
+
+    face: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """The outcome of one frame: ``text`` in ``tone`` over ``boxes`` (frame pixels);
+    ``sample`` to keep now (or ``None``); ``measure``: ask the loop for a new measurement
+    on the next frame (a sample is due); ``remeasure``: the same, rate-limited by the page
+    (the advice is not Good); ``done``: the target count is reached (capture stops)."""
+
+    text: str
+    tone: Tone
+    boxes: tuple[tuple[float, ...], ...] = ()
+    sample: Sample | None = None
+    measure: bool = False
+    remeasure: bool = False
+    done: bool = False
+
+
+def advice(reason: str) -> str:
+    """The user instruction in a quality reason ("too blurred (...): hold still" -> "Hold still")."""
+    _head, sep, tail = reason.rpartition(": ")
+    text = tail if sep else reason
+    return text[:1].upper() + text[1:]
+
+
+def box_center_shift(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Distance between two box centres, relative to the mean box width."""
+    ca = ((a[0] + a[2]) / 2, (a[1] + a[3]) / 2)
+    cb = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2)
+    width = max(1e-6, ((a[2] - a[0]) + (b[2] - b[0])) / 2)
+    return float(np.hypot(ca[0] - cb[0], ca[1] - cb[1]) / width)
+
+
+class CaptureGuide:
+    """Per-stream state of the Enroll page's capture (see the module docstring).
+
+    ``max_shift``: "hold still" above this box-centre move between frames (× face width);
+    ``capture_interval_s``: at least this long between two samples; ``clock``: seconds.
+    """
+
+    def __init__(self, *, max_shift: float = 0.15, capture_interval_s: float = 0.4,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_shift = max_shift
+        self.capture_interval_s = capture_interval_s
+        self.capturing = False
+        self._clock = clock
+        self._last_box: tuple[float, ...] | None = None
+        self._last_capture = 0.0
+
+    def new_stream(self) -> None:
+        """A new camera or video: the next face has no previous position."""
+        self._last_box = None
+
+    def step(self, live: Any, seq: int, n_samples: int, target: int) -> Guidance:
+        """The guidance for the live loop's ``FrameResult`` ``live`` (frame number ``seq``)
+        with ``n_samples`` kept of ``target``."""
+        faces = list(live.faces)
+        if not faces:
+            self._last_box = None
+            return Guidance("No face: look at the camera", "neutral")
+        if len(faces) > 1:
+            self._last_box = None
+            return Guidance("Several faces: only the person enrolling should be in view", "bad",
+                            tuple(tuple(f.box) for f in faces), remeasure=True)
+        tracked = faces[0]
+        box = tuple(tracked.box)
+        quality = tracked.face.quality
+        moved = self._last_box is not None and box_center_shift(self._last_box, box) > self.max_shift
+        self._last_box = box
+        if not quality.ok:
+            text = advice(quality.reasons[0]) if quality.reasons else "Low quality"
+            return Guidance(text, "bad", (box,), remeasure=True)
+        if moved:
+            return Guidance("Hold still", "neutral", (box,), remeasure=True)
+        if not self.capturing:
+            # good and not capturing: the loop re-measures a moving or turning face itself
+            return Guidance("Good: press Start capture", "info", (box,))
+        sample = None
+        done = False
+        now = self._clock()
+        if tracked.fresh and now - self._last_capture >= self.capture_interval_s:
+            self._last_capture = now
+            sample = Sample(tracked.face, f"camera frame {seq}")
+            done = n_samples + 1 >= target
+        text = "Done: review the samples and save" if done else "Good: capturing…"
+        # the next sample is measured on the first frame after it is due
+        due = not done and self._clock() - self._last_capture >= self.capture_interval_s
+        return Guidance(text, "good", (box,), sample=sample, measure=due, done=done)
