@@ -141,12 +141,7 @@ class EnrollPage(Page):
         side.addWidget(self.warning_label)
         side.addWidget(self.hint)
         side.addWidget(self.save_button)
-        panel = QWidget()
-        panel.setLayout(side)
-        panel.setMaximumWidth(380)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(panel)
+        self.lay_out_video_and_panel(self.view, side, 380)
 
         self._check_timer = QTimer(self)
         self._check_timer.setSingleShot(True)

@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QLabel, QLineEdit, QMessageBox, QWidget
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QMessageBox,
+    QWidget,
+)
 
 from faceapp.gui.context import AppContext
 from faceapp.gui.video_view import BAD
@@ -99,6 +108,16 @@ class Page(QWidget):
     def last_stats(self) -> FrameStats | None:
         """The live loop's latest statistics (``None`` before the first processed frame)."""
         return self._stats
+
+    def lay_out_video_and_panel(self, video: QWidget, side: QLayout, max_width: int) -> None:
+        """The live pages' layout: the video, stretching, with the ``side`` controls to its
+        right in a panel at most ``max_width`` pixels wide."""
+        panel = QWidget()
+        panel.setLayout(side)
+        panel.setMaximumWidth(max_width)
+        layout = QHBoxLayout(self)
+        layout.addWidget(video, 1)
+        layout.addWidget(panel)
 
     # live frames --------------------------------------------------------------------------
     def start_frame_worker(self, on_result: Callable[[ProcessedFrame], None]) -> FrameWorker:

@@ -21,7 +21,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QSlider,
@@ -133,12 +132,7 @@ class RecognizePage(Page):
         side.addWidget(self.count_label)
         side.addWidget(QLabel("Top candidates of the selected face (click a face):"))
         side.addWidget(self.table, 1)
-        panel = QWidget()
-        panel.setLayout(side)
-        panel.setMaximumWidth(360)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(panel)
+        self.lay_out_video_and_panel(self.view, side, 360)
 
         self.scorer_combo.currentTextChanged.connect(lambda _t: self._reconfigure())
         self.tau_slider.valueChanged.connect(self._on_slider)

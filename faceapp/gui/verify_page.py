@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -164,12 +163,7 @@ class VerifyPage(Page):
         side.addWidget(self.start_button)
         side.addWidget(self.reset_button)
         side.addStretch(1)
-        panel = QWidget()
-        panel.setLayout(side)
-        panel.setMaximumWidth(360)
-        layout = QHBoxLayout(self)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(panel)
+        self.lay_out_video_and_panel(self.view, side, 360)
 
         self.person_combo.currentTextChanged.connect(lambda _t: self._reconfigure())
         self.scorer_combo.currentTextChanged.connect(lambda _t: self._reconfigure())
