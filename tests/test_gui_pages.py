@@ -22,7 +22,7 @@ from fakes import FakeFace
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 
-from faceapp.config import QualityConfig
+from faceapp.config import DetectorConfig, QualityConfig
 from faceapp.gallery import open_database
 from faceapp.gallery.bundle import open_bundle
 from faceapp.gui.calibrate_page import ScoreSet
@@ -78,6 +78,7 @@ class FakePipeline:
         self.model = FakeModel("fake-gui-model")
         self.model_id = self.model.model_id
         self.detector = None
+        self.detector_config = DetectorConfig()
         self.quality = QualityConfig()
         self.template = AlignmentTemplate.for_size(CROP)
         self.embedding_dim = DIM

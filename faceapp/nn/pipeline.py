@@ -78,6 +78,11 @@ class FacePipeline:
         return self.model.embedding_dim
 
     @property
+    def detector_config(self) -> DetectorConfig:
+        """The detector's settings (device, stage thresholds, minimum face)."""
+        return self.detector.config
+
+    @property
     def input_size(self) -> int:
         """Side S of the model's (S, S, 3) input crops."""
         return self.model.encoder.input_size

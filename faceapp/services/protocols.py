@@ -13,6 +13,7 @@ import numpy as np
 from faceapp.types import AlignedFace, Detection, FaceImage
 
 if TYPE_CHECKING:
+    from faceapp.config import DetectorConfig
     from faceapp.vision.alignment import AlignmentTemplate
     from faceapp.vision.images import ImageInput
     from faceapp.vision.quality import FaceQuality
@@ -62,4 +63,16 @@ class Pipeline(Protocol):
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) uint8 crops -> (N, D) float32 unit-norm embeddings."""
+        ...
+
+
+class LivePipeline(Pipeline, Protocol):
+    """What the live loop needs on top: the detector's settings (device, stage thresholds)
+    and the embedding of given detections (:meth:`FacePipeline.faces_from_detections`)."""
+
+    @property
+    def detector_config(self) -> DetectorConfig: ...
+
+    def faces_from_detections(self, image: np.ndarray, detections: list[Detection]) -> list[Any]:
+        """Align, embed (one batch) and assess the given detections (:class:`AnalysedFace`)."""
         ...

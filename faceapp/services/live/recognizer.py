@@ -17,7 +17,7 @@ from faceapp.gallery.matching import (
     Candidate,
     Identification,
 )
-from faceapp.nn.pipeline import FaceEmbedding, FacePipeline
+from faceapp.nn.pipeline import FaceEmbedding
 from faceapp.services.results import RecognizedFace
 from faceapp.types import Box, Detection, Point
 from faceapp.vision.alignment import align_face
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from faceapp.services import FaceService
 from faceapp.services.live.config import FrameResult, LiveConfig, LiveFace, LiveStats, StageTimes
 from faceapp.services.live.matchers import CacheMatcher, Matcher, NoMatcher
+from faceapp.services.protocols import LivePipeline
 from faceapp.vision.refine import LandmarkRefiner
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class LiveRecognizer:
 
     def __init__(
         self,
-        pipeline: FacePipeline,
+        pipeline: LivePipeline,
         matcher: Matcher | None,
         config: LiveConfig = LiveConfig(),
         *,
@@ -83,9 +84,9 @@ class LiveRecognizer:
         self.matcher: Matcher = matcher if matcher is not None else NoMatcher()
         self.config = config
         if refiner is None and config.detect_every > 1:
-            refiner = LandmarkRefiner.create(str(getattr(pipeline.detector, "device", "cpu")))
+            refiner = LandmarkRefiner.create(pipeline.detector_config.device)
         self.refiner = refiner
-        thresholds = getattr(getattr(pipeline.detector, "config", None), "thresholds", (0.6, 0.7, 0.7))
+        thresholds = pipeline.detector_config.thresholds
         self._track_min_score = (
             float(config.track_min_score) if config.track_min_score is not None else float(thresholds[-1])
         )
