@@ -38,13 +38,17 @@ from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from faceapp.errors import GalleryError
-from faceapp.gallery.database import open_database, read_session, write_session
+from faceapp.gallery.database import DatabaseConfig, open_database, read_session, write_session
 from faceapp.gallery.matching import GalleryIndex, l2_normalize
 from faceapp.gallery.orm import Person
 from faceapp.gallery.repository import GalleryRepository
 from faceapp.gallery.server_search import ServerSearch, ServerSearchConfig
 
 logger = logging.getLogger(__name__)
+
+_IN_CLEAR = DatabaseConfig(field_encryption=False)
+"""In-server search needs the vectors in clear: these scratch galleries opt out of
+field-level encryption (a field-encrypted gallery is searched on the client)."""
 
 MODEL_ID = "bench-server"
 
@@ -122,7 +126,7 @@ def _fill(url: str, emb: np.ndarray, pids: np.ndarray) -> float:
     """Write people and templates through the gallery code; returns seconds."""
     n_people = int(pids[-1]) + 1
     t0 = time.perf_counter()
-    engine = open_database(url)
+    engine = open_database(url, _IN_CLEAR)
     try:
         with read_session(engine) as s:
             if s.execute(select(func.count(Person.id))).scalar():
@@ -150,7 +154,7 @@ def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
               ) -> dict[str, Any]:
     emb, pids, centres = realistic_gallery(n, dim, per_person, seed, base)
     fill_s = _fill(url, emb, pids)
-    engine = open_database(url)
+    engine = open_database(url, _IN_CLEAR)
     try:
         search = ServerSearch.open(engine, config)
         t0 = time.perf_counter()
@@ -171,7 +175,7 @@ def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
     # a new desktop: connect, prepare server search, first answer (no templates pulled)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    engine = open_database(url)
+    engine = open_database(url, _IN_CLEAR)
     try:
         search = ServerSearch.open(engine, config)
         with engine.connect() as conn:

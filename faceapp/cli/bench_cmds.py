@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--db", metavar="URL",
                    help="gallery: benchmark search inside this PostgreSQL server (pgvector HNSW) "
-                        "against the in-memory index; one scratch database per size is created "
+                        "against the in-memory index; encryption: field encryption on a gallery "
+                        "there vs one in clear. One scratch database per run is created "
                         "and dropped (the role needs CREATEDB)")
     p.add_argument("--sizes", metavar="N,N", default="100000",
                    help="gallery with --db: template counts (default 100000)")
@@ -116,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         quick=args.quick,
         max_frames=args.max_frames,
         config=config,
+        server_url=args.db if args.part == "encryption" else None,
     )
     text = json.dumps(result, indent=2, default=_jsonable)
     if args.out:
@@ -216,11 +218,16 @@ def _summary(r: dict[str, Any]) -> str:
     if "encryption" in r:
         c = r["encryption"]
         p, e = c["plain"], c["encrypted"]
-        lines.append(f"encryption ({c['templates']:,} templates, {c['people_enrolled']} LFW people; "
-                     f"encrypted vs plaintext gallery, seconds; KDF {c['kdf']})")
+        sq = c.get("sqlcipher_only")
+        lines.append(f"encryption ({c.get('backend', 'sqlite')}, {c['templates']:,} templates, "
+                     f"{c['people_enrolled']} LFW people; seconds, encrypted (default: per-person "
+                     "field keys" + (" + SQLCipher" if sq else "") + ") vs plaintext"
+                     + (" [vs SQLCipher only]" if sq else "") + f"; KDF {c['kdf']})")
         for key in ("open_rows", "open_snapshot", "enroll", "verify", "recognize", "delete",
                     "end_to_end"):
-            lines.append(f"  {key:<14}: {e[key + '_s']} vs {p[key + '_s']} (x{c['ratio_' + key]})")
+            extra = (f" [{sq[key + '_s']}, x{c['fields_ratio_' + key]}]" if sq else "")
+            lines.append(f"  {key:<14}: {e[key + '_s']} vs {p[key + '_s']} (x{c['ratio_' + key]})"
+                         + extra)
         lines.append(f"  face analysis : {c['face_analysis_s']} s (the same for both; in end_to_end); "
                      f"passphrase KDF {c['kdf_s']} s (in each encrypted open; none with a keyring)")
         lines.append(f"  within target : {c['within_target']} (end to end <= x{c['target_ratio']})")

@@ -284,18 +284,34 @@ def new_person_key(session: Session, cipher: FieldCipher, person: Person) -> byt
     return key
 
 
-def person_keys(session: Session, cipher: FieldCipher, person_ids: Iterable[int]) -> dict[int, bytes]:
-    """person id -> data key, for the people ``person_ids``."""
+def person_keys(session: Session, cipher: FieldCipher, person_ids: Iterable[int], *,
+                create_missing: bool = False) -> dict[int, bytes]:
+    """person id -> data key, for the people ``person_ids``. ``create_missing``: a person
+    without a key (a row written by bulk SQL, e.g. a benchmark's) gets one now."""
     wanted = sorted({int(p) for p in person_ids})
     out: dict[int, bytes] = {}
+    keyless: list[int] = []
     for start in range(0, len(wanted), 500):
         chunk = wanted[start : start + 500]
         rows = _conn(session).execute(select(Person.id, Person.key_wrapped, Person.key_epoch)
                                       .where(Person.id.in_(chunk))).all()
         for pid, wrapped, epoch in rows:
             if wrapped is None or epoch is None:
-                raise GalleryError(f"person {pid} has no key in a field-encrypted gallery")
+                keyless.append(int(pid))
+                continue
             out[int(pid)] = cipher.person_key(int(pid), bytes(wrapped), int(epoch))
+    if keyless:
+        if not create_missing:
+            raise GalleryError(f"person {keyless[0]} has no key in a field-encrypted gallery")
+        from sqlalchemy import bindparam
+
+        epoch = current_epoch(session, share=True)
+        values = []
+        for pid in keyless:
+            out[pid] = key = random_key()
+            values.append({"pid": pid, "w": cipher.wrap_person_key(pid, key, epoch), "e": epoch})
+        _conn(session).execute(update(Person).where(Person.id == bindparam("pid"))
+                               .values(key_wrapped=bindparam("w"), key_epoch=bindparam("e")), values)
     missing = set(wanted) - set(out)
     if missing:
         raise GalleryError(f"no person with id {min(missing)} in the gallery")

@@ -131,7 +131,7 @@ class TemplateQueries:
         tids: list[int] | None = None
         cipher = fieldcrypt.cipher_of(self.session)
         if cipher is not None and n:
-            keys = fieldcrypt.person_keys(self.session, cipher, pids.tolist())
+            keys = fieldcrypt.person_keys(self.session, cipher, pids.tolist(), create_missing=True)
             tids = self._allocate_template_ids(n)
             blobs = [cipher.seal(keys[int(p)], fieldcrypt.EMBEDDING, t, int(p), b)
                      for t, p, b in zip(tids, pids.tolist(), blobs, strict=True)]
