@@ -119,8 +119,8 @@ def _ad(key_id: str, what: str) -> bytes:
 # ---------------------------------------------------------------------- key file entry
 class KeyStore:
     """The ``fields`` entry of a key file: ``W_e`` wrapped by ``root`` (derived from the key
-    file's data key), with its epoch. Updates are serialised by a lock file and never move
-    the epoch back."""
+    file's data key), with its epoch. Updates are serialised by a lock on the key file's
+    folder and never move the epoch back."""
 
     def __init__(self, key_file: Path, root: bytes) -> None:
         self.path = key_file
@@ -128,8 +128,8 @@ class KeyStore:
 
     @contextlib.contextmanager
     def _locked(self):  # type: ignore[no-untyped-def]
-        lock = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        # the key file is replaced by a rename, so the lock is on its folder (no lock file)
+        fd = os.open(self.path.parent, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
