@@ -227,6 +227,8 @@ class FieldCipher:
                      _ad(self.key_id, f"person.key/p{person_id}/e{epoch}"))
         if len(key) != KEY_BYTES:
             raise IntegrityError(f"person {person_id}: malformed key")
+        if len(self._people) >= _MAX_CACHED_KEYS:  # entries of older wraps pile up
+            self._people.clear()
         self._people[(person_id, bytes(wrapped))] = key
         return key
 
@@ -241,6 +243,9 @@ class FieldCipher:
     def open(self, key: bytes, what: str, template_id: int, person_id: int, blob: bytes) -> bytes:
         return unseal(key, bytes(blob), _ad(self.key_id, f"{what}/t{template_id}/p{person_id}"))
 
+
+_MAX_CACHED_KEYS = 1_000_000
+"""Unwrapped person keys kept in memory (by person and wrap; a ratchet re-wraps everyone)."""
 
 EMBEDDING = "face_template.embedding"
 CROP = "face_crop.png"
