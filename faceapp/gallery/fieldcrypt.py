@@ -48,6 +48,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import event, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
@@ -56,6 +58,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 from faceapp.errors import GalleryError, KeyUnavailable
 from faceapp.gallery.crypto import (
     KEY_BYTES,
+    MAGIC,
+    NONCE_BYTES,
     IntegrityError,
     random_key,
     seal,
@@ -181,6 +185,7 @@ class FieldCipher:
         self._first = epoch
         self._w: dict[int, bytes] = {epoch: w}
         self._people: dict[tuple[int, bytes], bytes] = {}
+        self._aeads: dict[bytes, AESGCM] = {}
 
     # keys of epochs
     def field_key(self, epoch: int) -> bytes:
@@ -234,14 +239,38 @@ class FieldCipher:
 
     def forget_person(self, person_id: int) -> None:
         for k in [k for k in self._people if k[0] == person_id]:
-            del self._people[k]
+            self._aeads.pop(self._people.pop(k), None)
 
     # values
+    def _aead(self, key: bytes) -> AESGCM:
+        aead = self._aeads.get(key)
+        if aead is None:
+            if len(self._aeads) >= _MAX_CACHED_KEYS:
+                self._aeads.clear()
+            aead = self._aeads[key] = AESGCM(key)
+        return aead
+
     def seal(self, key: bytes, what: str, template_id: int, person_id: int, data: bytes) -> SealedField:
-        return SealedField(seal(key, data, _ad(self.key_id, f"{what}/t{template_id}/p{person_id}")))
+        """``MAGIC | nonce | ciphertext | tag`` (:func:`faceapp.gallery.crypto.seal`'s format, a
+        fresh random nonce) bound to the row's ids."""
+        nonce = os.urandom(NONCE_BYTES)
+        return SealedField(MAGIC + nonce + self._aead(key).encrypt(
+            nonce, data, _ad(self.key_id, f"{what}/t{template_id}/p{person_id}")))
 
     def open(self, key: bytes, what: str, template_id: int, person_id: int, blob: bytes) -> bytes:
-        return unseal(key, bytes(blob), _ad(self.key_id, f"{what}/t{template_id}/p{person_id}"))
+        """The plaintext of :meth:`seal`; :class:`IntegrityError` for another row's, person's
+        or gallery's ciphertext, or a changed byte. (One AES-GCM object per person key is
+        kept: building it costs more than opening a 512-byte value.)"""
+        aead = self._aead(key)
+        raw = bytes(blob)
+        head = len(MAGIC) + NONCE_BYTES
+        if not raw.startswith(MAGIC) or len(raw) < head + 16:
+            raise IntegrityError("not an encrypted field")
+        try:
+            return aead.decrypt(raw[len(MAGIC) : head], raw[head:],
+                                _ad(self.key_id, f"{what}/t{template_id}/p{person_id}"))
+        except InvalidTag:
+            raise IntegrityError("wrong key or modified data (authentication failed)") from None
 
 
 _MAX_CACHED_KEYS = 1_000_000
