@@ -309,6 +309,10 @@ def test_migrate_encrypts_the_fields_of_an_existing_server_gallery(pg_url, capsy
         engine.dispose()
     assert main(["keys", "migrate", "--db", pg_url]) == 0
     assert "nothing to do" in capsys.readouterr().out
+    assert main(["keys", "status", "--db", pg_url, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["field_encryption"] is True and status["source"] == "passphrase"
+    assert status["key_file"].endswith(".keys")
 
 
 def test_migrate_encrypts_the_fields_of_an_older_sqlite_gallery(tmp_path, capsys):

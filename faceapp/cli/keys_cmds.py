@@ -1,7 +1,9 @@
-"""``faceapp keys status|rotate|migrate``: the encryption keys of a SQLite gallery.
+"""``faceapp keys status|rotate|migrate``: the encryption keys of a gallery.
 
 * ``status``: is the gallery encrypted, and where its key-encryption key comes from (OS
-  keyring or passphrase, KDF parameters); never prints a secret.
+  keyring or passphrase, KDF parameters); never prints a secret. For a server gallery
+  (``--db URL``): its field encryption, and the client-side key file to copy to another
+  desktop.
 * ``rotate``: re-wraps the data key with a new passphrase (``$FACEAPP_NEW_PASSPHRASE`` or a
   prompt) or a new keyring secret (``--to keyring|passphrase`` switches). The current
   passphrase is checked first: a wrong one changes nothing.
@@ -61,9 +63,43 @@ def _print(args: argparse.Namespace, data: dict[str, object], text: str) -> None
     print(json.dumps(data, indent=2) if args.json else text)
 
 
+def _server_status(args: argparse.Namespace, url: str) -> int:
+    """A server gallery: its field encryption, and the client-side key file to copy to
+    another desktop."""
+    from sqlalchemy import text
+
+    from faceapp.gallery.database import DatabaseConfig, open_database
+    from faceapp.gallery.fieldcrypt import cipher_of
+    from faceapp.gallery.keys import key_status
+
+    engine = open_database(url, DatabaseConfig(create=False, field_encryption=False))
+    try:
+        cipher = cipher_of(engine)
+        if cipher is None:
+            _print(args, {"field_encryption": False},
+                   "templates and crops are NOT field-encrypted on the server; run `faceapp keys "
+                   "migrate --db URL` to encrypt them with per-person keys")
+            return 0
+        with engine.connect() as conn:
+            epoch = int(conn.execute(text("SELECT epoch FROM gallery_key")).scalar() or 0)
+        base = cipher.store.path.with_name(cipher.store.path.name.removesuffix(".keys"))
+        status = key_status(base)
+    finally:
+        engine.dispose()
+    _print(args, {"field_encryption": True, "epoch": epoch} | status.to_dict(),
+           f"templates and crops field-encrypted with per-person keys (ratchet epoch {epoch}); "
+           f"key file on this desktop: {status.key_file} (key-encryption key from the "
+           f"{status.source}); copy it to every desktop that uses this gallery")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
+    from faceapp.gallery.database import is_sqlite
     from faceapp.services.governance import key_report
 
+    url = resolve_paths(db=args.db).db_url
+    if not is_sqlite(url):
+        return _server_status(args, url)
     report = key_report(_db_file(args))
     _print(args, report.to_dict(), report.text())
     return 0
