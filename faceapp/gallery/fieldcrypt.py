@@ -315,6 +315,7 @@ def new_person_key(session: Session, cipher: FieldCipher, person: Person) -> byt
     person.key_wrapped = cipher.wrap_person_key(int(person.id), key, epoch)
     person.key_epoch = epoch
     cipher._people[(int(person.id), bytes(person.key_wrapped))] = key
+    session.flush()  # the key reads below go to the connection, past the unit of work
     return key
 
 
