@@ -377,3 +377,49 @@ def test_opting_out_keeps_fields_in_clear_for_server_search(pg_url, monkeypatch)
         assert server_search_available(engine).available
     finally:
         engine.dispose()
+
+
+def test_an_enrolment_and_a_deletion_at_once_lose_no_key(pg_url):
+    """A new person wrapped by the field key while another desktop ratchets it: the deletion
+    waits for the enrolment (or the other way round), so every key is wrapped by the
+    current epoch and everyone stays readable."""
+    import threading
+
+    first = open_database(pg_url)
+    second = open_database(pg_url)
+    try:
+        enrol(first, "Ann", 1)
+        enrol(first, "Bob", 2)
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def delete_bob() -> None:
+            try:
+                with write_session(second) as s:
+                    GalleryRepository(s).delete_person("Bob")
+            except BaseException as err:  # reported below
+                errors.append(err)
+            finally:
+                done.set()
+
+        ts = templates(3)
+        with write_session(first) as s:  # the new person's key is wrapped, not yet committed
+            repo = GalleryRepository(s)
+            cy = repo.add_person("Cy")
+            repo.add_templates(cy, ts)
+            thread = threading.Thread(target=delete_bob)
+            thread.start()
+            assert not done.wait(1.0)  # the ratchet waits for this enrolment
+        thread.join(30)
+        assert done.is_set() and not errors
+        with first.connect() as conn:
+            epochs = dict(conn.execute(text("SELECT name, key_epoch FROM person")).all())
+            live = conn.execute(text("SELECT epoch FROM gallery_key")).scalar()
+        assert epochs == {"Ann": live, "Cy": live} and live == 1
+        for engine in (first, second, open_database(pg_url)):
+            with read_session(engine) as s:
+                rows = GalleryRepository(s).index_rows(MODEL)
+            assert rows.embeddings.shape == (4, DIM)
+    finally:
+        first.dispose()
+        second.dispose()
