@@ -268,7 +268,7 @@ def test_a_server_desktop_without_the_key_file_is_told_what_to_do(pg_url, monkey
         open_database(pg_url)
 
 
-def test_migrate_encrypts_the_fields_of_an_existing_server_gallery(pg_url, capsys):
+def test_migrate_encrypts_the_fields_of_an_existing_server_gallery(pg_url, capsys, monkeypatch):
     from faceapp.gallery.server_search import ServerSearch
 
     engine = open_database(pg_url, DatabaseConfig(field_encryption=False))
@@ -313,6 +313,16 @@ def test_migrate_encrypts_the_fields_of_an_existing_server_gallery(pg_url, capsy
     status = json.loads(capsys.readouterr().out)
     assert status["field_encryption"] is True and status["source"] == "passphrase"
     assert status["key_file"].endswith(".keys")
+    monkeypatch.setenv("FACEAPP_NEW_PASSPHRASE", "a new one")
+    assert main(["keys", "rotate", "--db", pg_url]) == 0
+    assert "re-wrapped by the passphrase" in capsys.readouterr().out
+    monkeypatch.setenv("FACEAPP_PASSPHRASE", "a new one")
+    engine = open_database(pg_url)
+    try:
+        with read_session(engine) as s:
+            assert GalleryRepository(s).crops(ids)[ids[0]] == ts[0].crop_png
+    finally:
+        engine.dispose()
 
 
 def test_migrate_encrypts_the_fields_of_an_older_sqlite_gallery(tmp_path, capsys):

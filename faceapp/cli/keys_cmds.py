@@ -6,7 +6,8 @@
   desktop.
 * ``rotate``: re-wraps the data key with a new passphrase (``$FACEAPP_NEW_PASSPHRASE`` or a
   prompt) or a new keyring secret (``--to keyring|passphrase`` switches). The current
-  passphrase is checked first: a wrong one changes nothing.
+  passphrase is checked first: a wrong one changes nothing. For a server gallery: the key
+  file on this desktop.
 * ``migrate``: encrypts a plaintext gallery in place, atomically (close the app first), then
   gives its templates field-level encryption with per-person keys (one transaction); on a
   PostgreSQL gallery (``--db postgresql+psycopg://...``) only the latter.
@@ -122,11 +123,41 @@ def _remembering_prompt() -> PromptFn | None:
     return prompt if sys.stdin is not None and sys.stdin.isatty() else None
 
 
+def _rotate_server(args: argparse.Namespace, url: str) -> int:
+    """A server gallery: re-wrap the data key of this desktop's key file (the server holds
+    no key; another desktop's copy keeps its own wrap until it is rotated there too)."""
+    from faceapp.gallery import audit
+    from faceapp.gallery.database import DatabaseConfig, open_database, write_session
+    from faceapp.gallery.fieldcrypt import cipher_of
+    from faceapp.gallery.keys import KeyConfig, rotate_key
+
+    prompt = _remembering_prompt()
+    engine = open_database(url, DatabaseConfig(create=False, field_encryption=False,
+                                               keys=KeyConfig(prompt=prompt)))
+    try:
+        cipher = cipher_of(engine)
+        if cipher is None:
+            raise GalleryError("the gallery's fields are not encrypted (run `faceapp keys migrate "
+                               "--db URL`); nothing was changed")
+        base = cipher.store.path.with_name(cipher.store.path.name.removesuffix(".keys"))
+        st = rotate_key(base, KeyConfig(prompt=prompt), to=args.to)
+        with write_session(engine) as s:
+            audit.append(s, "keys", "rotated", detail=json.dumps(
+                {"source": st.source, "kdf": st.kdf, "key_file": st.key_file}, sort_keys=True))
+    finally:
+        engine.dispose()
+    _print(args, st.to_dict(), f"{st.key_file}: key re-wrapped by the {st.source} ({st.rotated})")
+    return 0
+
+
 def _rotate(args: argparse.Namespace) -> int:
-    from faceapp.gallery.database import DatabaseConfig, open_database
+    from faceapp.gallery.database import DatabaseConfig, is_sqlite, open_database
     from faceapp.gallery.keys import KeyConfig
     from faceapp.services.governance import Governance
 
+    url = resolve_paths(db=args.db).db_url
+    if not is_sqlite(url):
+        return _rotate_server(args, url)
     path = _db_file(args)
     prompt = _remembering_prompt()
     engine = open_database(str(path), DatabaseConfig(create=False, keys=KeyConfig(prompt=prompt)))
