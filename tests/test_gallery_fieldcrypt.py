@@ -104,6 +104,7 @@ def test_the_stored_rows_hold_ciphertext_only(url):
         with read_session(engine) as s:
             repo = GalleryRepository(s)
             got = [t.embedding for t in repo.get_person("Ann").templates]
+            got_sources = [t.source for t in repo.get_person("Ann").templates]
             crops = repo.crops(ids)
             rows = repo.index_rows(MODEL)
     finally:
@@ -117,9 +118,12 @@ def test_the_stored_rows_hold_ciphertext_only(url):
         stored = b"".join(bytes(v) for row in raw.dump().values() for v in row
                           if isinstance(v, bytes | memoryview))
         (wrapped,) = raw.rows("SELECT key_wrapped FROM person")[0]
+        sources = [r[0] for r in raw.rows("SELECT source FROM face_template")]
     finally:
         raw.close()
     assert wrapped is not None
+    assert len(sources) == 2 and all(src.startswith("faceapp-sealed:") for src in sources)
+    assert sorted(got_sources) == sorted(t.source for t in ts)
     for needle in needles(ts):
         assert stored.count(needle) == 0
     assert stored.count(b"\x89PNG") == 0

@@ -1,6 +1,7 @@
 """Field-level encryption of biometric data with per-person keys (crypto-shredding).
 
-Every template's embedding and face picture is sealed on the client with AES-256-GCM
+Every template's embedding, face picture and source (a file path, often naming the person)
+is sealed on the client with AES-256-GCM
 (:func:`faceapp.gallery.crypto.seal`: a random 96-bit nonce per value) under **its person's
 data key**, with associated data naming the gallery, the table/column and the row's template
 and person ids: a ciphertext copied to another row, person or gallery fails to open. This is
@@ -242,6 +243,22 @@ class FieldCipher:
             self._aeads.pop(self._people.pop(k), None)
 
     # values
+    def seal_text(self, key: bytes, what: str, template_id: int, person_id: int, value: str) -> str:
+        """A text column's value sealed like :meth:`seal` (empty text stays empty)."""
+        if not value:
+            return value
+        blob = self.seal(key, what, template_id, person_id, value.encode("utf-8"))
+        return TEXT_PREFIX + base64.b64encode(blob).decode("ascii")
+
+    def open_text(self, key: bytes, what: str, template_id: int, person_id: int, value: str) -> str:
+        if not value.startswith(TEXT_PREFIX):
+            return value
+        try:
+            blob = base64.b64decode(value[len(TEXT_PREFIX):], validate=True)
+        except ValueError:
+            raise IntegrityError("malformed sealed text") from None
+        return self.open(key, what, template_id, person_id, blob).decode("utf-8")
+
     def _aead(self, key: bytes) -> AESGCM:
         aead = self._aeads.get(key)
         if aead is None:
@@ -278,6 +295,9 @@ _MAX_CACHED_KEYS = 1_000_000
 
 EMBEDDING = "face_template.embedding"
 CROP = "face_crop.png"
+SOURCE = "face_template.source"
+TEXT_PREFIX = "faceapp-sealed:"
+"""A sealed text column: this prefix, then the base64 of the sealed UTF-8 bytes."""
 
 
 def cipher_of(bind: Session | Connection | Engine) -> FieldCipher | None:
@@ -395,21 +415,27 @@ def shred_person(session: Session, cipher: FieldCipher, person_id: int) -> None:
     event.listen(session, "after_commit", advanced, once=True)
 
 
-def open_template_embedding(session: Session, cipher: FieldCipher, target: FaceTemplate) -> None:
+def open_template_fields(session: Session, cipher: FieldCipher, target: FaceTemplate) -> None:
+    """Open a loaded template's sealed embedding and source in place (as committed values)."""
     value = target.__dict__.get("embedding")
-    if not isinstance(value, SealedField):
+    source = target.__dict__.get("source")
+    sealed_source = isinstance(source, str) and source.startswith(TEXT_PREFIX)
+    if not isinstance(value, SealedField) and not sealed_source:
         return
     pid, tid = int(target.person_id), int(target.id)
     key = person_keys(session, cipher, [pid])[pid]
-    raw = cipher.open(key, EMBEDDING, tid, pid, value)
-    set_committed_value(target, "embedding", embedding_from_bytes(raw, int(target.dim)))
+    if isinstance(value, SealedField):
+        raw = cipher.open(key, EMBEDDING, tid, pid, value)
+        set_committed_value(target, "embedding", embedding_from_bytes(raw, int(target.dim)))
+    if sealed_source:
+        set_committed_value(target, "source", cipher.open_text(key, SOURCE, tid, pid, source))
 
 
 @event.listens_for(FaceTemplate, "load")
 def _on_load(target: FaceTemplate, context: Any) -> None:
     cipher = cipher_of(context.session)
     if cipher is not None:
-        open_template_embedding(context.session, cipher, target)
+        open_template_fields(context.session, cipher, target)
 
 
 @event.listens_for(FaceTemplate, "refresh")

@@ -243,16 +243,20 @@ def encrypt_fields(url: str, config: DatabaseConfig = DatabaseConfig(),
                 while True:
                     rows = conn.execute(
                         select(FaceTemplate.id, FaceTemplate.person_id,
-                               type_coerce(FaceTemplate.embedding, Blob))
+                               type_coerce(FaceTemplate.embedding, Blob), FaceTemplate.source)
                         .where(FaceTemplate.id > last).order_by(FaceTemplate.id).limit(chunk)).all()
                     if not rows:
                         break
                     conn.execute(
                         update(FaceTemplate.__table__).where(FaceTemplate.id == bindparam("tid"))
-                        .values(embedding=type_coerce(bindparam("blob"), Blob)),
-                        [{"tid": int(t), "blob": bytes(cipher.seal(keys[int(p)], fieldcrypt.EMBEDDING,
-                                                                   int(t), int(p), bytes(b)))}
-                         for t, p, b in rows])
+                        .values(embedding=type_coerce(bindparam("blob"), Blob),
+                                source=bindparam("src")),
+                        [{"tid": int(t),
+                          "blob": bytes(cipher.seal(keys[int(p)], fieldcrypt.EMBEDDING, int(t), int(p),
+                                                    bytes(b))),
+                          "src": cipher.seal_text(keys[int(p)], fieldcrypt.SOURCE, int(t), int(p),
+                                                  str(src or ""))}
+                         for t, p, b, src in rows])
                     counts["templates"] += len(rows)
                     last = int(rows[-1][0])
                 last = 0

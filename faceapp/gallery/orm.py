@@ -99,7 +99,9 @@ class FaceTemplate(Base):
     model_id: Mapped[str] = mapped_column(String(64))
     dim: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[np.ndarray] = mapped_column(EmbeddingType())
-    source: Mapped[str] = mapped_column(String(500), default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    """Where the face came from (at most 500 characters; sealed text in a field-encrypted
+    gallery: file paths often name the person)."""
     quality_json: Mapped[str] = mapped_column(Text, default="{}")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

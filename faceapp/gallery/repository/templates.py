@@ -64,6 +64,7 @@ class TemplateQueries:
                 row.id, row.dim = tid, int(emb.shape[0])
                 row.embedding = cipher.seal(  # type: ignore[assignment]
                     key, fieldcrypt.EMBEDDING, tid, pid, embedding_to_bytes(emb))
+                row.source = cipher.seal_text(key, fieldcrypt.SOURCE, tid, pid, t.source[:500])
                 if t.crop_png is not None:
                     row.crop = FaceCrop(png=cipher.seal(key, fieldcrypt.CROP, tid, pid,
                                                         bytes(t.crop_png)))
@@ -71,6 +72,7 @@ class TemplateQueries:
             self.session.flush()
             if cipher is not None:
                 set_committed_value(row, "embedding", emb)
+                set_committed_value(row, "source", t.source[:500])
             ids.append(int(row.id))
         person.updated = utcnow()
         bump_generation(self.session)
@@ -128,6 +130,7 @@ class TemplateQueries:
         raw = emb.tobytes()
         width = dim * EMBEDDING_DTYPE.itemsize
         blobs: list[bytes] = [raw[i * width : (i + 1) * width] for i in range(n)]
+        sources = [source[:500]] * n
         tids: list[int] | None = None
         cipher = fieldcrypt.cipher_of(self.session)
         if cipher is not None and n:
@@ -135,6 +138,9 @@ class TemplateQueries:
             tids = self._allocate_template_ids(n)
             blobs = [cipher.seal(keys[int(p)], fieldcrypt.EMBEDDING, t, int(p), b)
                      for t, p, b in zip(tids, pids.tolist(), blobs, strict=True)]
+            if source:
+                sources = [cipher.seal_text(keys[int(p)], fieldcrypt.SOURCE, t, int(p), source[:500])
+                           for t, p in zip(tids, pids.tolist(), strict=True)]
         conn = self.session.connection()
         dialect = conn.dialect
         if dialect.name == "sqlite":
@@ -154,7 +160,7 @@ class TemplateQueries:
                     sql,
                     [
                         (None if tids is None else tids[i], int(pids[i]), model_id, dim,
-                         blobs[i], source, "{}", created)
+                         blobs[i], sources[i], "{}", created)
                         for i in range(start, stop)
                     ],
                 )
@@ -166,7 +172,7 @@ class TemplateQueries:
                         "model_id": model_id,
                         "dim": dim,
                         "embedding": blobs[i],
-                        "source": source,
+                        "source": sources[i],
                         "quality_json": "{}",
                         "created": now,
                     } | ({} if tids is None else {"id": tids[i]})

@@ -5,8 +5,10 @@ Revises: 0002
 
 Adds the ``gallery_key`` table (key id, ratchet epoch and check value of the gallery's field
 key; no key in it) and each person's wrapped data key (``person.key_wrapped``,
-``person.key_epoch``). Existing rows keep their fields in clear (both columns NULL) until
-``faceapp keys migrate`` encrypts them; the migration itself only changes the schema.
+``person.key_epoch``), and makes ``face_template.source`` a ``TEXT`` (its sealed form is
+longer than 500 characters; SQLite does not enforce lengths, so only PostgreSQL changes).
+Existing rows keep their fields in clear (both columns NULL) until ``faceapp keys migrate``
+encrypts them; the migration itself only changes the schema.
 """
 
 import sqlalchemy as sa
@@ -29,6 +31,8 @@ def upgrade() -> None:
     with op.batch_alter_table("person") as batch:
         batch.add_column(sa.Column("key_wrapped", sa.LargeBinary, nullable=True))
         batch.add_column(sa.Column("key_epoch", sa.Integer, nullable=True))
+    if op.get_bind().dialect.name == "postgresql":  # varchar -> text: no table rewrite
+        op.alter_column("face_template", "source", type_=sa.Text, existing_nullable=False)
 
 
 def downgrade() -> None:
