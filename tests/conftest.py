@@ -27,6 +27,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FACEAPP_EXPORT_PASSPHRASE"] = "export bundle passphrase (tests)"
     os.environ["FACEAPP_KDF"] = CHEAP_KDF
     os.environ["FACEAPP_KEYRING"] = "off"
+    # client-side key files of server galleries (field encryption): never the user's own
+    import tempfile
+
+    os.environ["FACEAPP_KEY_DIR"] = tempfile.mkdtemp(prefix="faceapp-keys-")
     os.environ.pop("FACEAPP_NEW_PASSPHRASE", None)
 
 

@@ -194,6 +194,10 @@ def test_quick_encryption_bench_compares_both_galleries_in_one_run(small_model_p
         assert enc[f"ratio_{step}"] == round(
             enc["encrypted"][f"{step}_s"] / enc["plain"][f"{step}_s"], 3)
     assert enc["plain"]["encrypted"] is False and enc["encrypted"]["encrypted"] is True
+    assert enc["encrypted"]["mode"] == "fields" and enc["sqlcipher_only"]["mode"] == "sqlcipher"
+    for step in steps:  # the field encryption's own cost, against SQLCipher alone
+        assert enc[f"fields_ratio_{step}"] == round(
+            enc["encrypted"][f"{step}_s"] / enc["sqlcipher_only"][f"{step}_s"], 3)
     assert enc["people_enrolled"] >= 1 and enc["templates"] == 2000
     for mode in ("plain", "encrypted"):
         r = enc[mode]

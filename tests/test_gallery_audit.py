@@ -136,6 +136,7 @@ def test_key_operations_are_logged(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FACEAPP_PASSPHRASE", "new one")
     rows, report = read_all(path)
     assert [(r.action, r.outcome) for r in rows] == [("keys", "encrypted in place"),
+                                                     ("keys", "fields encrypted"),
                                                      ("keys", "rotated")]
     assert report.ok
 

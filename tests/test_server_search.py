@@ -18,6 +18,13 @@ from faceapp.gallery.server_search import (
 MODEL = "model-a"
 
 
+@pytest.fixture(autouse=True)
+def embeddings_in_clear(monkeypatch):
+    """In-server search needs the vectors in clear: these galleries opt out of field-level
+    encryption (the default refuses server search, see test_gallery_fieldcrypt.py)."""
+    monkeypatch.setenv("FACEAPP_FIELD_ENCRYPTION", "off")
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 

@@ -48,10 +48,12 @@ def run_bench(
     max_frames: int | None = None,
     config: LiveConfig = LiveConfig(),
     data_dir: str | os.PathLike[str] | None = None,
+    server_url: str | None = None,
 ) -> dict[str, Any]:
     """Run the chosen parts; returns ``{"schema", "quick", "machine", <part>: {...}}``.
     ``data_dir``: the real data (face videos, LFW; default: as configured, see
-    :func:`faceapp.bench.inputs.data_root`)."""
+    :func:`faceapp.bench.inputs.data_root`); ``server_url``: ``encryption`` on scratch
+    databases of that PostgreSQL server."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown benchmark parts {sorted(unknown)} (known: {', '.join(PARTS)})")
@@ -87,7 +89,8 @@ def run_bench(
     if "encryption" in parts:
         assert model is not None and path is not None
         logger.info("bench encryption")
-        out["encryption"] = bench_encryption(model, path, data_dir=data, quick=quick)
+        out["encryption"] = bench_encryption(model, path, data_dir=data, quick=quick,
+                                             server_url=server_url)
     out["command"] = " ".join(sys.argv) if sys.argv and sys.argv[0] else ""
     return out
 
@@ -192,11 +195,16 @@ def summary(r: dict[str, Any]) -> str:
     if "encryption" in r:
         c = r["encryption"]
         p, e = c["plain"], c["encrypted"]
-        lines.append(f"encryption ({c['templates']:,} templates, {c['people_enrolled']} LFW people; "
-                     f"encrypted vs plaintext gallery, seconds; KDF {c['kdf']})")
+        sq = c.get("sqlcipher_only")
+        lines.append(f"encryption ({c.get('backend', 'sqlite')}, {c['templates']:,} templates, "
+                     f"{c['people_enrolled']} LFW people; seconds, encrypted (default: per-person "
+                     "field keys" + (" + SQLCipher" if sq else "") + ") vs plaintext"
+                     + (" [vs SQLCipher only]" if sq else "") + f"; KDF {c['kdf']})")
         for key in ("open_rows", "open_snapshot", "enroll", "verify", "recognize", "delete",
                     "end_to_end"):
-            lines.append(f"  {key:<14}: {e[key + '_s']} vs {p[key + '_s']} (x{c['ratio_' + key]})")
+            extra = (f" [{sq[key + '_s']}, x{c['fields_ratio_' + key]}]" if sq else "")
+            lines.append(f"  {key:<14}: {e[key + '_s']} vs {p[key + '_s']} (x{c['ratio_' + key]})"
+                         + extra)
         lines.append(f"  face analysis : {c['face_analysis_s']} s (the same for both; in end_to_end); "
                      f"passphrase KDF {c['kdf_s']} s (in each encrypted open; none with a keyring)")
         lines.append(f"  within target : {c['within_target']} (end to end <= x{c['target_ratio']})")

@@ -39,12 +39,16 @@ from sqlalchemy.engine import make_url
 from faceapp.bench.stats import ms_summary
 from faceapp.bench.synthetic import fill_gallery, realistic_gallery
 from faceapp.errors import GalleryError
-from faceapp.gallery.database import open_database, read_session
+from faceapp.gallery.database import DatabaseConfig, open_database, read_session
 from faceapp.gallery.matching import GalleryIndex, l2_normalize
 from faceapp.gallery.orm import FaceTemplate
 from faceapp.gallery.server_search import ServerSearch, ServerSearchConfig
 
 logger = logging.getLogger(__name__)
+
+_IN_CLEAR = DatabaseConfig(field_encryption=False)
+"""In-server search needs the vectors in clear: these scratch galleries opt out of
+field-level encryption (a field-encrypted gallery is searched on the client)."""
 
 MODEL_ID = "bench-server"
 
@@ -58,7 +62,7 @@ def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
               ) -> dict[str, Any]:
     emb, pids, centres = realistic_gallery(n, dim, per_person, seed, base)
     t0 = time.perf_counter()
-    engine = open_database(url)
+    engine = open_database(url, _IN_CLEAR)
     try:
         person_ids = fill_gallery(engine, emb, pids, MODEL_ID, name="bench person")
         fill_s = time.perf_counter() - t0
@@ -80,7 +84,7 @@ def bench_one(url: str, n: int, dim: int, seed: int, *, base: np.ndarray | None,
     # a new desktop: connect, prepare server search, first answer (no templates pulled)
     rss0 = _rss_mb()
     t0 = time.perf_counter()
-    engine = open_database(url)
+    engine = open_database(url, _IN_CLEAR)
     try:
         search = ServerSearch.open(engine, config)
         with engine.connect() as conn:

@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--db", metavar="URL",
                    help="gallery: benchmark search inside this PostgreSQL server (pgvector HNSW) "
-                        "against the in-memory index; one scratch database per size is created "
+                        "against the in-memory index; encryption: field encryption on a gallery "
+                        "there vs one in clear. One scratch database per run is created "
                         "and dropped (the role needs CREATEDB)")
     p.add_argument("--sizes", metavar="N,N", default="100000",
                    help="gallery with --db: template counts (default 100000)")
@@ -116,6 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         config=config,
         data_dir=args.data,
+        server_url=args.db if args.part == "encryption" else None,
     )
     text = to_json(result, args.out)
     print(text if args.json else summary(result))

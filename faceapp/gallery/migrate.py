@@ -170,3 +170,130 @@ def encrypt_in_place(path: str | os.PathLike[str],
     removed = remove_snapshots(f"sqlite:///{db}")
     logger.info("encrypted the gallery %s (%s)", db, rows)
     return MigrationReport(str(db), rows, removed, key_status(db).source)
+
+
+@dataclass(frozen=True)
+class FieldMigrationReport:
+    """What :func:`encrypt_fields` did: people keyed, templates and crops sealed, whether the
+    server's plaintext vectors (``template_vector``) were dropped."""
+
+    where: str
+    people: int
+    templates: int
+    crops: int
+    vectors_dropped: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {"where": self.where, "people": self.people, "templates": self.templates,
+                "crops": self.crops, "vectors_dropped": self.vectors_dropped}
+
+
+def encrypt_fields(url: str, config: DatabaseConfig = DatabaseConfig(),
+                   chunk: int = 5_000) -> FieldMigrationReport:
+    """Give an existing gallery field-level encryption with per-person keys, in one
+    transaction (a failure leaves every row as it was): a key per person, every embedding
+    and crop sealed with it, the server's plaintext search vectors dropped; then the old
+    plaintext row versions are vacuumed out of the tables (``VACUUM FULL`` on PostgreSQL,
+    ``VACUUM`` + WAL truncation on SQLite; the server's WAL archive and backups keep them).
+
+    A SQLite gallery must be encrypted (SQLCipher, :func:`encrypt_in_place`) first: its key
+    file holds the field key. Raises :class:`GalleryError` when already done.
+    """
+    from dataclasses import replace
+
+    from sqlalchemy import LargeBinary as Blob
+    from sqlalchemy import bindparam, inspect, select, text, type_coerce, update
+    from sqlalchemy.orm import Session
+
+    from faceapp.gallery import fieldcrypt
+    from faceapp.gallery.crypto import random_key
+    from faceapp.gallery.database import purge_deleted
+    from faceapp.gallery.database.engine import _WRITE_OPTION
+    from faceapp.gallery.database.files import _describe
+    from faceapp.gallery.orm import FaceCrop, FaceTemplate, Person, SchemaInfo
+
+    where = _describe(url)
+    engine = open_database(url, replace(config, create=False, field_encryption=False))
+    try:
+        if fieldcrypt.cipher_of(engine) is not None:
+            raise GalleryError(f"{where}: the gallery's templates are already field-encrypted")
+        if engine.dialect.name == "sqlite" and not engine.get_execution_options().get(
+                fieldcrypt.ROOT_OPTION):
+            raise GalleryError(f"{where}: encrypt the database file first (faceapp keys migrate "
+                               "does both)")
+        counts = {"people": 0, "templates": 0, "crops": 0}
+        dropped = False
+        with engine.connect() as conn:
+            conn = conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    # readers carry on; no other desktop writes until this is committed
+                    conn.exec_driver_sql("LOCK TABLE gallery_key, person, face_template, face_crop "
+                                         "IN EXCLUSIVE MODE")
+                if fieldcrypt.gallery_key_row(conn) is not None:
+                    raise GalleryError(f"{where}: the gallery's templates are already field-encrypted")
+                cipher = fieldcrypt.initialise(engine, conn, config.keys)
+                keys: dict[int, bytes] = {}
+                for (pid,) in conn.execute(select(Person.id).order_by(Person.id)).all():
+                    keys[int(pid)] = key = random_key()
+                    conn.execute(update(Person).where(Person.id == pid).values(
+                        key_wrapped=cipher.wrap_person_key(int(pid), key, 0), key_epoch=0))
+                counts["people"] = len(keys)
+                last = 0
+                while True:
+                    rows = conn.execute(
+                        select(FaceTemplate.id, FaceTemplate.person_id,
+                               type_coerce(FaceTemplate.embedding, Blob), FaceTemplate.source)
+                        .where(FaceTemplate.id > last).order_by(FaceTemplate.id).limit(chunk)).all()
+                    if not rows:
+                        break
+                    conn.execute(
+                        update(FaceTemplate.__table__).where(FaceTemplate.id == bindparam("tid"))
+                        .values(embedding=type_coerce(bindparam("blob"), Blob),
+                                source=bindparam("src")),
+                        [{"tid": int(t),
+                          "blob": bytes(cipher.seal(keys[int(p)], fieldcrypt.EMBEDDING, int(t), int(p),
+                                                    bytes(b))),
+                          "src": cipher.seal_text(keys[int(p)], fieldcrypt.SOURCE, int(t), int(p),
+                                                  str(src or ""))}
+                         for t, p, b, src in rows])
+                    counts["templates"] += len(rows)
+                    last = int(rows[-1][0])
+                last = 0
+                while True:
+                    rows = conn.execute(
+                        select(FaceCrop.template_id, FaceTemplate.person_id, FaceCrop.png)
+                        .join(FaceTemplate, FaceTemplate.id == FaceCrop.template_id)
+                        .where(FaceCrop.template_id > last).order_by(FaceCrop.template_id)
+                        .limit(chunk)).all()
+                    if not rows:
+                        break
+                    conn.execute(
+                        update(FaceCrop.__table__).where(FaceCrop.template_id == bindparam("tid"))
+                        .values(png=bindparam("blob")),
+                        [{"tid": int(t), "blob": bytes(cipher.seal(keys[int(p)], fieldcrypt.CROP,
+                                                                   int(t), int(p), bytes(b)))}
+                         for t, p, b in rows])
+                    counts["crops"] += len(rows)
+                    last = int(rows[-1][0])
+                if "template_vector" in inspect(conn).get_table_names():
+                    conn.execute(text("DROP TABLE template_vector"))  # vectors in clear
+                    dropped = True
+                conn.execute(update(SchemaInfo).where(SchemaInfo.id == 1)
+                             .values(generation=SchemaInfo.generation + 1))
+                with Session(bind=conn) as s:
+                    audit.append(s, "keys", "fields encrypted",
+                                 detail=json.dumps(counts, sort_keys=True))
+                    s.flush()
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("VACUUM FULL person, face_template, face_crop")
+        else:
+            purge_deleted(engine)
+    finally:
+        engine.dispose()
+    if engine.dialect.name == "sqlite":
+        remove_snapshots(url)  # rebuilt (sealed) on the next open
+    logger.info("field-encrypted the gallery %s (%s)", where, counts)
+    return FieldMigrationReport(where, counts["people"], counts["templates"], counts["crops"], dropped)

@@ -13,6 +13,8 @@ Tables:
   survives a deletion.
 * ``audit_entry``: the hash-chained, append-only audit log (:mod:`faceapp.gallery.audit`).
 * ``consent``: consent to enrolment per person (:mod:`faceapp.gallery.privacy`).
+* ``gallery_key``: field-level encryption (:mod:`faceapp.gallery.fieldcrypt`): the key id and
+  ratchet epoch of the key that wraps every person's key, and a check value; no key in it.
 * ``setting``: small key/value store (user-chosen thresholds, see ``services``).
 * ``schema_info``: the schema version (one row), a ``generation`` counter incremented by
   every change of people/templates (so that a process can tell its cached index is stale)
@@ -37,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from faceapp.gallery.types import EmbeddingType
+from faceapp.gallery.types import EmbeddingType, SealedField
 
 NAME_MAX_LEN = 200
 
@@ -70,6 +72,10 @@ class Person(Base):
     updated: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    key_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    """The person's data key (field encryption), wrapped by the gallery's key of epoch
+    ``key_epoch``; ``None`` in a gallery without field encryption."""
+    key_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
 
     templates: Mapped[list[FaceTemplate]] = relationship(
         back_populates="person",
@@ -93,7 +99,9 @@ class FaceTemplate(Base):
     model_id: Mapped[str] = mapped_column(String(64))
     dim: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[np.ndarray] = mapped_column(EmbeddingType())
-    source: Mapped[str] = mapped_column(String(500), default="")
+    source: Mapped[str] = mapped_column(Text, default="")
+    """Where the face came from (at most 500 characters; sealed text in a field-encrypted
+    gallery: file paths often name the person)."""
     quality_json: Mapped[str] = mapped_column(Text, default="{}")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -108,6 +116,8 @@ class FaceTemplate(Base):
     @validates("embedding")
     def _check_embedding(self, key: str, value: np.ndarray) -> np.ndarray:
         """An embedding must be (dim,); an unset ``dim`` is taken from the embedding."""
+        if isinstance(value, SealedField):
+            return value  # ciphertext set by the repository (``dim`` set by it too)
         arr = np.asarray(value, dtype=np.float32)
         if arr.ndim != 1:
             raise ValueError(f"an embedding must be 1-D, got shape {arr.shape}")
@@ -158,6 +168,22 @@ class Event(Base):
     scorer: Mapped[str | None] = mapped_column(String(40))
     model_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class GalleryKey(Base):
+    """Field-level encryption of this gallery (one row, ``id`` = 1; absent: fields in clear).
+
+    ``key_id`` names the gallery's field key (held, wrapped, in a key file on the client,
+    never here); ``epoch`` counts its ratchet steps (one per deletion of a person: every
+    remaining person key is re-wrapped by the next key, the old one is destroyed);
+    ``check_value`` is a known text sealed by the key of ``epoch`` (a wrong key file is refused)."""
+
+    __tablename__ = "gallery_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(36))
+    epoch: Mapped[int] = mapped_column(Integer, default=0)
+    check_value: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Setting(Base):

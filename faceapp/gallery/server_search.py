@@ -18,8 +18,10 @@ embeddings is measured by ``faceapp bench gallery --db URL`` (HNSW is approximat
 The vector table is filled from ``face_template`` by :meth:`ServerSearch.sync` (templates
 written by any desktop, any faceapp version): rows without a vector, or whose model changed
 (reembed), get one. The vectors are plain float32 on the server: whoever administers the
-server can read them. Nothing here runs at import; without PostgreSQL or pgvector,
-:func:`server_search_available` says why and the client-side index is used instead.
+server can read them, which is why a field-encrypted gallery (the default, see
+:mod:`faceapp.gallery.fieldcrypt`) is never searched here. Nothing here runs at import;
+without PostgreSQL or pgvector, :func:`server_search_available` says why and the client-side
+index is used instead.
 """
 
 from __future__ import annotations
@@ -110,10 +112,21 @@ class Availability:
     reason: str
 
 
+ENCRYPTED_REASON = (
+    "the gallery's embeddings are encrypted on the client (field-level encryption), so the "
+    "server cannot compare them; it is searched on this desktop (search=client). In-server "
+    "search needs a gallery created with FACEAPP_FIELD_ENCRYPTION=off, whose embeddings the "
+    "server's operator can read")
+
+
 def server_search_available(engine: Engine) -> Availability:
     """PostgreSQL with the ``vector`` extension installed or installable by this role."""
     if engine.dialect.name != "postgresql":
         return Availability(False, f"the gallery is on {engine.dialect.name}, not PostgreSQL")
+    from faceapp.gallery.fieldcrypt import is_field_encrypted
+
+    if is_field_encrypted(engine):
+        return Availability(False, ENCRYPTED_REASON)
     try:
         import pgvector.sqlalchemy  # noqa: F401
     except ImportError:

@@ -51,6 +51,18 @@ def embedding_from_bytes(data: bytes | memoryview, dim: int | None = None) -> np
     return arr
 
 
+class SealedField(bytes):
+    """Ciphertext of a field (field-level encryption, :mod:`faceapp.gallery.fieldcrypt`):
+    stored and read as it is; the repository seals and opens it with the row's ids."""
+
+
+def _is_sealed(raw: bytes) -> bool:
+    from faceapp.gallery.crypto import MAGIC
+
+    # a sealed value is MAGIC | nonce | ciphertext | tag: 4·D + 43 bytes, never a multiple of 4
+    return len(raw) % EMBEDDING_DTYPE.itemsize != 0 and raw.startswith(MAGIC)
+
+
 class EmbeddingType(TypeDecorator[np.ndarray]):
     """A (D,) float32 vector in a binary column.
 
@@ -69,6 +81,8 @@ class EmbeddingType(TypeDecorator[np.ndarray]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> bytes | None:
         if value is None:
             return None
+        if isinstance(value, SealedField):
+            return bytes(value)
         if isinstance(value, bytes | bytearray | memoryview):
             # already encoded (bulk inserts): check the size only
             return embedding_from_bytes(value, self.dim).tobytes()
@@ -77,10 +91,15 @@ class EmbeddingType(TypeDecorator[np.ndarray]):
     def process_result_value(self, value: Any, dialect: Dialect) -> np.ndarray | None:
         if value is None:
             return None
-        return embedding_from_bytes(value, self.dim)
+        raw = bytes(value)
+        if _is_sealed(raw):
+            return SealedField(raw)  # type: ignore[return-value]  # opened by the repository
+        return embedding_from_bytes(raw, self.dim)
 
     def compare_values(self, x: Any, y: Any) -> bool:
         # numpy arrays do not compare to a single bool with ==; the ORM needs one.
         if x is None or y is None:
             return x is y
+        if isinstance(x, bytes) or isinstance(y, bytes):  # a sealed value
+            return isinstance(x, bytes) and isinstance(y, bytes) and x == y
         return bool(np.array_equal(np.asarray(x), np.asarray(y)))

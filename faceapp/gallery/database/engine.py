@@ -50,6 +50,10 @@ class DatabaseConfig:
     create: bool = True
     encrypt: bool = True
     keys: KeyConfig = field(default_factory=KeyConfig)
+    field_encryption: bool | None = None
+    """A new (empty) gallery gets field-level encryption with per-person keys
+    (:mod:`faceapp.gallery.fieldcrypt`); ``None`` reads ``$FACEAPP_FIELD_ENCRYPTION`` (default
+    on). ``False`` keeps embeddings in clear, e.g. for in-server (pgvector) search."""
     read_only: bool = False
     """Open without writing anything (also chosen by itself for a SQLite file, or a folder,
     this process cannot write): reads work, writes raise "the database is read-only"."""
@@ -146,6 +150,14 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout_s: float, key: bytes = b"
             conn.exec_driver_sql("BEGIN")
 
 
+def _key_options(key: bytes) -> dict[str, Any]:
+    """Engine options of an encrypted SQLite gallery: the snapshot sealing and the root key of
+    its field keys (both derived from the data key, never the data key itself)."""
+    from faceapp.gallery.fieldcrypt import ROOT_OPTION
+
+    return {_AT_REST_OPTION: AtRest(subkey(key, "snapshot")), ROOT_OPTION: subkey(key, "fields-root")}
+
+
 def sqlcipher_dbapi() -> Any:
     """The DB-API module of SQLCipher (``sqlcipher3``: SQLite with SQLCipher 4 built in)."""
     try:
@@ -185,7 +197,7 @@ def create_gallery_engine(url: str, config: DatabaseConfig = DatabaseConfig()) -
             state = classify_gallery_file(path, create=False)
             if state == "encrypted":
                 key = unlock(path, config.keys)
-                options = {_AT_REST_OPTION: AtRest(subkey(key, "snapshot"))}
+                options = _key_options(key)
             uri = _read_only_uri(path, key)
             module = sqlcipher_dbapi()
             engine = create_engine(
@@ -208,7 +220,7 @@ def create_gallery_engine(url: str, config: DatabaseConfig = DatabaseConfig()) -
                 raise
             # SQLCipher's SQLite for plaintext files too: two SQLite libraries in one
             # process do not see each other's POSIX locks on the same file
-            options = {_AT_REST_OPTION: AtRest(subkey(key, "snapshot"))} if key else {}
+            options = _key_options(key) if key else {}
             engine = create_engine(url, module=sqlcipher_dbapi(), execution_options=options)
         else:
             engine = create_engine(

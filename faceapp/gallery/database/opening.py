@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from faceapp.config import resolve_paths
 from faceapp.errors import GalleryError
+from faceapp.gallery import fieldcrypt
 from faceapp.gallery.database.engine import (
     DatabaseConfig,
     create_gallery_engine,
@@ -74,8 +75,10 @@ def open_database(url: str | None = None, config: DatabaseConfig = DatabaseConfi
                                    "--db %s` to encrypt it", where, where)
             if is_read_only(engine):
                 _check_read_only(engine, db_url)
+                fieldcrypt.attach(engine, config.keys, want=config.field_encryption, read_only=True)
                 return engine
             _check_and_migrate(engine, db_url)
+            fieldcrypt.attach(engine, config.keys, want=config.field_encryption, read_only=False)
             if is_sqlite(engine) and path is not None:
                 _ensure_wal(engine)
                 if fresh:

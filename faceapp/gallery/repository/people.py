@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from faceapp.errors import DuplicatePerson, PersonNotFound
+from faceapp.gallery import fieldcrypt
 from faceapp.gallery.database import bump_generation
 from faceapp.gallery.orm import FaceTemplate, Person, utcnow
 from faceapp.gallery.repository.rows import PersonRow, normalize_name
@@ -44,6 +45,9 @@ class PeopleQueries:
         person = Person(name=key)
         self.session.add(person)
         self._flush_unique(key)
+        cipher = fieldcrypt.cipher_of(self.session)
+        if cipher is not None:  # the person's own data key (crypto-shredding)
+            fieldcrypt.new_person_key(self.session, cipher, person)
         bump_generation(self.session)
         return person
 
@@ -78,13 +82,19 @@ class PeopleQueries:
         return person
 
     def delete_person(self, name: str) -> tuple[int, int]:
-        """Delete a person with their templates and crops (database cascade).
+        """Delete a person with their templates and crops (database cascade). In a
+        field-encrypted gallery their key is destroyed with them and the gallery's field key
+        ratchets (:func:`~faceapp.gallery.fieldcrypt.shred_person`): copies of their
+        ciphertext in older copies of the database can no longer be decrypted.
 
         Returns (person id, number of templates deleted).
         """
         person = self.get_person(name)
         n = self.count_templates(person_id=person.id)
         pid = person.id
+        cipher = fieldcrypt.cipher_of(self.session)
+        if cipher is not None:
+            fieldcrypt.shred_person(self.session, cipher, pid)
         self.session.execute(delete(Person).where(Person.id == pid))
         self.session.expunge(person)
         bump_generation(self.session)

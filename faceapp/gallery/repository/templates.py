@@ -21,12 +21,14 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from faceapp.errors import GalleryError
+from faceapp.gallery import fieldcrypt
 from faceapp.gallery.database import bump_generation
 from faceapp.gallery.orm import FaceCrop, FaceTemplate, Person, utcnow
 from faceapp.gallery.repository.rows import IndexRows, NewTemplate, _json_default
-from faceapp.gallery.types import EMBEDDING_DTYPE
+from faceapp.gallery.types import EMBEDDING_DTYPE, embedding_to_bytes
 
 
 class TemplateQueries:
@@ -35,26 +37,59 @@ class TemplateQueries:
     session: Session
 
     def add_templates(self, person: Person, templates: Sequence[NewTemplate]) -> list[int]:
-        """Store templates (and their crops) for ``person``; returns their ids in order."""
+        """Store templates (and their crops) for ``person``; returns their ids in order.
+
+        In a field-encrypted gallery the embedding and crop are sealed with the person's key
+        and bound to the template's id, which is therefore allocated before the INSERT (the
+        server never sees them in clear, not even for a moment)."""
+        cipher = fieldcrypt.cipher_of(self.session)
+        key = None if cipher is None else fieldcrypt.person_keys(
+            self.session, cipher, [int(person.id)])[int(person.id)]
         ids: list[int] = []
         for t in templates:
             emb = np.asarray(t.embedding, dtype=np.float32)
             row = FaceTemplate(
                 person_id=person.id,
                 model_id=t.model_id,
-                embedding=emb,
                 source=t.source[:500],
                 quality_json=json.dumps(t.quality, sort_keys=True, default=_json_default),
                 created=t.created or utcnow(),
             )
-            if t.crop_png is not None:
-                row.crop = FaceCrop(png=t.crop_png)
+            if cipher is None or key is None:
+                row.embedding = emb
+                if t.crop_png is not None:
+                    row.crop = FaceCrop(png=t.crop_png)
+            else:
+                tid, pid = self._allocate_template_ids(1)[0], int(person.id)
+                row.id, row.dim = tid, int(emb.shape[0])
+                row.embedding = cipher.seal(  # type: ignore[assignment]
+                    key, fieldcrypt.EMBEDDING, tid, pid, embedding_to_bytes(emb))
+                row.source = cipher.seal_text(key, fieldcrypt.SOURCE, tid, pid, t.source[:500])
+                if t.crop_png is not None:
+                    row.crop = FaceCrop(png=cipher.seal(key, fieldcrypt.CROP, tid, pid,
+                                                        bytes(t.crop_png)))
             self.session.add(row)
             self.session.flush()
+            if cipher is not None:
+                set_committed_value(row, "embedding", emb)
+                set_committed_value(row, "source", t.source[:500])
             ids.append(int(row.id))
         person.updated = utcnow()
         bump_generation(self.session)
         return ids
+
+    def _allocate_template_ids(self, n: int) -> list[int]:
+        """``n`` new template ids, taken before the rows are written (their ciphertext is
+        bound to them): the column's sequence on PostgreSQL; above the largest id on SQLite,
+        whose writers are serialised by ``BEGIN IMMEDIATE``."""
+        conn = self.session.connection()
+        if conn.dialect.name == "postgresql":
+            return [int(i) for i in conn.exec_driver_sql(
+                "SELECT nextval(pg_get_serial_sequence('face_template', 'id')) "
+                f"FROM generate_series(1, {int(n)})").scalars()]
+        self.session.flush()
+        top = int(conn.execute(select(func.coalesce(func.max(FaceTemplate.id), 0))).scalar() or 0)
+        return list(range(top + 1, top + 1 + n))
 
     def bulk_add_templates(
         self,
@@ -82,6 +117,7 @@ class TemplateQueries:
         # checked above) skip the per-row EmbeddingType processing
         tbl = table(
             FaceTemplate.__tablename__,
+            column("id", Integer),
             column("person_id", Integer),
             column("model_id", String),
             column("dim", Integer),
@@ -93,6 +129,18 @@ class TemplateQueries:
         n = emb.shape[0]
         raw = emb.tobytes()
         width = dim * EMBEDDING_DTYPE.itemsize
+        blobs: list[bytes] = [raw[i * width : (i + 1) * width] for i in range(n)]
+        sources = [source[:500]] * n
+        tids: list[int] | None = None
+        cipher = fieldcrypt.cipher_of(self.session)
+        if cipher is not None and n:
+            keys = fieldcrypt.person_keys(self.session, cipher, pids.tolist(), create_missing=True)
+            tids = self._allocate_template_ids(n)
+            blobs = [cipher.seal(keys[int(p)], fieldcrypt.EMBEDDING, t, int(p), b)
+                     for t, p, b in zip(tids, pids.tolist(), blobs, strict=True)]
+            if source:
+                sources = [cipher.seal_text(keys[int(p)], fieldcrypt.SOURCE, t, int(p), source[:500])
+                           for t, p in zip(tids, pids.tolist(), strict=True)]
         conn = self.session.connection()
         dialect = conn.dialect
         if dialect.name == "sqlite":
@@ -103,16 +151,16 @@ class TemplateQueries:
             created = encode(now) if encode is not None else now
             sql = (
                 f"INSERT INTO {FaceTemplate.__tablename__} "
-                "(person_id, model_id, dim, embedding, source, quality_json, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "(id, person_id, model_id, dim, embedding, source, quality_json, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             )
             for start in range(0, n, batch):
                 stop = min(n, start + batch)
                 conn.exec_driver_sql(
                     sql,
                     [
-                        (int(pids[i]), model_id, dim, raw[i * width : (i + 1) * width],
-                         source, "{}", created)
+                        (None if tids is None else tids[i], int(pids[i]), model_id, dim,
+                         blobs[i], sources[i], "{}", created)
                         for i in range(start, stop)
                     ],
                 )
@@ -123,11 +171,11 @@ class TemplateQueries:
                         "person_id": int(pids[i]),
                         "model_id": model_id,
                         "dim": dim,
-                        "embedding": raw[i * width : (i + 1) * width],
-                        "source": source,
+                        "embedding": blobs[i],
+                        "source": sources[i],
                         "quality_json": "{}",
                         "created": now,
-                    }
+                    } | ({} if tids is None else {"id": tids[i]})
                     for i in range(start, min(n, start + batch))
                 ]
                 self.session.execute(insert(tbl), rows)
@@ -168,17 +216,22 @@ class TemplateQueries:
             for chunk in _chunks(template_ids))
 
     def crop_png(self, template_id: int) -> bytes | None:
-        return self.session.execute(
-            select(FaceCrop.png).where(FaceCrop.template_id == template_id)
-        ).scalar_one_or_none()
+        return self.crops([template_id]).get(int(template_id))
 
     def crops(self, template_ids: Iterable[int]) -> dict[int, bytes]:
+        cipher = fieldcrypt.cipher_of(self.session)
         out: dict[int, bytes] = {}
         for chunk in _chunks(template_ids):
-            stmt = select(FaceCrop.template_id, FaceCrop.png).where(
-                FaceCrop.template_id.in_(chunk)
-            )
-            out.update({int(t): bytes(p) for t, p in self.session.execute(stmt)})
+            stmt = (select(FaceCrop.template_id, FaceTemplate.person_id, FaceCrop.png)
+                    .join(FaceTemplate, FaceTemplate.id == FaceCrop.template_id)
+                    .where(FaceCrop.template_id.in_(chunk)))
+            rows = self.session.execute(stmt).all()
+            if cipher is None:
+                out.update({int(t): bytes(p) for t, _, p in rows})
+                continue
+            keys = fieldcrypt.person_keys(self.session, cipher, {int(r[1]) for r in rows})
+            out.update({int(t): cipher.open(keys[int(p)], fieldcrypt.CROP, int(t), int(p), png)
+                        for t, p, png in rows})
         return out
 
     def _template(self, template_id: int) -> FaceTemplate:
@@ -224,6 +277,7 @@ class TemplateQueries:
             FaceTemplate.id, FaceTemplate.person_id,
             type_coerce(FaceTemplate.embedding, LargeBinary),
         ).where(where)
+        cipher = fieldcrypt.cipher_of(self.session)
         result = self.session.connection().execute(stmt)
         filled = 0
         while True:
@@ -233,6 +287,10 @@ class TemplateQueries:
             if filled + len(rows) > n:
                 raise GalleryError("the gallery changed while it was being read")
             t, p, blobs = zip(*rows, strict=True)
+            if cipher is not None:
+                keys = fieldcrypt.person_keys(self.session, cipher, set(p))
+                blobs = tuple(cipher.open(keys[int(pi)], fieldcrypt.EMBEDDING, int(ti), int(pi), b)
+                              for ti, pi, b in rows)
             raw = b"".join(bytes(b) for b in blobs)
             if len(raw) != len(rows) * width:
                 raise GalleryError(f"stored embeddings of model {model_id!r} have the wrong size")
@@ -258,7 +316,18 @@ class TemplateQueries:
 
     def set_template_embedding(self, template_id: int, model_id: str, embedding: np.ndarray) -> None:
         row = self._template(template_id)
-        row.replace_embedding(model_id, embedding)
+        cipher = fieldcrypt.cipher_of(self.session)
+        if cipher is None:
+            row.replace_embedding(model_id, embedding)
+            return
+        emb = np.asarray(embedding, dtype=np.float32)
+        pid = int(row.person_id)
+        key = fieldcrypt.person_keys(self.session, cipher, [pid])[pid]
+        row.model_id, row.dim = model_id, int(emb.shape[0])
+        row.embedding = cipher.seal(  # type: ignore[assignment]
+            key, fieldcrypt.EMBEDDING, int(template_id), pid, embedding_to_bytes(emb))
+        self.session.flush()
+        set_committed_value(row, "embedding", emb)
 
 
 _IN_CHUNK = 500
