@@ -1,7 +1,7 @@
 """Enroll page: capture good samples of one person from the camera or from files, then save.
 
 Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`),
-without 1:K matching; :class:`~faceapp.gui.enroll_capture.CaptureGuide` turns each result into
+without 1:K matching; :class:`~faceapp.services.live_pages.CaptureGuide` turns each result into
 guidance and, while capturing, samples (fresh, good, still measurements of the one face in
 view). Duplicate names and faces that already match someone else are checked with
 ``service.check_enrollment`` whenever the name or the samples change, and flagged before
@@ -36,10 +36,10 @@ from PySide6.QtWidgets import (
 from faceapp.errors import FaceappError
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
-from faceapp.gui.enroll_capture import CaptureGuide, Sample
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
 from faceapp.gui.workers import LiveSession, ProcessedFrame, TrackedLoop, describe_error
+from faceapp.services.live_pages import CaptureGuide, Sample
 
 if TYPE_CHECKING:
     from faceapp.services import Consent
@@ -50,7 +50,7 @@ THUMB = 72
 
 
 TONES = {"bad": BAD, "neutral": NEUTRAL, "good": GOOD, "info": INFO}
-"""The overlay and banner colour of each tone of :class:`~faceapp.gui.enroll_capture.Guidance`."""
+"""The overlay and banner colour of each tone of :class:`~faceapp.services.live_pages.Guidance`."""
 
 
 class EnrollPage(Page):

@@ -1,10 +1,21 @@
-"""What the Enroll page says and does for each frame of the live loop (Qt-free).
+"""What the Enroll and Verify pages decide on each frame of the live loop (Qt-free).
 
-:class:`CaptureGuide` looks at one ``FrameResult`` of the live loop and decides the advice
-shown over the video ("Hold still", "Look at the camera", "Good: capturing…"), whether the
-tracked face becomes a sample now (a fresh, good measurement, at most one per
-``capture_interval_s``), and whether the loop should measure the face again on the next
-frame. The page only draws and stores what it returns.
+Every live page runs the same loop (:class:`~faceapp.services.live.LiveRecognizer`);
+Recognize decides through its matcher, Enroll and Verify run it without one
+(:class:`~faceapp.services.live.NoMatcher`) and decide on its tracked faces here, so that
+the GUI only draws what they return and ``faceapp bench frame`` can run each page's
+configuration without Qt:
+
+* :class:`CaptureGuide` (Enroll) looks at one ``FrameResult`` and decides the advice shown
+  over the video ("Hold still", "Look at the camera", "Good: capturing…"), whether the
+  tracked face becomes a sample now (a fresh, good measurement, at most one per
+  ``capture_interval_s``), and whether the loop should measure the face again on the next
+  frame;
+* :class:`TrackedVerifier` (Verify) scores the largest tracked face against the claimed
+  person on each of its new embeddings (``FaceService.verify``, the service's τ).
+
+This module is kept out of :mod:`faceapp.services.live` (whose import loads torch) so that
+the GUI can import it at start-up.
 """
 
 from __future__ import annotations
@@ -12,9 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from faceapp.services import FaceService
+    from faceapp.services.live import FrameResult
+    from faceapp.services.results import VerifyResult
 
 Tone = Literal["bad", "neutral", "good", "info"]
 
@@ -59,7 +75,8 @@ def box_center_shift(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 class CaptureGuide:
-    """Per-stream state of the Enroll page's capture (see the module docstring).
+    """Per-stream state of the Enroll page's capture (see the module docstring): the page
+    only draws and stores what :meth:`step` returns.
 
     ``max_shift``: "hold still" above this box-centre move between frames (× face width);
     ``capture_interval_s``: at least this long between two samples; ``clock``: seconds.
@@ -78,7 +95,7 @@ class CaptureGuide:
         """A new camera or video: the next face has no previous position."""
         self._last_box = None
 
-    def step(self, live: Any, seq: int, n_samples: int, target: int) -> Guidance:
+    def step(self, live: FrameResult, seq: int, n_samples: int, target: int) -> Guidance:
         """The guidance for the live loop's ``FrameResult`` ``live`` (frame number ``seq``)
         with ``n_samples`` kept of ``target``."""
         faces = list(live.faces)
@@ -113,3 +130,37 @@ class CaptureGuide:
         # the next sample is measured on the first frame after it is due
         due = not done and self._clock() - self._last_capture >= self.capture_interval_s
         return Guidance(text, "good", (box,), sample=sample, measure=due, done=done)
+
+
+@dataclass(frozen=True)
+class VerifyStep:
+    """The outcome of one frame for Verify: the service's ``VerifyResult`` for the largest
+    tracked face (``None`` when the frame holds no face, or when that face was not embedded
+    again on this frame: its last score stands) and its tracked box (``None``: no face)."""
+
+    result: VerifyResult | None
+    box: tuple[float, float, float, float] | None
+
+
+class TrackedVerifier:
+    """Verify's decision on the live loop's tracked faces: the largest one, scored against
+    ``name`` with ``scorer`` on each of its new embeddings (``fresh``), by
+    ``service.verify(..., log_event=False)``; τ is the service's own (its τ policy, shared
+    with every page), never a copy held here. Fusing the scores (the median of a window) is
+    the caller's."""
+
+    def __init__(self, service: FaceService, name: str, scorer: str) -> None:
+        self.service = service
+        self.name = name
+        self.scorer = scorer
+
+    def step(self, live: FrameResult) -> VerifyStep:
+        """The :class:`VerifyStep` of the live loop's ``FrameResult`` ``live``."""
+        if not live.faces:
+            return VerifyStep(None, None)
+        top = live.faces[0]  # the largest
+        x1, y1, x2, y2 = (float(v) for v in top.box)
+        box = (x1, y1, x2, y2)
+        if not top.fresh or top.face is None:  # tracked, not embedded again: no new score
+            return VerifyStep(None, box)
+        return VerifyStep(self.service.verify(self.name, top.face, scorer=self.scorer, log_event=False), box)
