@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from faceapp.services.live_pages import CaptureGuide, TrackedVerifier, advice, box_center_shift
+from faceapp.services.live_pages import CaptureGuide, Guidance, TrackedVerifier, advice, box_center_shift
 
 
 def face(box=(0.0, 0.0, 100.0, 100.0), *, ok=True, reasons=(), fresh=True):
@@ -87,3 +87,17 @@ def test_tracked_verifier_scores_the_largest_face_when_fresh() -> None:
     assert service.calls == [("Ada", big.face, "distance", False)]  # no audit event per frame
     stale = v.step(frame(face((1, 0, 101, 100), fresh=False)))
     assert stale.result is None and stale.box == (1.0, 0.0, 101.0, 100.0) and len(service.calls) == 1
+
+
+def test_wants_measure_when_due_and_rate_limits_the_advice() -> None:
+    clock = Clock()
+    g = CaptureGuide(remeasure_s=0.2, clock=clock)
+    assert g.wants_measure(Guidance("Good: capturing…", "good", measure=True))
+    assert not g.wants_measure(Guidance("Good: press Start capture", "info"))
+    bad = Guidance("Hold still", "neutral", remeasure=True)
+    assert g.wants_measure(bad)
+    clock.t += 0.1
+    assert not g.wants_measure(bad)  # asked for 0.1 s ago
+    assert g.wants_measure(Guidance("Good: capturing…", "good", measure=True))  # a due sample is not limited
+    clock.t += 0.15
+    assert g.wants_measure(bad)

@@ -6,8 +6,9 @@ decides on its tracked faces and in when they ask it to measure a face again:
 * ``recognize``: the loop's own matcher (:class:`~faceapp.services.live.CacheMatcher`), the
   recognizer as it is;
 * ``enroll`` (:class:`EnrollLoop`): no matcher, :class:`~faceapp.services.live_pages.CaptureGuide`
-  capturing, with the Enroll page's measurement requests (a new measurement when a sample is
-  due; while the advice is not Good, at most every ``remeasure_s``); when the target count
+  capturing, with the Enroll page's measurement requests (``CaptureGuide.wants_measure``: a
+  new measurement when a sample is due; while the advice is not Good, at most every
+  ``remeasure_s``); when the target count
   is reached, capture starts again (as if *Start capture* were pressed at once), so that the
   whole video is played while capturing;
 * ``verify`` (:class:`VerifyLoop`): no matcher, :class:`~faceapp.services.live_pages.TrackedVerifier`
@@ -42,17 +43,14 @@ class FrameLoop(Protocol):
 class EnrollLoop:
     """The Enroll page's configuration of the live loop, capturing (see the module docstring).
 
-    ``target``: samples per enrolment (the Settings default, 5); ``remeasure_s``: the
-    page's rate limit on measurements asked for while the advice is not Good.
+    ``target``: samples per enrolment (the Settings default, 5).
     """
 
-    def __init__(self, recognizer: LiveRecognizer, *, target: int = 5, remeasure_s: float = 0.2,
+    def __init__(self, recognizer: LiveRecognizer, *, target: int = 5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.recognizer = recognizer
-        self.guide = CaptureGuide(clock=clock)
+        self.guide = CaptureGuide(clock=clock)  # the page's settings (capture, re-measurement)
         self.target = target
-        self.remeasure_s = remeasure_s
-        self._clock = clock
         self.samples = 0
         """Samples kept in all (every enrolment of the run)."""
         self.enrolments = 0
@@ -60,7 +58,6 @@ class EnrollLoop:
         self._n = 0  # samples of the current enrolment
         self._seq = 0
         self._measure = False
-        self._last_remeasure = -1e9
         self._start()
 
     def _start(self) -> None:
@@ -87,13 +84,8 @@ class EnrollLoop:
         if g.done:
             self.enrolments += 1
             self._start()
-        elif g.measure:
+        elif self.guide.wants_measure(g):
             self._measure = True
-        elif g.remeasure:
-            now = self._clock()
-            if now - self._last_remeasure >= self.remeasure_s:
-                self._last_remeasure = now
-                self._measure = True
         return live
 
 

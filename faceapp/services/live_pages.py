@@ -47,8 +47,9 @@ class Sample:
 class Guidance:
     """The outcome of one frame: ``text`` in ``tone`` over ``boxes`` (frame pixels);
     ``sample`` to keep now (or ``None``); ``measure``: ask the loop for a new measurement
-    on the next frame (a sample is due); ``remeasure``: the same, rate-limited by the page
-    (the advice is not Good); ``done``: the target count is reached (capture stops)."""
+    on the next frame (a sample is due); ``remeasure``: the same, rate-limited (the advice
+    is not Good; see :meth:`CaptureGuide.wants_measure`); ``done``: the target count is
+    reached (capture stops)."""
 
     text: str
     tone: Tone
@@ -79,13 +80,16 @@ class CaptureGuide:
     only draws and stores what :meth:`step` returns.
 
     ``max_shift``: "hold still" above this box-centre move between frames (× face width);
-    ``capture_interval_s``: at least this long between two samples; ``clock``: seconds.
+    ``capture_interval_s``: at least this long between two samples; ``remeasure_s``: while
+    the advice is not Good, a new measurement at most this often; ``clock``: seconds.
     """
 
     def __init__(self, *, max_shift: float = 0.15, capture_interval_s: float = 0.4,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 remeasure_s: float = 0.2, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_shift = max_shift
         self.capture_interval_s = capture_interval_s
+        self.remeasure_s = remeasure_s
+        self._last_remeasure = -1e9
         self.capturing = False
         self._clock = clock
         self._last_box: tuple[float, ...] | None = None
@@ -94,6 +98,19 @@ class CaptureGuide:
     def new_stream(self) -> None:
         """A new camera or video: the next face has no previous position."""
         self._last_box = None
+
+    def wants_measure(self, g: Guidance) -> bool:
+        """Should the loop measure the face again on the next frame after ``g``? Yes when a
+        sample is due (``g.measure``); when the advice asks for it (``g.remeasure``), only if
+        the last such request is ``remeasure_s`` old."""
+        if g.measure:
+            return True
+        if g.remeasure:
+            now = self._clock()
+            if now - self._last_remeasure >= self.remeasure_s:
+                self._last_remeasure = now
+                return True
+        return False
 
     def step(self, live: FrameResult, seq: int, n_samples: int, target: int) -> Guidance:
         """The guidance for the live loop's ``FrameResult`` ``live`` (frame number ``seq``)
