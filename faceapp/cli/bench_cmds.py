@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="measure speed: live frame loop, embeddings/s, gallery search, app start-up (vs baselines)",
         description="Speed on this machine against baselines measured in the same run. "
         "JSON keys: frame.fps, frame.latency_ms_p50/p95, "
-        "frame.pages.recognize/enroll/verify.fps/capacity_fps/latency_ms_p50/latency_ms_p95 (the clip "
+        "frame.pages.PAGE.fps, frame.pages.PAGE.capacity_fps, frame.pages.PAGE.latency_ms_p50/p95 "
+        "for PAGE in recognize, enroll, verify (the clip "
         "played in real time through the live loop configured as each live page: Recognize's "
         "matcher; Enroll capturing samples; Verify scoring the largest face against the person "
         "enrolled from the video's first frames), embed.per_s_b1/b32, "
