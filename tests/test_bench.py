@@ -17,7 +17,7 @@ from faceapp.bench import (
     process_start_time,
     run_bench,
 )
-from faceapp.bench.frame import _compare
+from faceapp.bench.frame import PAGE_KEYS, _compare
 from faceapp.bench.startup import _stages
 from faceapp.cli import main
 from faceapp.services.live import FrameResult, LiveFace, StageTimes
@@ -97,6 +97,20 @@ def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
     assert frame["fps_ratio"] == pytest.approx(frame["fps"] / frame["baseline_fps"], rel=0.05)
     assert 0.0 <= frame["face_recall_vs_baseline"] <= 1.0
     assert frame["gallery_people"] >= 2
+    assert set(frame["pages"]) == {"recognize", "enroll", "verify"}
+    for name, page in frame["pages"].items():
+        missing = [k for k in PAGE_KEYS if k not in page]
+        assert not missing, f"frame.pages.{name}: missing {missing}"
+        assert page["frames"] == 12 and 1 <= page["processed"] <= 12, name
+        assert page["processed"] + page["dropped"] == 12, name
+        assert _positive(page["fps"]) and page["capacity_fps"] >= page["fps"] * 0.999, name
+        assert page["latency_ms_p50"] <= page["latency_ms_p95"] <= page["latency_ms_max"], name
+    recognize = frame["pages"]["recognize"]
+    assert (recognize["fps"], recognize["capacity_fps"], recognize["latency_ms_p95"]) == (
+        frame["fps"], frame["capacity_fps"], frame["latency_ms_p95"])  # the live loop above
+    enroll, verify = frame["pages"]["enroll"], frame["pages"]["verify"]
+    assert 0 <= enroll["enrolments"] * 5 <= enroll["samples"] <= enroll["processed"]
+    assert 0 <= verify["matched"] <= verify["scored"] <= verify["processed"]
     assert embed["per_s_b32"] > 0 and embed["model"]["input_size"] == 64
     assert gallery["same_top_k_as_baseline"] is True
     assert sorted(gallery["templates"]) == ["1e4", "1e5", "1e6"]

@@ -1,6 +1,8 @@
 """``faceapp bench frame``: the live loop on real video against the naive per-frame pipeline.
 
-Stable keys: ``frame.fps``, ``frame.latency_ms_p50``, ``frame.latency_ms_p95``. Real videos
+Stable keys: ``frame.fps``, ``frame.latency_ms_p50``, ``frame.latency_ms_p95``,
+``frame.pages.{recognize,enroll,verify}.{fps,capacity_fps,latency_ms_p50,latency_ms_p95}``.
+Real videos
 (``DATA/face_videos/**/*.mp4`` or ``--video``), scaled to 640 px wide, are played through
 :class:`faceapp.services.live.LiveRecognizer` with a small gallery (faces enrolled from the
 first frames of each video, plus LFW people as distractors) in a temporary SQLite file,
@@ -11,6 +13,10 @@ second of video, latency = time from a frame's arrival to its decision (p50, p95
 ``capacity_fps`` = frames per second of ``process`` time. The baseline
 (``frame.baseline_*``) is the naive per-frame pipeline played the same way: full-resolution
 detection and embedding of every face on every frame (``LiveConfig.naive()``).
+``frame.pages``: the same videos played the same way through the loop configured as each
+live page (:mod:`faceapp.bench.pages`): ``recognize`` is the live loop above; ``enroll``
+tracks without a matcher and captures samples; ``verify`` tracks without a matcher and
+scores the largest face against the person enrolled from the video's first frames.
 ``frame.liveness``: what the liveness session adds per frame (:mod:`faceapp.bench.liveness`).
 """
 
@@ -29,12 +35,14 @@ import numpy as np
 
 from faceapp.bench.inputs import default_videos, lfw_root
 from faceapp.bench.liveness import bench_liveness
+from faceapp.bench.pages import EnrollLoop, FrameLoop, VerifyLoop
 from faceapp.bench.stats import percentile
 from faceapp.config import DetectorConfig
 from faceapp.errors import CalibrationError, CameraError, FaceappError
 from faceapp.nn.checkpoint import LoadedModel
 from faceapp.nn.pipeline import FacePipeline
 from faceapp.services.live import FrameResult, LiveConfig, LiveRecognizer
+from faceapp.services.live_pages import TrackedVerifier
 from faceapp.vision.detection import FaceDetector
 from faceapp.vision.tracking import iou_matrix, max_weight_assignment
 from faceapp.vision.video import iter_video_frames
@@ -59,8 +67,10 @@ def _enroll_bench_gallery(
     service: Any, videos: dict[Path, list[np.ndarray]], *, distractors: int, lfw_dir: Path
 ) -> dict[str, Any]:
     """One person per video (its largest face passing the quality gate in up to 3 early
-    frames) plus ``distractors`` LFW people (one image each)."""
+    frames) plus ``distractors`` LFW people (one image each); ``by_video``: the person of
+    each video that has one."""
     enrolled: list[str] = []
+    by_video: dict[Path, str] = {}
     for path, frames in videos.items():
         faces = []
         for frame in frames[:60:10]:
@@ -73,6 +83,7 @@ def _enroll_bench_gallery(
             name = f"{path.stem} (largest face)"
             service.enroll_faces(name, faces)
             enrolled.append(name)
+            by_video[path] = name
         else:
             logger.warning("%s: no enrollable face in the first frames", path)
     if lfw_dir.is_dir() and distractors > 0:
@@ -86,7 +97,7 @@ def _enroll_bench_gallery(
             except FaceappError as err:
                 logger.debug("distractor %s skipped: %s", person.name, err)
     templates = sum(p.n_templates for p in service.list_people())
-    return {"people": len(enrolled), "templates": templates}
+    return {"people": len(enrolled), "templates": templates, "by_video": by_video}
 
 
 def _bench_threshold(service: Any, scorer: str) -> tuple[float, str]:
@@ -119,7 +130,7 @@ class Playback:
         return self.frames - len(self.results)
 
 
-def play_realtime(recognizer: LiveRecognizer, frames: Sequence[np.ndarray], rate: float) -> Playback:
+def play_realtime(recognizer: FrameLoop, frames: Sequence[np.ndarray], rate: float) -> Playback:
     """Feed ``frames`` as a camera at ``rate`` frames/s would, with the GUI's policy: while
     ``process`` runs, arriving frames are dropped; when it returns, the newest frame is
     taken (or the next one awaited). Latency counts from a frame's arrival."""
@@ -200,6 +211,19 @@ def _summarise(plays: Sequence[Playback]) -> dict[str, Any]:
     }
 
 
+PAGE_KEYS = ("fps", "capacity_fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_max", "processed",
+             "dropped", "faces_per_frame", "embedded_per_frame")
+"""The figures of each page in ``frame.pages`` (each page adds its own counts)."""
+
+
+def _page_summary(plays: Sequence[Playback]) -> dict[str, Any]:
+    """The :data:`PAGE_KEYS` of one page's playbacks (NaN figures when it played nothing)."""
+    if not plays:
+        return {k: float("nan") for k in PAGE_KEYS} | {"processed": 0, "dropped": 0, "frames": 0}
+    s = _summarise(plays)
+    return {k: s[k] for k in PAGE_KEYS} | {"frames": sum(p.frames for p in plays)}
+
+
 def bench_frame(
     model: LoadedModel,
     model_path: Path,
@@ -237,6 +261,9 @@ def bench_frame(
     ours: list[Playback] = []
     base: list[Playback] = []
     new_face_ms: list[float] = []
+    pages: dict[str, list[Playback]] = {"enroll": [], "verify": []}
+    enroll_counts = {"samples": 0, "enrolments": 0}
+    verify_counts = {"scored": 0, "matched": 0}
     with tempfile.TemporaryDirectory(prefix="faceapp-bench-frame-") as tmp:
         service = _open_bench_service(pipeline, model_path, f"sqlite:///{Path(tmp) / 'bench.sqlite'}")
         try:
@@ -244,16 +271,19 @@ def bench_frame(
                 service, decoded, distractors=distractors, lfw_dir=lfw_root(data_dir)
             )
             tau, tau_source = _bench_threshold(service, config.scorer)
+            service.use_threshold(config.scorer, tau)  # Verify decides with the service's τ
             live_cfg = replace(config, threshold=tau)
             base_cfg = LiveConfig.naive(threshold=tau, scorer=config.scorer, top_k=config.top_k)
             with (
                 LiveRecognizer.from_service(service, live_cfg) as live,
                 LiveRecognizer.from_service(service, base_cfg) as naive,
+                LiveRecognizer(service.pipeline, None, config) as tracking,  # Enroll, Verify
             ):
                 # warm-up (first calls allocate and tune kernels), then start clean
                 first = next(iter(decoded.values()))[:3]
                 for f in first:
                     live.process(f)
+                    tracking.process(f)
                 naive.process(first[0])
                 for path, frames in decoded.items():
                     live.reset()
@@ -263,6 +293,18 @@ def bench_frame(
                     theirs = play_realtime(naive, frames, rates[path])
                     ours.append(mine)
                     base.append(theirs)
+                    enroll = EnrollLoop(tracking)
+                    enroll.reset()
+                    pages["enroll"].append(play_realtime(enroll, frames, rates[path]))
+                    enroll_counts["samples"] += enroll.samples
+                    enroll_counts["enrolments"] += enroll.enrolments
+                    claimed = gallery["by_video"].get(path)
+                    if claimed is not None:
+                        verify = VerifyLoop(tracking, TrackedVerifier(service, claimed, config.scorer))
+                        verify.reset()
+                        pages["verify"].append(play_realtime(verify, frames, rates[path]))
+                        verify_counts["scored"] += verify.scored
+                        verify_counts["matched"] += verify.matched
                     per_video.append(
                         {
                             "path": str(path),
@@ -320,6 +362,11 @@ def bench_frame(
         "paired_frames": len(paired_base),
         "face_recall_vs_baseline": recall,
         "decision_agreement_vs_baseline": agreement,
+        "pages": {
+            "recognize": _page_summary(ours),
+            "enroll": _page_summary(pages["enroll"]) | enroll_counts,
+            "verify": _page_summary(pages["verify"]) | verify_counts,
+        },
         "gallery_people": gallery["people"],
         "gallery_templates": gallery["templates"],
         "threshold": round(tau, 5),

@@ -141,6 +141,13 @@ def summary(r: dict[str, Any]) -> str:
             f"faces found vs per-frame {_fmt(f['face_recall_vs_baseline'])}, "
             f"same decision {_fmt(f['decision_agreement_vs_baseline'])}",
         ]
+        for name, pg in f.get("pages", {}).items():
+            extra = {"enroll": f"; {pg.get('samples')} samples, {pg.get('enrolments')} enrolments",
+                     "verify": f"; {pg.get('scored')} scores, {pg.get('matched')} accepted"}.get(name, "")
+            lines.append(
+                f"  page {name:<9}: {_fmt(pg['fps'])} fps (capacity {_fmt(pg['capacity_fps'])}), latency "
+                f"p50 {_fmt(pg['latency_ms_p50'])} ms, p95 {_fmt(pg['latency_ms_p95'])} ms{extra}"
+            )
         if "liveness" in f:
             lv = f["liveness"]
             lines.append(

@@ -19,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "bench",
         help="measure speed: live frame loop, embeddings/s, gallery search, app start-up (vs baselines)",
         description="Speed on this machine against baselines measured in the same run. "
-        "JSON keys: frame.fps, frame.latency_ms_p50/p95, embed.per_s_b1/b32, "
+        "JSON keys: frame.fps, frame.latency_ms_p50/p95, "
+        "frame.pages.PAGE.fps, frame.pages.PAGE.capacity_fps, frame.pages.PAGE.latency_ms_p50/p95 "
+        "for PAGE in recognize, enroll, verify (the clip "
+        "played in real time through the live loop configured as each live page: Recognize's "
+        "matcher; Enroll capturing samples; Verify scoring the largest face against the person "
+        "enrolled from the video's first frames), embed.per_s_b1/b32, "
         "embed.baseline_per_s_b1/b32, gallery.search_ms_1e4/1e5/1e6, "
         "gallery.baseline_search_ms_1e4/1e5/1e6, gallery.open_s_1e5/1e6, "
         "startup.window_s_1e5 (seconds to a usable main window with 10^5 templates: People "

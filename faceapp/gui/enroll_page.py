@@ -1,7 +1,7 @@
 """Enroll page: capture good samples of one person from the camera or from files, then save.
 
 Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`),
-without 1:K matching; :class:`~faceapp.gui.enroll_capture.CaptureGuide` turns each result into
+without 1:K matching; :class:`~faceapp.services.live_pages.CaptureGuide` turns each result into
 guidance and, while capturing, samples (fresh, good, still measurements of the one face in
 view). Duplicate names and faces that already match someone else are checked with
 ``service.check_enrollment`` whenever the name or the samples change, and flagged before
@@ -11,7 +11,6 @@ saving; whether the gallery needs the person's consent is asked on a pool thread
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +35,10 @@ from PySide6.QtWidgets import (
 from faceapp.errors import FaceappError
 from faceapp.gui.camera import rgb_to_qimage
 from faceapp.gui.context import AppContext
-from faceapp.gui.enroll_capture import CaptureGuide, Sample
 from faceapp.gui.page import IMAGE_FILTER, Page, heading
 from faceapp.gui.video_view import BAD, GOOD, INFO, NEUTRAL, Overlay, VideoView
 from faceapp.gui.workers import LiveSession, ProcessedFrame, TrackedLoop, describe_error
+from faceapp.services.live_pages import CaptureGuide, Sample
 
 if TYPE_CHECKING:
     from faceapp.services import Consent
@@ -50,7 +49,7 @@ THUMB = 72
 
 
 TONES = {"bad": BAD, "neutral": NEUTRAL, "good": GOOD, "info": INFO}
-"""The overlay and banner colour of each tone of :class:`~faceapp.gui.enroll_capture.Guidance`."""
+"""The overlay and banner colour of each tone of :class:`~faceapp.services.live_pages.Guidance`."""
 
 
 class EnrollPage(Page):
@@ -78,8 +77,6 @@ class EnrollPage(Page):
         super().__init__(ctx, parent)
         self.setAcceptDrops(True)
         self.guide = CaptureGuide()  # advice and sample capture from the live frames
-        self.remeasure_s = 0.2  # while the advice is not "Good": a new measurement this often
-        self._last_remeasure = -1e9
         self._samples: list[Sample] = []
         self._warnings: list[str] = []
         self._check_pending = False
@@ -178,6 +175,15 @@ class EnrollPage(Page):
     def capture_interval_s(self, value: float) -> None:
         self.guide.capture_interval_s = float(value)
 
+    @property
+    def remeasure_s(self) -> float:
+        """While the advice is not "Good": a new measurement at most this often."""
+        return self.guide.remeasure_s
+
+    @remeasure_s.setter
+    def remeasure_s(self, value: float) -> None:
+        self.guide.remeasure_s = float(value)
+
     def is_checking(self) -> bool:
         """A look-alike / duplicate-name check is scheduled or running."""
         return self._check_timer.isActive() or self._check_running
@@ -255,20 +261,11 @@ class EnrollPage(Page):
             self._add_sample(g.sample)
         if g.done:
             self.set_capturing(False)
-        if g.measure:
+        if self.guide.wants_measure(g):
             self.loop.request_measure()
-        elif g.remeasure:
-            self._remeasure()
         color = TONES[g.tone]
         self.view.set_overlays([Overlay(box, "", color) for box in g.boxes])  # type: ignore[arg-type]
         self.view.set_banner(g.text, color)
-
-    def _remeasure(self) -> None:
-        """Ask for a new measurement of the face unless one was asked for within ``remeasure_s``."""
-        now = time.monotonic()
-        if now - self._last_remeasure >= self.remeasure_s:
-            self._last_remeasure = now
-            self.loop.request_measure()
 
     # samples -----------------------------------------------------------------------------
     def _add_sample(self, sample: Sample) -> None:

@@ -3,12 +3,13 @@
 Frames go through the live loop every live page runs (:class:`~faceapp.gui.workers.LiveSession`:
 detection every few frames, tracking in between, embedding only new or changed faces), on
 the frame worker, without 1:K matching. Each new embedding of the largest tracked face is
-scored against the claimed person (``service.verify(name, face, scorer=...)``, the face
-being the loop's ``FaceEmbedding``); the decision is the median of the last few scores
-against τ, so one bad frame does not flip it. ACCEPT / REJECT is shown only once enough
-frames were scored. While the window is filling, the page asks the loop to measure the
-face again on every frame (a decision in a few frames); once full, a still face is re-scored
-when the loop re-embeds it (it moved or turned, or every ``unknown_refresh_every`` frames).
+scored against the claimed person (:class:`~faceapp.services.live_pages.TrackedVerifier`:
+``service.verify(name, face, scorer=...)``, the face being the loop's ``FaceEmbedding``); the
+decision is the median of the last few scores against τ, so one bad frame does not flip it.
+ACCEPT / REJECT is shown only once enough frames were scored. While the window is filling,
+the page asks the loop to measure the face again on every frame (a decision in a few frames);
+once full, a still face is re-scored when the loop re-embeds it (it moved or turned, or every
+``unknown_refresh_every`` frames).
 
 With **Liveness check** on (Settings: on by default), an attempt is a
 :class:`~faceapp.services.liveness.LiveVerifier` run instead, on the same live loop's tracked
@@ -47,6 +48,7 @@ from faceapp.gui.page import Page, heading
 from faceapp.gui.scoring import ScoreWindow, accepts
 from faceapp.gui.video_view import BAD, GOOD, NEUTRAL, Overlay, Prompt, VideoView
 from faceapp.gui.workers import LiveSession, ProcessedFrame, TrackedLoop, describe_error
+from faceapp.services.live_pages import TrackedVerifier
 
 if TYPE_CHECKING:  # the liveness stack (torch, MTCNN) is imported on first use, not at start-up
     from faceapp.services.liveness import Action, ChallengeConfig, LiveVerifier
@@ -302,21 +304,16 @@ class VerifyPage(Page):
     @staticmethod
     def _verify_process(session: LiveSession, service: Any, name: str, scorer: str
                         ) -> Callable[[np.ndarray], VerifyFrame | None]:
-        """Score the live loop's largest tracked face, on each of its new embeddings."""
+        """Score the live loop's largest tracked face, on each of its new embeddings
+        (:class:`~faceapp.services.live_pages.TrackedVerifier`: the service's τ)."""
+        verifier = TrackedVerifier(service, name, scorer)
 
         def process(frame: np.ndarray) -> VerifyFrame | None:
             live = session.process(frame)
             if live is None:  # processed by a session closed meanwhile
                 return None
-            if not live.faces:
-                return VerifyFrame(None, None, live)
-            top = live.faces[0]  # the largest
-            box = tuple(float(v) for v in top.box)
-            if not top.fresh:  # tracked, not embedded again: no new score
-                return VerifyFrame(None, box, live)  # type: ignore[arg-type]
-            # τ: the service's own (its τ policy), never a copy held by the page
-            result = service.verify(name, top.face, scorer=scorer, log_event=False)
-            return VerifyFrame(result, box, live)  # type: ignore[arg-type]
+            step = verifier.step(live)
+            return VerifyFrame(step.result, step.box, live)
 
         return process
 

@@ -24,8 +24,9 @@ timings. It is fast on a CPU because it does as little as possible per frame:
 Every tracked face also carries the :class:`~faceapp.nn.pipeline.FaceEmbedding` it was last
 embedded with (``LiveFace.face``: aligned crop, embedding, quality, face image, as
 ``FacePipeline.faces_from_detections`` makes them), so that the other live pages decide on
-it themselves: Enroll keeps fresh, good ones as samples, Verify scores the largest one
-against the claimed person. Without a matcher (``matcher=None``) the loop only tracks and
+it themselves (:mod:`faceapp.services.live_pages`): Enroll keeps fresh, good ones as
+samples (``CaptureGuide``), Verify scores the largest one against the claimed person
+(``TrackedVerifier``). Without a matcher (``matcher=None``) the loop only tracks and
 embeds (no 1:K decision, no candidates).
 
 ``LiveConfig.naive()`` switches every speed-up off (full-resolution detection and embedding

@@ -1,4 +1,4 @@
-"""The Enroll page's capture logic (Qt-free) on hand-built live-loop results and a fake clock."""
+"""The Enroll and Verify pages' per-frame decisions (Qt-free) on hand-built live-loop results."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from faceapp.gui.enroll_capture import CaptureGuide, advice, box_center_shift
+from faceapp.services.live_pages import CaptureGuide, Guidance, TrackedVerifier, advice, box_center_shift
 
 
 def face(box=(0.0, 0.0, 100.0, 100.0), *, ok=True, reasons=(), fresh=True):
@@ -63,3 +63,41 @@ def test_capture_takes_fresh_samples_at_the_interval_until_the_target() -> None:
     assert stale.sample is None and stale.measure  # ask the loop for a new measurement
     last = g.step(frame(face()), 4, 1, 2)
     assert last.sample is not None and last.done and last.text.startswith("Done")
+
+
+class Service:
+    """Records each ``verify`` call; its result is the call's arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def verify(self, name, face, *, scorer, log_event=True):
+        self.calls.append((name, face, scorer, log_event))
+        return SimpleNamespace(score=0.5, face=face)
+
+
+def test_tracked_verifier_scores_the_largest_face_when_fresh() -> None:
+    service = Service()
+    v = TrackedVerifier(service, "Ada", "distance")  # type: ignore[arg-type]
+    none = v.step(frame())
+    assert (none.result, none.box) == (None, None) and service.calls == []
+    big, small = face((0, 0, 100, 100)), face((200, 0, 240, 40))
+    fresh = v.step(frame(big, small))  # the loop lists the largest face first
+    assert fresh.box == (0.0, 0.0, 100.0, 100.0) and fresh.result.face is big.face
+    assert service.calls == [("Ada", big.face, "distance", False)]  # no audit event per frame
+    stale = v.step(frame(face((1, 0, 101, 100), fresh=False)))
+    assert stale.result is None and stale.box == (1.0, 0.0, 101.0, 100.0) and len(service.calls) == 1
+
+
+def test_wants_measure_when_due_and_rate_limits_the_advice() -> None:
+    clock = Clock()
+    g = CaptureGuide(remeasure_s=0.2, clock=clock)
+    assert g.wants_measure(Guidance("Good: capturing…", "good", measure=True))
+    assert not g.wants_measure(Guidance("Good: press Start capture", "info"))
+    bad = Guidance("Hold still", "neutral", remeasure=True)
+    assert g.wants_measure(bad)
+    clock.t += 0.1
+    assert not g.wants_measure(bad)  # asked for 0.1 s ago
+    assert g.wants_measure(Guidance("Good: capturing…", "good", measure=True))  # a due sample is not limited
+    clock.t += 0.15
+    assert g.wants_measure(bad)
