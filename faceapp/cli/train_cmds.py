@@ -104,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "prefer `faceapp calibrate-model`, which measures FAR 1e-3/1e-4 on >= 1e5 impostor pairs)",
     )
     e.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)  # the old default
+    _cohort_options(e)
     e.set_defaults(func=_evaluate)
 
     c = sub.add_parser(
@@ -126,6 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--people", help="people*.txt: the identities to use")
     i.add_argument("--distractor-fraction", type=float, default=0.5, help="share of identities kept out")
     i.add_argument("--seed", type=int, default=0)
+    _cohort_options(i)
     i.set_defaults(func=_evaluate_identification)
 
     m = sub.add_parser(
@@ -255,6 +257,16 @@ def _train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cohort_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cohort",
+        metavar="PEOPLE",
+        help="people*.txt of other identities (e.g. peopleDevTrain.txt): normalise cosine scores by "
+        "adaptive s-norm against their faces (faceapp.nn.score_norm)",
+    )
+    p.add_argument("--cohort-top-k", type=int, default=50, help="cohort scores per face for s-norm")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from faceapp.training.evaluation import evaluate_pairs_cli
 
@@ -266,6 +278,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         plots=args.plots,
         write_calibration=args.write_calibration and not args.no_calibration,
         cache_dir=args.cache_dir,
+        cohort_people=args.cohort,
+        cohort_top_k=args.cohort_top_k,
     )
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
@@ -286,6 +300,8 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
         distractor_fraction=args.distractor_fraction,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        cohort_people=args.cohort,
+        cohort_top_k=args.cohort_top_k,
     )
     _print(report, args.json)
     return 0

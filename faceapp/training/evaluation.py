@@ -20,6 +20,7 @@ from faceapp.config import DetectorConfig
 from faceapp.errors import CalibrationError, FaceappError
 from faceapp.nn.calibration import Calibration, calibration_path_for
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
+from faceapp.nn.score_norm import DEFAULT_TOP_K, Cohort, s_norm_matrix, s_norm_pairs
 from faceapp.nn.scoring import DISTANCE, Scorer, accepts_all, scorers_for
 from faceapp.training.datasets import (
     STATUS_DETECTED,
@@ -32,7 +33,7 @@ from faceapp.training.datasets import (
 from faceapp.training.metrics import (
     best_threshold,
     equal_error_rate,
-    identification_report,
+    identification_report_from_scores,
     lfw_folds,
     roc_auc,
     roc_curve,
@@ -79,6 +80,46 @@ def resolve_scorers(model: LoadedModel, scorer: str) -> dict[str, Scorer]:
     return {name: available[name]}
 
 
+def cohort_from_people(
+    model: LoadedModel,
+    data: str | Path,
+    cohort_people: str | Path,
+    *,
+    exclude: set[str],
+    top_k: int = DEFAULT_TOP_K,
+    cache_dir: str | Path = "cache",
+    detector: FaceDetector | None = None,
+) -> tuple[Cohort, dict[str, Any]]:
+    """The s-norm cohort: embeddings of every detected face of the identities in ``cohort_people``.
+
+    Raises:
+        FaceappError: a cohort identity is also evaluated (``exclude``): the cohort must be
+            disjoint from the people it normalises.
+    """
+    names = list(read_people(cohort_people))
+    both = sorted(set(names) & exclude)
+    if both:
+        raise FaceappError(
+            f"{cohort_people}: {len(both)} cohort identities are also evaluated (e.g. {both[0]}); "
+            "the cohort must be other people (e.g. peopleDevTrain.txt for DevTest)"
+        )
+    images = scan_identity_folders(data, names)
+    crops = crops_for(model, list(images.paths), cache_dir, Path(cohort_people).stem.lower(), detector)
+    ok = crops.status == STATUS_DETECTED
+    try:
+        cohort = Cohort(model.encoder.embed(crops.crops[ok]), top_k)
+    except ValueError as err:
+        raise FaceappError(f"{cohort_people}: {err}") from None
+    info = {
+        "score_norm": "asnorm",
+        "cohort": Path(cohort_people).name,
+        "cohort_images": len(cohort),
+        "cohort_identities": len(np.unique(images.labels[ok])),
+        "cohort_top_k": cohort.top_k,
+    }
+    return cohort, info
+
+
 def evaluate_pairs(
     model: LoadedModel,
     data: str | Path,
@@ -87,12 +128,18 @@ def evaluate_pairs(
     scorer: str = DISTANCE,
     cache_dir: str | Path = "cache",
     detector: FaceDetector | None = None,
+    cohort_people: str | Path | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Reports per scorer, and the (scores, same) arrays behind them.
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
+    ``cohort_people``: normalise the cosine scores by adaptive s-norm against a cohort of these
+    identities (:mod:`faceapp.nn.score_norm`; disjoint from the pairs' people; distance scorer only).
     """
     chosen = resolve_scorers(model, scorer)  # an unknown scorer fails before any detection
+    if cohort_people is not None and set(chosen) != {DISTANCE}:
+        raise FaceappError("score normalisation (--cohort) applies to the distance scorer only")
     pairs = read_pairs(pairs_file, data)
     same = np.asarray([p.same for p in pairs])
     try:
@@ -106,11 +153,22 @@ def evaluate_pairs(
     ia = np.asarray([index[p.a] for p in pairs])
     ib = np.asarray([index[p.b] for p in pairs])
     counts = crops.counts()
+    norm_info: dict[str, Any] = {}
+    if cohort_people is not None:
+        people = {p.a.parent.name for p in pairs} | {p.b.parent.name for p in pairs}
+        cohort, norm_info = cohort_from_people(
+            model, data, cohort_people, exclude=people, top_k=cohort_top_k, cache_dir=cache_dir,
+            detector=detector,
+        )
+        img_stats = cohort.stats(emb)
     reports: list[dict[str, Any]] = []
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, sc in chosen.items():
         scores = sc.score_pairs(emb[ia], emb[ib]).astype(np.float64)
+        if norm_info:
+            scores = s_norm_pairs(scores, img_stats.take(ia), img_stats.take(ib))
         rep = verification_report(scores, same, folds)
+        rep.update(norm_info)
         rep.update(
             {
                 "scorer": name,
@@ -313,9 +371,16 @@ def evaluate_pairs_cli(
     plots: str | None,
     write_calibration: bool,
     cache_dir: str,
+    cohort_people: str | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
 ) -> list[dict[str, Any]]:
     model = load_checkpoint(model_path)
-    reports, raw = evaluate_pairs(model, data, pairs_file, scorer=scorer, cache_dir=cache_dir)
+    reports, raw = evaluate_pairs(
+        model, data, pairs_file, scorer=scorer, cache_dir=cache_dir, cohort_people=cohort_people,
+        cohort_top_k=cohort_top_k,
+    )
+    if write_calibration and cohort_people is not None:
+        raise FaceappError("--write-calibration with --cohort: the app does not normalise scores yet")
     if write_calibration:
         update_calibration(model, reports, {"pairs": Path(pairs_file).name, "n_pairs": reports[0]["pairs"]})
     if plots:
@@ -351,11 +416,15 @@ def evaluate_identification(
     seed: int = 0,
     cache_dir: str | Path = "cache",
     detector: FaceDetector | None = None,
+    cohort_people: str | Path | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
 ) -> dict[str, Any]:
     """Gallery = first image of each enrolled identity; probes = their other images plus every
     image of the distractor identities (never enrolled). Identities with one image are distractors.
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
+    ``cohort_people``: score probes against templates by adaptive s-norm with a cohort of these
+    identities (:mod:`faceapp.nn.score_norm`; they must be disjoint from ``people_file``'s).
     """
     people = list(read_people(people_file)) if people_file else None
     images = scan_identity_folders(data, people)
@@ -384,13 +453,31 @@ def evaluate_identification(
             seen.add(c)
         else:
             probe_rows.append(row)
-    rep = identification_report(emb[gallery_rows], lab[gallery_rows], emb[probe_rows], lab[probe_rows])
+    gal, prb = emb[gallery_rows], emb[probe_rows]
+    scores = (prb @ gal.T).astype(np.float64)
+    norm_info: dict[str, Any] = {}
+    if cohort_people is not None:
+        cohort, norm_info = cohort_from_people(
+            model, data, cohort_people, exclude=set(images.names), top_k=cohort_top_k,
+            cache_dir=cache_dir, detector=detector,
+        )
+        scores = s_norm_matrix(scores, cohort.stats(prb), cohort.stats(gal))
+    rep = identification_report_from_scores(scores, lab[gallery_rows], lab[probe_rows])
     rep.update({"model_id": model.model_id, "images_without_detected_face": int((~ok).sum())})
+    rep.update(norm_info)
     return rep
 
 
 def evaluate_identification_cli(
-    model_path: Path, data: str, people: str | None, *, distractor_fraction: float, seed: int, cache_dir: str
+    model_path: Path,
+    data: str,
+    people: str | None,
+    *,
+    distractor_fraction: float,
+    seed: int,
+    cache_dir: str,
+    cohort_people: str | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
 ) -> dict[str, Any]:
     return evaluate_identification(
         load_checkpoint(model_path),
@@ -399,4 +486,6 @@ def evaluate_identification_cli(
         distractor_fraction=distractor_fraction,
         seed=seed,
         cache_dir=cache_dir,
+        cohort_people=cohort_people,
+        cohort_top_k=cohort_top_k,
     )

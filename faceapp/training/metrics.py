@@ -34,6 +34,7 @@ __all__ = [
     "best_threshold",
     "equal_error_rate",
     "identification_report",
+    "identification_report_from_scores",
     "kfold_accuracy",
     "lfw_folds",
     "roc_auc",
@@ -413,18 +414,29 @@ def identification_report(
         raise ValueError("empty gallery")
     if prb.shape[1] != gal.shape[1]:
         raise ValueError(f"probes have dimension {prb.shape[1]}, gallery {gal.shape[1]}")
-    g_lab = _as_labels(gallery_labels, gal.shape[0], "gallery_labels")
-    p_lab = _as_labels(probe_labels, prb.shape[0], "probe_labels")
+    return identification_report_from_scores(prb @ gal.T, gallery_labels, probe_labels)
+
+
+def identification_report_from_scores(
+    scores: ArrayLike, gallery_labels: ArrayLike, probe_labels: ArrayLike
+) -> dict[str, Any]:
+    """:func:`identification_report` of a given ``(P, G)`` similarity matrix (entry (i, j):
+    probe i against gallery row j; e.g. cohort-normalised scores, :mod:`faceapp.nn.score_norm`),
+    reduced to one score per gallery identity (its best row); same keys and rules."""
+    sc = _as_matrix(scores, "scores")
+    if sc.shape[1] == 0:
+        raise ValueError("empty gallery")
+    g_lab = _as_labels(gallery_labels, sc.shape[1], "gallery_labels")
+    p_lab = _as_labels(probe_labels, sc.shape[0], "probe_labels")
 
     ids, inverse = np.unique(g_lab, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     starts = np.flatnonzero(np.r_[True, inverse[order][1:] != inverse[order][:-1]])
-    scores = prb @ gal.T  # (P, G)
-    id_scores = np.maximum.reduceat(scores[:, order], starts, axis=1)  # (P, U)
+    id_scores = np.maximum.reduceat(sc[:, order], starts, axis=1)  # (P, U)
 
     known = np.isin(p_lab, ids)
     n_known = int(known.sum())
-    n_distractor = int(prb.shape[0] - n_known)
+    n_distractor = int(sc.shape[0] - n_known)
     top1 = id_scores.max(axis=1) if id_scores.size else np.zeros(0)
 
     nan = float("nan")
