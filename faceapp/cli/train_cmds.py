@@ -127,6 +127,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--people", help="people*.txt: the identities to use")
     i.add_argument("--distractor-fraction", type=float, default=0.5, help="share of identities kept out")
     i.add_argument("--seed", type=int, default=0)
+    i.add_argument(
+        "--gallery-images", type=int, default=1, help="images enrolled per gallery identity (default 1)"
+    )
+    i.add_argument(
+        "--aggregate",
+        choices=("max", "mean"),
+        default="max",
+        help="score a person by the best of their templates (max) or by their normalised mean (mean)",
+    )
     _cohort_options(i)
     i.set_defaults(func=_evaluate_identification)
 
@@ -302,6 +311,8 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         cohort_people=args.cohort,
         cohort_top_k=args.cohort_top_k,
+        gallery_images=args.gallery_images,
+        aggregate=args.aggregate,
     )
     _print(report, args.json)
     return 0

@@ -22,6 +22,7 @@ from faceapp.nn.calibration import Calibration, calibration_path_for
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
 from faceapp.nn.score_norm import DEFAULT_TOP_K, Cohort, s_norm_matrix, s_norm_pairs
 from faceapp.nn.scoring import DISTANCE, Scorer, accepts_all, scorers_for
+from faceapp.nn.templates import AGGREGATES, mean_templates
 from faceapp.training.datasets import (
     STATUS_DETECTED,
     CropSet,
@@ -418,14 +419,23 @@ def evaluate_identification(
     detector: FaceDetector | None = None,
     cohort_people: str | Path | None = None,
     cohort_top_k: int = DEFAULT_TOP_K,
+    gallery_images: int = 1,
+    aggregate: str = "max",
 ) -> dict[str, Any]:
-    """Gallery = first image of each enrolled identity; probes = their other images plus every
-    image of the distractor identities (never enrolled). Identities with one image are distractors.
+    """Gallery = first ``gallery_images`` images of each enrolled identity; probes = their other
+    images plus every image of the distractor identities (never enrolled). Identities with
+    fewer than ``gallery_images + 1`` detected faces are distractors.
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
     ``cohort_people``: score probes against templates by adaptive s-norm with a cohort of these
     identities (:mod:`faceapp.nn.score_norm`; they must be disjoint from ``people_file``'s).
+    ``aggregate``: ``max`` scores an identity by its best template, ``mean`` by one template,
+    the normalised mean of its gallery embeddings (:mod:`faceapp.nn.templates`).
     """
+    if gallery_images < 1:
+        raise FaceappError(f"--gallery-images must be >= 1, got {gallery_images}")
+    if aggregate not in AGGREGATES:
+        raise FaceappError(f"unknown aggregate {aggregate!r} (known: {', '.join(AGGREGATES)})")
     people = list(read_people(people_file)) if people_file else None
     images = scan_identity_folders(data, people)
     name = Path(people_file).stem.lower() if people_file else Path(data).name
@@ -434,26 +444,28 @@ def evaluate_identification(
     labels = images.labels
     counts = np.bincount(labels[ok], minlength=len(images.names))
     rng = np.random.default_rng(seed)
-    multi = np.flatnonzero(counts >= 2)
+    multi = np.flatnonzero(counts >= gallery_images + 1)
     n_distract = round(len(multi) * distractor_fraction)
     distract = set(rng.choice(multi, size=n_distract, replace=False).tolist())
     known = [c for c in multi.tolist() if c not in distract]
     if not known:
         raise FaceappError(
-            f"{data}: no identity left for the gallery (identities with >= 2 detected faces: "
-            f"{len(multi)}, distractor fraction {distractor_fraction})"
+            f"{data}: no identity left for the gallery (identities with >= {gallery_images + 1} detected "
+            f"faces: {len(multi)}, distractor fraction {distractor_fraction})"
         )
     emb = model.encoder.embed(crops.crops[ok])
     lab = labels[ok]
     gallery_rows, probe_rows = [], []
-    seen: set[int] = set()
+    enrolled: dict[int, int] = {}
     for row, c in enumerate(lab.tolist()):
-        if c in known and c not in seen:
+        if c in known and enrolled.get(c, 0) < gallery_images:
             gallery_rows.append(row)
-            seen.add(c)
+            enrolled[c] = enrolled.get(c, 0) + 1
         else:
             probe_rows.append(row)
-    gal, prb = emb[gallery_rows], emb[probe_rows]
+    gal, gal_lab, prb = emb[gallery_rows], lab[gallery_rows], emb[probe_rows]
+    if aggregate == "mean":
+        gal_lab, gal = mean_templates(gal, gal_lab)
     scores = (prb @ gal.T).astype(np.float64)
     norm_info: dict[str, Any] = {}
     if cohort_people is not None:
@@ -462,8 +474,10 @@ def evaluate_identification(
             cache_dir=cache_dir, detector=detector,
         )
         scores = s_norm_matrix(scores, cohort.stats(prb), cohort.stats(gal))
-    rep = identification_report_from_scores(scores, lab[gallery_rows], lab[probe_rows])
+    rep = identification_report_from_scores(scores, gal_lab, lab[probe_rows])
     rep.update({"model_id": model.model_id, "images_without_detected_face": int((~ok).sum())})
+    if gallery_images != 1 or aggregate != "max":
+        rep.update({"gallery_images": gallery_images, "aggregate": aggregate})
     rep.update(norm_info)
     return rep
 
@@ -478,6 +492,8 @@ def evaluate_identification_cli(
     cache_dir: str,
     cohort_people: str | None = None,
     cohort_top_k: int = DEFAULT_TOP_K,
+    gallery_images: int = 1,
+    aggregate: str = "max",
 ) -> dict[str, Any]:
     return evaluate_identification(
         load_checkpoint(model_path),
@@ -488,4 +504,6 @@ def evaluate_identification_cli(
         cache_dir=cache_dir,
         cohort_people=cohort_people,
         cohort_top_k=cohort_top_k,
+        gallery_images=gallery_images,
+        aggregate=aggregate,
     )
