@@ -195,3 +195,57 @@ def test_cohort_must_be_other_people(
     assert main([*argv, "--cohort", str(cohort), "--cohort-top-k", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["score_norm"] == "asnorm" and out["cohort_top_k"] == 4 and out["cohort_images"] == 30
+
+
+def _brute_open_set(rank_s: np.ndarray, acc_s: np.ndarray, g_lab: np.ndarray, p_lab: np.ndarray) -> float:
+    """DIR at FPIR 1e-2 by loops: top-1 identity by ``rank_s``, accepted by its ``acc_s``."""
+    ids = sorted(set(g_lab.tolist()))
+    top_id, top_acc = [], []
+    for i in range(rank_s.shape[0]):
+        best = {c: max(rank_s[i, j] for j in range(len(g_lab)) if g_lab[j] == c) for c in ids}
+        c_top = max(ids, key=lambda c: (best[c], -ids.index(c)))
+        top_id.append(c_top)
+        top_acc.append(max(acc_s[i, j] for j in range(len(g_lab)) if g_lab[j] == c_top))
+    known = [c in ids for c in p_lab.tolist()]
+    distractor_acc = sorted((a for a, k in zip(top_acc, known, strict=True) if not k), reverse=True)
+    allowed = int(0.01 * len(distractor_acc))
+    t = distractor_acc[allowed]
+    hits = [
+        top_id[i] == p_lab[i] and top_acc[i] > t and sorted(
+            [max(rank_s[i, j] for j in range(len(g_lab)) if g_lab[j] == c) for c in ids], reverse=True
+        ).count(max(rank_s[i])) == 1
+        for i in range(len(p_lab))
+        if known[i]
+    ]
+    return sum(hits) / len(hits)
+
+
+def test_accept_scores_rank_by_one_matrix_and_accept_by_another() -> None:
+    rng = np.random.default_rng(4)
+    rank_s, acc_s = rng.normal(size=(150, 5)), rng.normal(size=(150, 5))
+    g_lab = np.array([0, 1, 1, 2, 3])
+    p_lab = rng.integers(0, 7, size=150)  # labels 4-6: distractors
+    rep = identification_report_from_scores(rank_s, g_lab, p_lab, accept_scores=acc_s)
+    plain = identification_report_from_scores(rank_s, g_lab, p_lab)
+    assert rep["rank1"] == plain["rank1"] and rep["rank5"] == plain["rank5"]
+    assert rep["dir_at_fpir_0.01"] == pytest.approx(_brute_open_set(rank_s, acc_s, g_lab, p_lab))
+    assert identification_report_from_scores(rank_s, g_lab, p_lab, accept_scores=rank_s) == plain
+    with pytest.raises(ValueError, match="accept_scores"):
+        identification_report_from_scores(rank_s, g_lab, p_lab, accept_scores=acc_s[:, :4])
+
+
+def test_snorm_scope_accept_keeps_the_cosine_ranking(
+    model_path: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    people, cohort_people = _people(tmp_path, "p.txt", range(1, 9)), _people(tmp_path, "c.txt", range(9, 15))
+    model = load_checkpoint(model_path)
+    kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
+    plain = evaluate_identification(model, data_dir / "orl_faces", people, **kw)
+    acc = evaluate_identification(
+        model, data_dir / "orl_faces", people, cohort_people=cohort_people, cohort_top_k=5,
+        snorm_scope="accept", **kw,
+    )
+    assert acc["snorm_scope"] == "accept"
+    assert (acc["rank1"], acc["rank5"]) == (plain["rank1"], plain["rank5"])
+    with pytest.raises(FaceappError, match="scope"):
+        evaluate_identification(model, data_dir / "orl_faces", people, snorm_scope="some", **kw)

@@ -137,6 +137,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="score a person by the best of their templates (max) or by their normalised mean (mean)",
     )
     _cohort_options(i)
+    i.add_argument(
+        "--snorm-scope",
+        choices=("all", "accept"),
+        default="all",
+        help="with --cohort: rank and accept by the normalised score (all), or rank by cosine and "
+        "accept the top-1 by its normalised score (accept)",
+    )
     i.set_defaults(func=_evaluate_identification)
 
     m = sub.add_parser(
@@ -313,6 +320,7 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
         cohort_top_k=args.cohort_top_k,
         gallery_images=args.gallery_images,
         aggregate=args.aggregate,
+        snorm_scope=args.snorm_scope,
     )
     _print(report, args.json)
     return 0

@@ -421,6 +421,7 @@ def evaluate_identification(
     cohort_top_k: int = DEFAULT_TOP_K,
     gallery_images: int = 1,
     aggregate: str = "max",
+    snorm_scope: str = "all",
 ) -> dict[str, Any]:
     """Gallery = first ``gallery_images`` images of each enrolled identity; probes = their other
     images plus every image of the distractor identities (never enrolled). Identities with
@@ -431,7 +432,12 @@ def evaluate_identification(
     identities (:mod:`faceapp.nn.score_norm`; they must be disjoint from ``people_file``'s).
     ``aggregate``: ``max`` scores an identity by its best template, ``mean`` by one template,
     the normalised mean of its gallery embeddings (:mod:`faceapp.nn.templates`).
+    ``snorm_scope`` (with a cohort): ``all`` ranks and accepts by the normalised score;
+    ``accept`` ranks by cosine similarity and decides open-set acceptance of the top-1 identity
+    by its normalised score.
     """
+    if snorm_scope not in SNORM_SCOPES:
+        raise FaceappError(f"unknown s-norm scope {snorm_scope!r} (known: {', '.join(SNORM_SCOPES)})")
     if gallery_images < 1:
         raise FaceappError(f"--gallery-images must be >= 1, got {gallery_images}")
     if aggregate not in AGGREGATES:
@@ -473,13 +479,23 @@ def evaluate_identification(
             model, data, cohort_people, exclude=set(images.names), top_k=cohort_top_k,
             cache_dir=cache_dir, detector=detector,
         )
-        scores = s_norm_matrix(scores, cohort.stats(prb), cohort.stats(gal))
-    rep = identification_report_from_scores(scores, gal_lab, lab[probe_rows])
+        normed = s_norm_matrix(scores, cohort.stats(prb), cohort.stats(gal))
+        norm_info["snorm_scope"] = snorm_scope
+        if snorm_scope == "all":
+            scores, accept = normed, None
+        else:
+            accept = normed
+    else:
+        accept = None
+    rep = identification_report_from_scores(scores, gal_lab, lab[probe_rows], accept)
     rep.update({"model_id": model.model_id, "images_without_detected_face": int((~ok).sum())})
     if gallery_images != 1 or aggregate != "max":
         rep.update({"gallery_images": gallery_images, "aggregate": aggregate})
     rep.update(norm_info)
     return rep
+
+
+SNORM_SCOPES = ("all", "accept")
 
 
 def evaluate_identification_cli(
@@ -494,6 +510,7 @@ def evaluate_identification_cli(
     cohort_top_k: int = DEFAULT_TOP_K,
     gallery_images: int = 1,
     aggregate: str = "max",
+    snorm_scope: str = "all",
 ) -> dict[str, Any]:
     return evaluate_identification(
         load_checkpoint(model_path),
@@ -506,4 +523,5 @@ def evaluate_identification_cli(
         cohort_top_k=cohort_top_k,
         gallery_images=gallery_images,
         aggregate=aggregate,
+        snorm_scope=snorm_scope,
     )
