@@ -7,7 +7,8 @@ DevTrain identities are split at random into two halves (3 splits): one half is 
 the other is run through ``faceapp evaluate-identification``'s protocol (first image of each
 enrolled identity in the gallery, half of the identities with >= 2 images never enrolled).
 Prints rank-1 and DIR at FPIR 1e-2 (mean over the splits) without normalisation and with
-adaptive s-norm for several top-k, so that DevTest is never used to choose.
+adaptive s-norm for several top-k (ranking and accepting by it, or ``_accept_only``: ranking by
+cosine, accepting by it), so that DevTest is never used to choose.
 """
 
 from __future__ import annotations
@@ -63,12 +64,14 @@ def main() -> int:
                 p_rows.append(r)
         gal, prb = e[g_rows], e[p_rows]
         raw = (prb @ gal.T).astype(np.float64)
-        variants = {"none": raw}
+        variants: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"none": (raw, None)}
         for k in ks:
             c = Cohort(cohort_emb, top_k=k)
-            variants[f"asnorm_k{k}"] = s_norm_matrix(raw, c.stats(prb), c.stats(gal))
-        for name, scores in variants.items():
-            rep = identification_report_from_scores(scores, y[g_rows], y[p_rows])
+            normed = s_norm_matrix(raw, c.stats(prb), c.stats(gal))
+            variants[f"asnorm_k{k}"] = (normed, None)
+            variants[f"asnorm_k{k}_accept_only"] = (raw, normed)  # --snorm-scope accept
+        for name, (scores, accept) in variants.items():
+            rep = identification_report_from_scores(scores, y[g_rows], y[p_rows], accept)
             rows.setdefault(name, []).append({k: rep[k] for k in ("rank1", "dir_at_fpir_0.01")})
     summary = {
         name: {key: float(np.mean([r[key] for r in reps])) for key in reps[0]} for name, reps in rows.items()
