@@ -249,3 +249,35 @@ def test_snorm_scope_accept_keeps_the_cosine_ranking(
     assert (acc["rank1"], acc["rank5"]) == (plain["rank1"], plain["rank5"])
     with pytest.raises(FaceappError, match="scope"):
         evaluate_identification(model, data_dir / "orl_faces", people, snorm_scope="some", **kw)
+
+
+def test_cohort_file_round_trip_and_model_check(
+    model_path: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    det = TemplateDetector()
+    monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
+    people = _people(tmp_path, "c.txt", range(9, 12))
+    out = tmp_path / "models" / "cohort.npz"
+    argv = ["make-cohort", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
+    argv += ["--people", str(people), "--out", str(out), "--top-k", "7"]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = load_checkpoint(model_path)
+    assert report["model_id"] == model.model_id and report["cohort_images"] == 30
+    cohort, meta = Cohort.load(out, model.model_id)
+    assert cohort.top_k == 7 and meta["source"]["cohort"] == "c.txt" and meta["source"]["data"] == "orl_faces"
+    made, _ = evaluation.cohort_from_people(
+        model, data_dir / "orl_faces", people, exclude=set(), top_k=7, cache_dir=tmp_path / "cache",
+        detector=det,
+    )
+    np.testing.assert_array_equal(cohort.embeddings, made.embeddings)
+    from faceapp.errors import ModelError
+
+    with pytest.raises(ModelError, match="made by model"):
+        Cohort.load(out, "another-model")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="not a faceapp cohort file"):
+        Cohort.load(bad, model.model_id)

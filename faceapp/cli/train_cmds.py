@@ -1,4 +1,4 @@
-"""Training and evaluation commands: train, train-head, evaluate, calibrate-model,
+"""Training and evaluation commands: train, train-head, evaluate, calibrate-model, make-cohort,
 evaluate-identification, import-pretrained."""
 
 from __future__ import annotations
@@ -145,6 +145,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "accept the top-1 by its normalised score (accept)",
     )
     i.set_defaults(func=_evaluate_identification)
+
+    k = sub.add_parser(
+        "make-cohort", help="embed other people's faces as a model's s-norm cohort file (.npz)"
+    )
+    _model_options(k, data=True)
+    k.add_argument("--people", required=True, help="people*.txt of the cohort identities")
+    k.add_argument("--out", required=True, help="cohort file to write, e.g. models/cohort.npz")
+    k.add_argument("--top-k", type=int, default=50, help="cohort scores per face for s-norm")
+    k.set_defaults(func=_make_cohort)
 
     m = sub.add_parser(
         "import-pretrained",
@@ -321,6 +330,16 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
         gallery_images=args.gallery_images,
         aggregate=args.aggregate,
         snorm_scope=args.snorm_scope,
+    )
+    _print(report, args.json)
+    return 0
+
+
+def _make_cohort(args: argparse.Namespace) -> int:
+    from faceapp.training.evaluation import make_cohort_cli
+
+    report = make_cohort_cli(
+        Path(args.model), args.data, args.people, out=args.out, top_k=args.top_k, cache_dir=args.cache_dir
     )
     _print(report, args.json)
     return 0

@@ -19,9 +19,17 @@ only a probe's statistics are computed per query (one ``(D,) @ (D, C)`` product)
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from faceapp.errors import ModelError
+
+COHORT_FORMAT = 1
 
 DEFAULT_TOP_K = 50
 """Cohort members per side (chosen on LFW DevTrain identities, see models/MODEL_CARD.md)."""
@@ -70,6 +78,41 @@ class Cohort:
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
+
+    def save(self, path: str | os.PathLike[str], model_id: str, source: dict[str, Any]) -> Path:
+        """Write the cohort (float32 embeddings, top-k, the model that made them, ``source``:
+        JSON-able provenance) as an ``.npz``, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"format": COHORT_FORMAT, "model_id": model_id, "top_k": self.top_k, "source": source}
+        tmp = path.with_name(path.name + ".partial.npz")
+        np.savez(tmp, embeddings=self.embeddings, meta=np.asarray(json.dumps(meta, sort_keys=True)))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model_id: str) -> tuple[Cohort, dict[str, Any]]:
+        """Read :meth:`save`'s file; returns the cohort and its metadata.
+
+        Raises:
+            ModelError: unreadable or malformed file, or made by another model than ``model_id``
+                (its embeddings would not be comparable).
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                emb = np.asarray(z["embeddings"])
+                meta = json.loads(str(z["meta"]))
+            if meta.get("format") != COHORT_FORMAT:
+                raise ValueError(f"unknown cohort format {meta.get('format')!r}")
+            cohort = cls(emb, top_k=int(meta["top_k"]))
+        except (OSError, KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{path}: not a faceapp cohort file ({err})") from None
+        if meta.get("model_id") != model_id:
+            raise ModelError(
+                f"{path}: cohort made by model {meta.get('model_id')!r}, not {model_id!r}; "
+                "make it again for this model"
+            )
+        return cohort, meta
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])

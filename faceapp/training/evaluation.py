@@ -121,6 +121,18 @@ def cohort_from_people(
     return cohort, info
 
 
+def make_cohort_cli(
+    model_path: Path, data: str, people: str, *, out: str, top_k: int, cache_dir: str
+) -> dict[str, Any]:
+    """``faceapp make-cohort``: embed every detected face of ``people`` with the model and write
+    the s-norm cohort file (:meth:`Cohort.save`) the app would load beside the model."""
+    model = load_checkpoint(model_path)
+    cohort, info = cohort_from_people(model, data, people, exclude=set(), top_k=top_k, cache_dir=cache_dir)
+    source = {"data": Path(data).name, **{k: v for k, v in info.items() if k != "score_norm"}}
+    path = cohort.save(out, model.model_id, source)
+    return {"cohort_file": str(path), "model_id": model.model_id, **source}
+
+
 def evaluate_pairs(
     model: LoadedModel,
     data: str | Path,
