@@ -1,4 +1,4 @@
-"""Training and evaluation commands: train, train-head, evaluate, calibrate-model,
+"""Training and evaluation commands: train, train-head, evaluate, calibrate-model, make-cohort,
 evaluate-identification, import-pretrained."""
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "prefer `faceapp calibrate-model`, which measures FAR 1e-3/1e-4 on >= 1e5 impostor pairs)",
     )
     e.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)  # the old default
+    _cohort_options(e)
     e.set_defaults(func=_evaluate)
 
     c = sub.add_parser(
@@ -126,7 +127,33 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     i.add_argument("--people", help="people*.txt: the identities to use")
     i.add_argument("--distractor-fraction", type=float, default=0.5, help="share of identities kept out")
     i.add_argument("--seed", type=int, default=0)
+    i.add_argument(
+        "--gallery-images", type=int, default=1, help="images enrolled per gallery identity (default 1)"
+    )
+    i.add_argument(
+        "--aggregate",
+        choices=("max", "mean"),
+        default="max",
+        help="score a person by the best of their templates (max) or by their normalised mean (mean)",
+    )
+    _cohort_options(i)
+    i.add_argument(
+        "--snorm-scope",
+        choices=("all", "accept"),
+        default="all",
+        help="with --cohort: rank and accept by the normalised score (all), or rank by cosine and "
+        "accept the top-1 by its normalised score (accept)",
+    )
     i.set_defaults(func=_evaluate_identification)
+
+    k = sub.add_parser(
+        "make-cohort", help="embed other people's faces as a model's s-norm cohort file (.npz)"
+    )
+    _model_options(k, data=True)
+    k.add_argument("--people", required=True, help="people*.txt of the cohort identities")
+    k.add_argument("--out", required=True, help="cohort file to write, e.g. models/cohort.npz")
+    k.add_argument("--top-k", type=int, default=50, help="cohort scores per face for s-norm")
+    k.set_defaults(func=_make_cohort)
 
     m = sub.add_parser(
         "import-pretrained",
@@ -255,6 +282,16 @@ def _train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cohort_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cohort",
+        metavar="PEOPLE",
+        help="people*.txt of other identities (e.g. peopleDevTrain.txt): normalise cosine scores by "
+        "adaptive s-norm against their faces (faceapp.nn.score_norm)",
+    )
+    p.add_argument("--cohort-top-k", type=int, default=50, help="cohort scores per face for s-norm")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from faceapp.training.evaluation import evaluate_pairs_cli
 
@@ -266,6 +303,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         plots=args.plots,
         write_calibration=args.write_calibration and not args.no_calibration,
         cache_dir=args.cache_dir,
+        cohort_people=args.cohort,
+        cohort_top_k=args.cohort_top_k,
     )
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
@@ -286,6 +325,21 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
         distractor_fraction=args.distractor_fraction,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        cohort_people=args.cohort,
+        cohort_top_k=args.cohort_top_k,
+        gallery_images=args.gallery_images,
+        aggregate=args.aggregate,
+        snorm_scope=args.snorm_scope,
+    )
+    _print(report, args.json)
+    return 0
+
+
+def _make_cohort(args: argparse.Namespace) -> int:
+    from faceapp.training.evaluation import make_cohort_cli
+
+    report = make_cohort_cli(
+        Path(args.model), args.data, args.people, out=args.out, top_k=args.top_k, cache_dir=args.cache_dir
     )
     _print(report, args.json)
     return 0

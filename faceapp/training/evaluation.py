@@ -20,7 +20,9 @@ from faceapp.config import DetectorConfig
 from faceapp.errors import CalibrationError, FaceappError
 from faceapp.nn.calibration import Calibration, calibration_path_for
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
+from faceapp.nn.score_norm import DEFAULT_TOP_K, Cohort, s_norm_matrix, s_norm_pairs
 from faceapp.nn.scoring import DISTANCE, Scorer, accepts_all, scorers_for
+from faceapp.nn.templates import AGGREGATES, mean_templates
 from faceapp.training.datasets import (
     STATUS_DETECTED,
     CropSet,
@@ -32,7 +34,7 @@ from faceapp.training.datasets import (
 from faceapp.training.metrics import (
     best_threshold,
     equal_error_rate,
-    identification_report,
+    identification_report_from_scores,
     lfw_folds,
     roc_auc,
     roc_curve,
@@ -79,6 +81,58 @@ def resolve_scorers(model: LoadedModel, scorer: str) -> dict[str, Scorer]:
     return {name: available[name]}
 
 
+def cohort_from_people(
+    model: LoadedModel,
+    data: str | Path,
+    cohort_people: str | Path,
+    *,
+    exclude: set[str],
+    top_k: int = DEFAULT_TOP_K,
+    cache_dir: str | Path = "cache",
+    detector: FaceDetector | None = None,
+) -> tuple[Cohort, dict[str, Any]]:
+    """The s-norm cohort: embeddings of every detected face of the identities in ``cohort_people``.
+
+    Raises:
+        FaceappError: a cohort identity is also evaluated (``exclude``): the cohort must be
+            disjoint from the people it normalises.
+    """
+    names = list(read_people(cohort_people))
+    both = sorted(set(names) & exclude)
+    if both:
+        raise FaceappError(
+            f"{cohort_people}: {len(both)} cohort identities are also evaluated (e.g. {both[0]}); "
+            "the cohort must be other people (e.g. peopleDevTrain.txt for DevTest)"
+        )
+    images = scan_identity_folders(data, names)
+    crops = crops_for(model, list(images.paths), cache_dir, Path(cohort_people).stem.lower(), detector)
+    ok = crops.status == STATUS_DETECTED
+    try:
+        cohort = Cohort(model.encoder.embed(crops.crops[ok]), top_k)
+    except ValueError as err:
+        raise FaceappError(f"{cohort_people}: {err}") from None
+    info = {
+        "score_norm": "asnorm",
+        "cohort": Path(cohort_people).name,
+        "cohort_images": len(cohort),
+        "cohort_identities": len(np.unique(images.labels[ok])),
+        "cohort_top_k": cohort.top_k,
+    }
+    return cohort, info
+
+
+def make_cohort_cli(
+    model_path: Path, data: str, people: str, *, out: str, top_k: int, cache_dir: str
+) -> dict[str, Any]:
+    """``faceapp make-cohort``: embed every detected face of ``people`` with the model and write
+    the s-norm cohort file (:meth:`Cohort.save`) the app would load beside the model."""
+    model = load_checkpoint(model_path)
+    cohort, info = cohort_from_people(model, data, people, exclude=set(), top_k=top_k, cache_dir=cache_dir)
+    source = {"data": Path(data).name, **{k: v for k, v in info.items() if k != "score_norm"}}
+    path = cohort.save(out, model.model_id, source)
+    return {"cohort_file": str(path), "model_id": model.model_id, **source}
+
+
 def evaluate_pairs(
     model: LoadedModel,
     data: str | Path,
@@ -87,12 +141,18 @@ def evaluate_pairs(
     scorer: str = DISTANCE,
     cache_dir: str | Path = "cache",
     detector: FaceDetector | None = None,
+    cohort_people: str | Path | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Reports per scorer, and the (scores, same) arrays behind them.
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
+    ``cohort_people``: normalise the cosine scores by adaptive s-norm against a cohort of these
+    identities (:mod:`faceapp.nn.score_norm`; disjoint from the pairs' people; distance scorer only).
     """
     chosen = resolve_scorers(model, scorer)  # an unknown scorer fails before any detection
+    if cohort_people is not None and set(chosen) != {DISTANCE}:
+        raise FaceappError("score normalisation (--cohort) applies to the distance scorer only")
     pairs = read_pairs(pairs_file, data)
     same = np.asarray([p.same for p in pairs])
     try:
@@ -106,11 +166,22 @@ def evaluate_pairs(
     ia = np.asarray([index[p.a] for p in pairs])
     ib = np.asarray([index[p.b] for p in pairs])
     counts = crops.counts()
+    norm_info: dict[str, Any] = {}
+    if cohort_people is not None:
+        people = {p.a.parent.name for p in pairs} | {p.b.parent.name for p in pairs}
+        cohort, norm_info = cohort_from_people(
+            model, data, cohort_people, exclude=people, top_k=cohort_top_k, cache_dir=cache_dir,
+            detector=detector,
+        )
+        img_stats = cohort.stats(emb)
     reports: list[dict[str, Any]] = []
     raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, sc in chosen.items():
         scores = sc.score_pairs(emb[ia], emb[ib]).astype(np.float64)
+        if norm_info:
+            scores = s_norm_pairs(scores, img_stats.take(ia), img_stats.take(ib))
         rep = verification_report(scores, same, folds)
+        rep.update(norm_info)
         rep.update(
             {
                 "scorer": name,
@@ -313,9 +384,16 @@ def evaluate_pairs_cli(
     plots: str | None,
     write_calibration: bool,
     cache_dir: str,
+    cohort_people: str | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
 ) -> list[dict[str, Any]]:
     model = load_checkpoint(model_path)
-    reports, raw = evaluate_pairs(model, data, pairs_file, scorer=scorer, cache_dir=cache_dir)
+    reports, raw = evaluate_pairs(
+        model, data, pairs_file, scorer=scorer, cache_dir=cache_dir, cohort_people=cohort_people,
+        cohort_top_k=cohort_top_k,
+    )
+    if write_calibration and cohort_people is not None:
+        raise FaceappError("--write-calibration with --cohort: the app does not normalise scores yet")
     if write_calibration:
         update_calibration(model, reports, {"pairs": Path(pairs_file).name, "n_pairs": reports[0]["pairs"]})
     if plots:
@@ -351,12 +429,31 @@ def evaluate_identification(
     seed: int = 0,
     cache_dir: str | Path = "cache",
     detector: FaceDetector | None = None,
+    cohort_people: str | Path | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
+    gallery_images: int = 1,
+    aggregate: str = "max",
+    snorm_scope: str = "all",
 ) -> dict[str, Any]:
-    """Gallery = first image of each enrolled identity; probes = their other images plus every
-    image of the distractor identities (never enrolled). Identities with one image are distractors.
+    """Gallery = first ``gallery_images`` images of each enrolled identity; probes = their other
+    images plus every image of the distractor identities (never enrolled). Identities with
+    fewer than ``gallery_images + 1`` detected faces are distractors.
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
+    ``cohort_people``: score probes against templates by adaptive s-norm with a cohort of these
+    identities (:mod:`faceapp.nn.score_norm`; they must be disjoint from ``people_file``'s).
+    ``aggregate``: ``max`` scores an identity by its best template, ``mean`` by one template,
+    the normalised mean of its gallery embeddings (:mod:`faceapp.nn.templates`).
+    ``snorm_scope`` (with a cohort): ``all`` ranks and accepts by the normalised score;
+    ``accept`` ranks by cosine similarity and decides open-set acceptance of the top-1 identity
+    by its normalised score.
     """
+    if snorm_scope not in SNORM_SCOPES:
+        raise FaceappError(f"unknown s-norm scope {snorm_scope!r} (known: {', '.join(SNORM_SCOPES)})")
+    if gallery_images < 1:
+        raise FaceappError(f"--gallery-images must be >= 1, got {gallery_images}")
+    if aggregate not in AGGREGATES:
+        raise FaceappError(f"unknown aggregate {aggregate!r} (known: {', '.join(AGGREGATES)})")
     people = list(read_people(people_file)) if people_file else None
     images = scan_identity_folders(data, people)
     name = Path(people_file).stem.lower() if people_file else Path(data).name
@@ -365,32 +462,67 @@ def evaluate_identification(
     labels = images.labels
     counts = np.bincount(labels[ok], minlength=len(images.names))
     rng = np.random.default_rng(seed)
-    multi = np.flatnonzero(counts >= 2)
+    multi = np.flatnonzero(counts >= gallery_images + 1)
     n_distract = round(len(multi) * distractor_fraction)
     distract = set(rng.choice(multi, size=n_distract, replace=False).tolist())
     known = [c for c in multi.tolist() if c not in distract]
     if not known:
         raise FaceappError(
-            f"{data}: no identity left for the gallery (identities with >= 2 detected faces: "
-            f"{len(multi)}, distractor fraction {distractor_fraction})"
+            f"{data}: no identity left for the gallery (identities with >= {gallery_images + 1} detected "
+            f"faces: {len(multi)}, distractor fraction {distractor_fraction})"
         )
     emb = model.encoder.embed(crops.crops[ok])
     lab = labels[ok]
     gallery_rows, probe_rows = [], []
-    seen: set[int] = set()
+    enrolled: dict[int, int] = {}
     for row, c in enumerate(lab.tolist()):
-        if c in known and c not in seen:
+        if c in known and enrolled.get(c, 0) < gallery_images:
             gallery_rows.append(row)
-            seen.add(c)
+            enrolled[c] = enrolled.get(c, 0) + 1
         else:
             probe_rows.append(row)
-    rep = identification_report(emb[gallery_rows], lab[gallery_rows], emb[probe_rows], lab[probe_rows])
+    gal, gal_lab, prb = emb[gallery_rows], lab[gallery_rows], emb[probe_rows]
+    if aggregate == "mean":
+        gal_lab, gal = mean_templates(gal, gal_lab)
+    scores = (prb @ gal.T).astype(np.float64)
+    norm_info: dict[str, Any] = {}
+    if cohort_people is not None:
+        cohort, norm_info = cohort_from_people(
+            model, data, cohort_people, exclude=set(images.names), top_k=cohort_top_k,
+            cache_dir=cache_dir, detector=detector,
+        )
+        normed = s_norm_matrix(scores, cohort.stats(prb), cohort.stats(gal))
+        norm_info["snorm_scope"] = snorm_scope
+        if snorm_scope == "all":
+            scores, accept = normed, None
+        else:
+            accept = normed
+    else:
+        accept = None
+    rep = identification_report_from_scores(scores, gal_lab, lab[probe_rows], accept)
     rep.update({"model_id": model.model_id, "images_without_detected_face": int((~ok).sum())})
+    if gallery_images != 1 or aggregate != "max":
+        rep.update({"gallery_images": gallery_images, "aggregate": aggregate})
+    rep.update(norm_info)
     return rep
 
 
+SNORM_SCOPES = ("all", "accept")
+
+
 def evaluate_identification_cli(
-    model_path: Path, data: str, people: str | None, *, distractor_fraction: float, seed: int, cache_dir: str
+    model_path: Path,
+    data: str,
+    people: str | None,
+    *,
+    distractor_fraction: float,
+    seed: int,
+    cache_dir: str,
+    cohort_people: str | None = None,
+    cohort_top_k: int = DEFAULT_TOP_K,
+    gallery_images: int = 1,
+    aggregate: str = "max",
+    snorm_scope: str = "all",
 ) -> dict[str, Any]:
     return evaluate_identification(
         load_checkpoint(model_path),
@@ -399,4 +531,9 @@ def evaluate_identification_cli(
         distractor_fraction=distractor_fraction,
         seed=seed,
         cache_dir=cache_dir,
+        cohort_people=cohort_people,
+        cohort_top_k=cohort_top_k,
+        gallery_images=gallery_images,
+        aggregate=aggregate,
+        snorm_scope=snorm_scope,
     )

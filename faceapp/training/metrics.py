@@ -34,6 +34,7 @@ __all__ = [
     "best_threshold",
     "equal_error_rate",
     "identification_report",
+    "identification_report_from_scores",
     "kfold_accuracy",
     "lfw_folds",
     "roc_auc",
@@ -413,19 +414,44 @@ def identification_report(
         raise ValueError("empty gallery")
     if prb.shape[1] != gal.shape[1]:
         raise ValueError(f"probes have dimension {prb.shape[1]}, gallery {gal.shape[1]}")
-    g_lab = _as_labels(gallery_labels, gal.shape[0], "gallery_labels")
-    p_lab = _as_labels(probe_labels, prb.shape[0], "probe_labels")
+    return identification_report_from_scores(prb @ gal.T, gallery_labels, probe_labels)
+
+
+def identification_report_from_scores(
+    scores: ArrayLike,
+    gallery_labels: ArrayLike,
+    probe_labels: ArrayLike,
+    accept_scores: ArrayLike | None = None,
+) -> dict[str, Any]:
+    """:func:`identification_report` of a given ``(P, G)`` similarity matrix (entry (i, j):
+    probe i against gallery row j; e.g. cohort-normalised scores, :mod:`faceapp.nn.score_norm`),
+    reduced to one score per gallery identity (its best row); same keys and rules.
+
+    ``accept_scores``: another ``(P, G)`` matrix for the open-set decision only: identities are
+    ranked by ``scores``, and the top-1 identity is accepted when *its* ``accept_scores`` value
+    (best row of that identity) reaches the threshold set on the distractors' such values.
+    """
+    sc = _as_matrix(scores, "scores")
+    if sc.shape[1] == 0:
+        raise ValueError("empty gallery")
+    g_lab = _as_labels(gallery_labels, sc.shape[1], "gallery_labels")
+    p_lab = _as_labels(probe_labels, sc.shape[0], "probe_labels")
 
     ids, inverse = np.unique(g_lab, return_inverse=True)
     order = np.argsort(inverse, kind="stable")
     starts = np.flatnonzero(np.r_[True, inverse[order][1:] != inverse[order][:-1]])
-    scores = prb @ gal.T  # (P, G)
-    id_scores = np.maximum.reduceat(scores[:, order], starts, axis=1)  # (P, U)
+    id_scores = np.maximum.reduceat(sc[:, order], starts, axis=1)  # (P, U)
 
     known = np.isin(p_lab, ids)
     n_known = int(known.sum())
-    n_distractor = int(prb.shape[0] - n_known)
+    n_distractor = int(sc.shape[0] - n_known)
     top1 = id_scores.max(axis=1) if id_scores.size else np.zeros(0)
+    if accept_scores is not None:
+        acc = _as_matrix(accept_scores, "accept_scores")
+        if acc.shape != sc.shape:
+            raise ValueError(f"accept_scores has shape {acc.shape}, scores {sc.shape}")
+        acc_id = np.maximum.reduceat(acc[:, order], starts, axis=1)
+        top1 = acc_id[np.arange(acc_id.shape[0]), id_scores.argmax(axis=1)]
 
     nan = float("nan")
     rank1 = rank5 = nan

@@ -1,0 +1,84 @@
+"""Choose the s-norm setting on LFW DevTrain people only (for models/MODEL_CARD.md).
+
+    PYTHONPATH=. .venv/bin/python tools/choose_snorm.py --data ../shared/data/lfw/lfw-deepfunneled \
+        --people ../shared/data/lfw/peopleDevTrain.txt [--model models/default.pt] [--cache-dir cache]
+
+DevTrain identities are split at random into two halves (3 splits): one half is the cohort,
+the other is run through ``faceapp evaluate-identification``'s protocol (first image of each
+enrolled identity in the gallery, half of the identities with >= 2 images never enrolled).
+Prints rank-1 and DIR at FPIR 1e-2 (mean over the splits) without normalisation and with
+adaptive s-norm for several top-k (ranking and accepting by it, or ``_accept_only``: ranking by
+cosine, accepting by it), so that DevTest is never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--people", required=True)
+    ap.add_argument("--model", default="models/default.pt")
+    ap.add_argument("--cache-dir", default="cache")
+    ap.add_argument("--splits", type=int, default=3)
+    ap.add_argument("--top-k", default="20,50,100,200,400")
+    args = ap.parse_args()
+
+    from faceapp.nn.checkpoint import load_checkpoint
+    from faceapp.nn.score_norm import Cohort, s_norm_matrix
+    from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
+    from faceapp.training.evaluation import crops_for
+    from faceapp.training.metrics import identification_report_from_scores
+
+    model = load_checkpoint(args.model)
+    images = scan_identity_folders(args.data, list(read_people(args.people)))
+    crops = crops_for(model, list(images.paths), args.cache_dir, Path(args.people).stem.lower())
+    ok = crops.status == STATUS_DETECTED
+    emb, lab = model.encoder.embed(crops.crops[ok]), images.labels[ok]
+    ks = [int(k) for k in args.top_k.split(",")]
+    rows: dict[str, list[dict[str, float]]] = {}
+    for split in range(args.splits):
+        rng = np.random.default_rng(100 + split)
+        ids = np.unique(lab)
+        in_cohort = np.isin(lab, rng.choice(ids, size=ids.size // 2, replace=False))
+        cohort_emb = emb[in_cohort]
+        e, y = emb[~in_cohort], lab[~in_cohort]
+        counts = np.bincount(y)
+        multi = np.flatnonzero(counts >= 2)
+        distract = set(rng.choice(multi, size=round(multi.size * 0.5), replace=False).tolist())
+        known = set(multi.tolist()) - distract
+        g_rows: list[int] = []
+        p_rows: list[int] = []
+        seen: set[int] = set()
+        for r, c in enumerate(y.tolist()):
+            if c in known and c not in seen:
+                g_rows.append(r)
+                seen.add(c)
+            else:
+                p_rows.append(r)
+        gal, prb = e[g_rows], e[p_rows]
+        raw = (prb @ gal.T).astype(np.float64)
+        variants: dict[str, tuple[np.ndarray, np.ndarray | None]] = {"none": (raw, None)}
+        for k in ks:
+            c = Cohort(cohort_emb, top_k=k)
+            normed = s_norm_matrix(raw, c.stats(prb), c.stats(gal))
+            variants[f"asnorm_k{k}"] = (normed, None)
+            variants[f"asnorm_k{k}_accept_only"] = (raw, normed)  # --snorm-scope accept
+        for name, (scores, accept) in variants.items():
+            rep = identification_report_from_scores(scores, y[g_rows], y[p_rows], accept)
+            rows.setdefault(name, []).append({k: rep[k] for k in ("rank1", "dir_at_fpir_0.01")})
+    summary = {
+        name: {key: float(np.mean([r[key] for r in reps])) for key in reps[0]} for name, reps in rows.items()
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
