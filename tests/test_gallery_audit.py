@@ -123,7 +123,11 @@ def test_cli_lists_since_and_verifies(db, capsys):
     assert main(["audit", "--since", tomorrow, "--db", str(db), "--json"]) == 0
     assert [r["action"] for r in json.loads(capsys.readouterr().out)] == ["note"]
     assert main(["audit", "--since", "1d", "--action", "enroll", "--db", str(db)]) == 0
-    assert capsys.readouterr().out.count(" enroll ") == 3
+    out = capsys.readouterr().out
+    assert out.count(" enroll ") == 3  # the living by name, the deleted Bob by pseudonym
+    assert "  Ann  " in out and "  Cyd  " in out and "  deleted person (p:" in out and "Bob" not in out
+    bob = next(r for r in everything if r["action"] == "delete")
+    assert bob["person"].startswith("deleted person (") and bob["subject"].startswith("p:")
     assert main(["audit", "verify", "--db", str(db)]) == 0
     assert f"{len(everything)} entries" in capsys.readouterr().out
 

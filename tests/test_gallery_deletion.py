@@ -228,7 +228,10 @@ def test_delete_with_receipt_from_the_cli(tmp_path, monkeypatch, capsys):
     expected = "\n".join([f"person:{pid}", *(f"template:{i}" for i in sorted(ids))])
     assert doc["removed_ids_sha256"] == hashlib.sha256(expected.encode()).hexdigest()
     assert doc["encrypted_at_rest"] is True and doc["storage"]["vacuumed"] is True
-    assert doc["deleted_at"].endswith("+00:00")
+    assert doc["deleted_at"].endswith("+00:00")  # the receipt keeps the name; the history not:
+    assert main(["people", "events", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "deleted person (p:" in out and " Ann" in out and CANARY not in out
     # a receipt that cannot be written: refused before anything is deleted
     assert main(["people", "delete", "Ann", "--yes", "--receipt",
                  str(tmp_path / "missing" / "r.json"), "--db", str(db)]) == 2
