@@ -13,7 +13,7 @@ from fakes import enroll_three, img, make_service, raw_connect
 from faceapp.cli import main
 from faceapp.cli.audit_cmds import parse_since
 from faceapp.errors import FaceappError
-from faceapp.gallery import audit, open_database, read_session, write_session
+from faceapp.gallery import audit, open_database, pseudonyms, read_session, write_session
 
 
 @pytest.fixture
@@ -41,12 +41,18 @@ def read_all(path):
 
 def test_operations_are_logged_in_a_valid_chain(db):
     rows, report = read_all(db)
-    actions = [(r.action, r.outcome, r.subject) for r in rows]
-    assert actions[:3] == [("enroll", "accepted", "Ann"), ("enroll", "accepted", "Bob"),
-                           ("enroll", "accepted", "Cid")]
+    # entries store pseudonyms; they show the living by name, the deleted Bob by pseudonym
+    actions = [(r.action, r.outcome, r.person) for r in rows]
+    bob = rows[1].subject
+    gone = f"deleted person ({bob[:10]}…)"
+    assert actions[:3] == [("enroll", "accepted", "Ann"), ("enroll", "accepted", gone),
+                           ("enroll", "accepted", "Cyd")]
     assert ("verify", "match", "Ann") in actions and ("rename", "renamed", "Cyd") in actions
-    assert any(a == "recognize" and s == "Bob" for a, _, s in actions)
-    assert actions[-2:] == [("export", "exported", ""), ("delete", "deleted", "Bob")]
+    assert any(a == "recognize" and s == gone for a, _, s in actions)
+    assert actions[-2:] == [("export", "exported", ""), ("delete", "deleted", gone)]
+    assert rows[-1].subject == bob and rows[2].subject == next(
+        r.subject for r in rows if r.action == "rename")  # a rename keeps the pseudonym
+    assert all(r.subject == "" or pseudonyms.is_pseudonym(r.subject) for r in rows)
     assert report.ok and report.entries == len(rows) and report.head == rows[-1].hash
     # the chain recomputed by hand
     prev = "0" * 64
@@ -117,7 +123,11 @@ def test_cli_lists_since_and_verifies(db, capsys):
     assert main(["audit", "--since", tomorrow, "--db", str(db), "--json"]) == 0
     assert [r["action"] for r in json.loads(capsys.readouterr().out)] == ["note"]
     assert main(["audit", "--since", "1d", "--action", "enroll", "--db", str(db)]) == 0
-    assert capsys.readouterr().out.count(" enroll ") == 3
+    out = capsys.readouterr().out
+    assert out.count(" enroll ") == 3  # the living by name, the deleted Bob by pseudonym
+    assert "  Ann  " in out and "  Cyd  " in out and "  deleted person (p:" in out and "Bob" not in out
+    bob = next(r for r in everything if r["action"] == "delete")
+    assert bob["person"].startswith("deleted person (") and bob["subject"].startswith("p:")
     assert main(["audit", "verify", "--db", str(db)]) == 0
     assert f"{len(everything)} entries" in capsys.readouterr().out
 

@@ -189,7 +189,7 @@ def test_deleting_a_person_shreds_their_ciphertext_in_old_copies(url, tmp_path):
         cipher = cipher_of(engine)
         assert cipher is not None
         people = {r[0]: r for r in backup["person"]}
-        cols = ["id", "name", "created", "updated", "key_wrapped", "key_epoch"]
+        cols = ["id", "name", "created", "updated", "key_wrapped", "key_epoch", "pseudonym"]
         old = dict(zip(cols, people[canary_pid], strict=True))
         with engine.connect() as conn:
             live_epoch = conn.execute(text("SELECT epoch FROM gallery_key")).scalar()

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from faceapp.cli import gallery_cmds, main
 from faceapp.errors import GalleryError
-from faceapp.gallery import audit, read_session, write_session
+from faceapp.gallery import GalleryRepository, audit, read_session, write_session
 from faceapp.gallery.orm import Event, Person
 from faceapp.services import Consent, ConsentRequired, FaceService, PrivacyPolicy
 
@@ -53,14 +53,17 @@ def test_organisation_gallery_refuses_a_new_person_without_consent(url):
         svc.enroll("Bob", [img((2, 0))], consent=Consent("access", "verbal, witnessed", "Bob's guardian"))
         assert svc.consents("Bob")[0]["given_by"] == "Bob's guardian"
         with read_session(svc.engine) as s:
-            actions = [(r.action, r.subject) for r in audit.entries(s)]
+            actions = [(r.action, r.person) for r in audit.entries(s)]
         assert ("consent", "Bob") in actions and ("policy", "") in actions
         svc.delete_person("Bob")
     finally:
         svc.close()
     con = raw_connect(url.removeprefix("sqlite:///"))
-    try:  # the consent record went with the person
+    try:  # the consent record went with the person; the history keeps no name of it
         assert con.execute("SELECT count(*) FROM consent").fetchone()[0] == 0
+        history = con.execute("SELECT detail, subject FROM audit_entry").fetchall()
+        history += con.execute("SELECT detail, person FROM event").fetchall()
+        assert not any("Bob" in (d or "") + (p or "") or "witnessed" in d for d, p in history)
     finally:
         con.close()
 
@@ -89,8 +92,9 @@ def test_retention_from_enrolment_and_from_last_match(url):
         enroll_three(svc)
         age(svc, "Ann", 40)
         age(svc, "Bob", 40)
-        with write_session(svc.engine) as s:  # Bob was matched 5 days ago
-            s.add(Event(kind="verify", person="Bob", outcome="match",
+        with write_session(svc.engine) as s:  # Bob (by pseudonym) was matched 5 days ago
+            bob = GalleryRepository(s).get_person("Bob").pseudonym
+            s.add(Event(kind="verify", person=bob, outcome="match",
                         time=datetime.now(UTC) - timedelta(days=5)))
         svc.set_privacy_policy(PrivacyPolicy(retention_days=30, retention_from="last_match"))
         expires = {p.name: p.expires for p in svc.list_people()}

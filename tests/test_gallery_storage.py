@@ -174,8 +174,10 @@ def test_index_from_database_matches_contents(engine):
 def test_events_and_settings(engine):
     with write_session(engine) as s:
         repo = GalleryRepository(s)
+        ann = repo.add_person("Ann").pseudonym
         repo.log_event("verify", "match", person="Ann", score=0.8, threshold=0.5,
-                       scorer="distance", model_id=MODEL)
+                       scorer="distance", model_id=MODEL, detail="ann's probe")
+        repo.log_event("enroll", "rejected", person="Nobody", detail="nobody: no face")
         repo.set_setting("k", "1")
     with write_session(engine) as s:
         repo = GalleryRepository(s)
@@ -183,9 +185,15 @@ def test_events_and_settings(engine):
     with read_session(engine) as s:
         repo = GalleryRepository(s)
         assert repo.get_setting("k") == "2"
-        (ev,) = s.execute(select(Event)).scalars().all()
+        ev, refused = s.execute(select(Event).order_by(Event.id)).scalars().all()
+        # stored: Ann's pseudonym, and no name in the detail; a name of no one: nothing
         assert (ev.kind, ev.person, ev.outcome, ev.score, ev.threshold, ev.scorer) == (
-            "verify", "Ann", "match", 0.8, 0.5, "distance")
+            "verify", ann, "match", 0.8, 0.5, "distance")
+        assert ev.detail == f"{ann}'s probe" and ann.startswith("p:")
+        assert refused.person is None and refused.detail == "(a name not enrolled): no face"
+        shown = repo.events()
+        assert [(e.kind, e.person, e.pseudonym) for e in shown] == [
+            ("enroll", None, None), ("verify", "Ann", ann)]
 
 
 def test_newer_schema_is_refused_untouched(db_path, engine):
@@ -269,8 +277,8 @@ def test_bulk_insert_large_gallery_opens_and_searches(tmp_path):
     with write_session(engine) as s:
         conn = s.connection()
         conn.exec_driver_sql(
-            "INSERT INTO person (id, name, created, updated) VALUES (?, ?, ?, ?)",
-            [(i + 1, f"p{i:06d}", "2024-01-01 00:00:00", "2024-01-01 00:00:00")
+            "INSERT INTO person (id, name, created, updated, pseudonym) VALUES (?, ?, ?, ?, ?)",
+            [(i + 1, f"p{i:06d}", "2024-01-01 00:00:00", "2024-01-01 00:00:00", f"p:{i:016x}")
              for i in range(n_people)],
         )
         emb = rng.standard_normal((n_people * per, d)).astype(np.float32)

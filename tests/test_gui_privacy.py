@@ -155,15 +155,17 @@ def test_audit_lists_enrol_and_delete_and_filters(qtbot, window, service) -> Non
     page = show_privacy(qtbot, window)
     rows = page.audit_rows()
     actions = [(r[3], r[4], r[5]) for r in rows]
-    assert actions[:3] == [("enroll", "accepted", "Ann"), ("enroll", "accepted", "Bob"),
+    bob = actions[1][2]  # the deleted Bob shows as his pseudonym, the living by name
+    assert bob.startswith("deleted person (p:")
+    assert actions[:3] == [("enroll", "accepted", "Ann"), ("enroll", "accepted", bob),
                            ("enroll", "accepted", "Cid")]
-    assert len(actions) == 4 and actions[-1] == ("delete", "deleted", "Bob")
+    assert len(actions) == 4 and actions[-1] == ("delete", "deleted", bob)
     assert all("@" in r[2] for r in rows)
     assert rows[0][6] == "accepted: 2, rejected: 0, model_id: fake-model-1"
     assert rows[-1][6] == "templates: 2"
     with qtbot.waitSignal(page.auditLoaded, timeout=WAIT) as loaded:
         page.action_combo.setCurrentIndex(page.action_combo.findData("delete"))
-    assert loaded.args == [1] and page.audit_rows()[0][3:6] == ("delete", "deleted", "Bob")
+    assert loaded.args == [1] and page.audit_rows()[0][3:6] == ("delete", "deleted", bob)
     with qtbot.waitSignal(page.chainVerified, timeout=WAIT) as verified:
         page.verify_button.click()
     assert verified.args[0].ok and page.chain_label.text().startswith("✔ audit log intact: 4 entries")

@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from faceapp.errors import GalleryError
-from faceapp.gallery import migrations, open_database
+from faceapp.gallery import GalleryRepository, migrations, open_database, pseudonyms, read_session
 from faceapp.gallery.orm import Base
 
 
@@ -79,6 +79,53 @@ def test_an_old_gallery_upgrades_in_place(backend, tmp_path, request):
     finally:
         engine.dispose()
     open_database(url).dispose()  # a second open has nothing to do
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_revision_0004_rewrites_the_history_to_pseudonyms(backend, tmp_path, request):
+    """Events written before pseudonyms: a living person's become their pseudonym (still
+    shown by name), a former person's and a refused name's a pseudonym nothing maps back,
+    in ``event.person`` and in the detail; the audit log is left as written (SECURITY.md)."""
+    url = (f"sqlite:///{tmp_path / 'old.sqlite'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    engine = plain_engine(url)
+    try:
+        with engine.begin() as conn:
+            migrations.upgrade(conn, "0003")
+            conn.execute(text("INSERT INTO schema_info (id, version, generation, app_version, "
+                              "gallery_uuid) VALUES (1, 1, 3, '0.1.0', 'u-1')"))
+            conn.execute(text("INSERT INTO person (id, name, created, updated) VALUES "
+                              "(1, 'Old Timer', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"))
+            conn.execute(text(
+                "INSERT INTO event (time, kind, person, outcome, detail) VALUES "
+                "('2025-01-02 00:00:00', 'enroll', 'Old Timer', 'accepted', ''),"
+                "('2025-01-02 00:00:00', 'enroll', 'Gone Person', 'accepted', ''),"
+                "('2025-01-03 00:00:00', 'consent', 'Gone Person', 'recorded',"
+                " '{\"given_by\": \"Gone Person\"}'),"
+                "('2025-01-04 00:00:00', 'enroll', 'Never Enrolled', 'rejected',"
+                " '/photos/never enrolled/1.jpg: no face'),"
+                "('2025-01-05 00:00:00', 'recognize', NULL, 'unknown', '')"))
+    finally:
+        engine.dispose()
+    open_database(url).dispose()
+    engine = open_database(url)
+    try:
+        with read_session(engine) as s:
+            shown = [(e.kind, e.person) for e in GalleryRepository(s).events()][::-1]
+        with engine.connect() as conn:
+            refs = conn.execute(text("SELECT person FROM event ORDER BY id")).scalars().all()
+            details = " ".join(conn.execute(text("SELECT detail FROM event")).scalars())
+            token = conn.execute(text("SELECT pseudonym FROM person")).scalar()
+    finally:
+        engine.dispose()
+    assert pseudonyms.is_pseudonym(token) and refs[0] == token and refs[4] is None
+    assert refs[1] == refs[2] != refs[3] and all(pseudonyms.is_pseudonym(r) for r in refs[:4])
+    assert shown[0] == ("enroll", "Old Timer")
+    assert shown[1:4] == [("enroll", pseudonyms.deleted_label(refs[1])),
+                          ("consent", pseudonyms.deleted_label(refs[1])),
+                          ("enroll", pseudonyms.deleted_label(refs[3]))]
+    assert "Gone" not in details and "never enrolled" not in details.lower()
+    assert refs[1] in details and f"/photos/{refs[3]}/1.jpg" in details
 
 
 def test_a_gallery_of_a_newer_faceapp_is_refused_untouched_sqlite(tmp_path):

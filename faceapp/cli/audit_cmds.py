@@ -71,6 +71,6 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
     else:
         lines = [f"{r.id:>6}  {r.time}  {r.actor:<24} {r.action:<10} {r.outcome:<16} "
-                 f"{r.subject or '-'}  {r.detail}" for r in rows]
+                 f"{r.person or '-'}  {r.detail}" for r in rows]
         print("\n".join(lines) or "(no entries)")
     return 0

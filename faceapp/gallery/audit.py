@@ -3,10 +3,13 @@
 Every operation that the services log (enrol, verify, recognize hits, rename, delete,
 export, import, re-embed, calibrate) and every key operation appends one
 :class:`~faceapp.gallery.orm.AuditEntry` *in the same transaction* as the operation: who
-(OS user @ host), what (action, outcome, the person's name, a small JSON detail: counts,
-scores, paths), when (UTC). Each entry stores the SHA-256 of the previous entry's hash and
-its own canonical JSON (:func:`entry_hash`), so editing, inserting or removing an entry in
-the middle breaks the chain from there on (:func:`verify_chain`, ``faceapp audit verify``).
+(OS user @ host), what (action, outcome, the person's pseudonym as ``subject``, never their
+name: :mod:`faceapp.gallery.pseudonyms`; a small JSON detail: counts, scores, paths), when
+(UTC). Each entry stores the SHA-256 of the previous entry's hash and its own canonical JSON
+(:func:`entry_hash`), so editing, inserting or removing an entry in the middle breaks the
+chain from there on (:func:`verify_chain`, ``faceapp audit verify``). The chain covers the
+pseudonym, so it still verifies after the person's deletion, when nothing maps the pseudonym
+back to a name any more.
 On SQLite, triggers also refuse ``UPDATE`` and ``DELETE`` on the table. Removing entries at
 the *end* is not detectable from the chain alone: compare the head hash with one kept
 elsewhere (``faceapp audit verify --json`` prints it; see SECURITY.md).
@@ -26,6 +29,7 @@ from sqlalchemy import DDL, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from faceapp.gallery import pseudonyms
 from faceapp.gallery.orm import AuditEntry
 
 GENESIS = "0" * 64
@@ -58,7 +62,9 @@ def install_append_only(conn: Connection) -> None:
 
 @dataclass(frozen=True)
 class AuditRecord:
-    """One audit entry as read back."""
+    """One audit entry as read back. ``subject`` is as stored (and hashed): a person's
+    pseudonym; ``person`` its display (:func:`~faceapp.gallery.pseudonyms.shown`: the current
+    name, ``deleted person (p:…)``, empty for no person)."""
 
     id: int
     time: str
@@ -69,11 +75,12 @@ class AuditRecord:
     detail: str
     prev_hash: str
     hash: str
+    person: str = ""
 
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "time": self.time, "actor": self.actor, "action": self.action,
-                "outcome": self.outcome, "subject": self.subject, "detail": self.detail,
-                "prev_hash": self.prev_hash, "hash": self.hash}
+                "outcome": self.outcome, "subject": self.subject, "person": self.person,
+                "detail": self.detail, "prev_hash": self.prev_hash, "hash": self.hash}
 
 
 @dataclass(frozen=True)
@@ -135,21 +142,26 @@ def chained_fields(prev_hash: str, action: str, outcome: str, *, subject: str = 
     return fields | {"prev_hash": prev_hash, "hash": entry_hash(prev_hash, **fields)}
 
 
-def _record(row: AuditEntry) -> AuditRecord:
+def _record(row: AuditEntry, names: dict[str, str] | None = None) -> AuditRecord:
     return AuditRecord(int(row.id), row.time, row.actor, row.action, row.outcome, row.subject,
-                       row.detail, row.prev_hash, row.hash)
+                       row.detail, row.prev_hash, row.hash,
+                       pseudonyms.shown(row.subject, names or {}) or "")
 
 
 def entries(session: Session, *, since: datetime | None = None, action: str | None = None,
-            limit: int | None = None) -> list[AuditRecord]:
-    """Entries, oldest first, from ``since`` (UTC) on, of one ``action`` if given."""
+            limit: int | None = None, resolve: bool = True) -> list[AuditRecord]:
+    """Entries, oldest first, from ``since`` (UTC) on, of one ``action`` if given; with
+    ``resolve``, each ``person`` is the display of its pseudonym."""
     stmt = select(AuditEntry).order_by(AuditEntry.id)
     if since is not None:
         stmt = stmt.where(AuditEntry.time >= since.astimezone(UTC).isoformat(timespec="microseconds"))
     if action is not None:
         stmt = stmt.where(AuditEntry.action == action)
-    rows = [_record(r) for r in session.execute(stmt).scalars()]
-    return rows[-limit:] if limit is not None and limit >= 0 else rows
+    found = list(session.execute(stmt).scalars())
+    if limit is not None and limit >= 0:
+        found = found[-limit:]
+    names = pseudonyms.names_of(session, (r.subject for r in found)) if resolve else {}
+    return [_record(r, names) for r in found]
 
 
 def verify_records(records: Iterable[AuditRecord]) -> ChainReport:
@@ -172,4 +184,4 @@ def verify_records(records: Iterable[AuditRecord]) -> ChainReport:
 
 def verify_chain(session: Session) -> ChainReport:
     """Check the whole audit log of the gallery."""
-    return verify_records(entries(session))
+    return verify_records(entries(session, resolve=False))

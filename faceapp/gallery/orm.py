@@ -9,9 +9,11 @@ Tables:
   ``reembed`` can recompute templates for a new model and the GUI can show thumbnails.
   Kept out of ``face_template`` so that loading the search index reads no image bytes.
 * ``event``: an append-only log of enrol / verify / recognize / rename / delete / import /
-  reembed operations. It names the person as text (no foreign key) so that the history
-  survives a deletion.
-* ``audit_entry``: the hash-chained, append-only audit log (:mod:`faceapp.gallery.audit`).
+  reembed operations. It refers to the person by their random pseudonym (no foreign key, never
+  the name: :mod:`faceapp.gallery.pseudonyms`), so that the history survives a deletion and
+  nothing in it names the deleted person.
+* ``audit_entry``: the hash-chained, append-only audit log (:mod:`faceapp.gallery.audit`); its
+  ``subject`` is a pseudonym too.
 * ``consent``: consent to enrolment per person (:mod:`faceapp.gallery.privacy`).
 * ``gallery_key``: field-level encryption (:mod:`faceapp.gallery.fieldcrypt`): the key id and
   ratchet epoch of the key that wraps every person's key, and a check value; no key in it.
@@ -24,6 +26,7 @@ Tables:
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import UTC, datetime
 
 import numpy as np
@@ -47,6 +50,12 @@ NAME_MAX_LEN = 200
 def utcnow() -> datetime:
     """Timezone-aware current UTC time (stored naive-UTC by SQLite, aware by PostgreSQL)."""
     return datetime.now(UTC)
+
+
+def new_pseudonym() -> str:
+    """A fresh random pseudonym of a person: ``p:`` + 16 hex digits (64 random bits,
+    nothing derived from the name; see :mod:`faceapp.gallery.pseudonyms`)."""
+    return "p:" + secrets.token_hex(8)
 
 
 class Base(DeclarativeBase):
@@ -76,6 +85,10 @@ class Person(Base):
     """The person's data key (field encryption), wrapped by the gallery's key of epoch
     ``key_epoch``; ``None`` in a gallery without field encryption."""
     key_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    pseudonym: Mapped[str] = mapped_column(String(40), default=new_pseudonym, index=True,
+                                           unique=True)
+    """The random token by which events and the audit log refer to this person (see
+    :mod:`faceapp.gallery.pseudonyms`); deleted with the row, which unlinks the history."""
 
     templates: Mapped[list[FaceTemplate]] = relationship(
         back_populates="person",
@@ -162,6 +175,7 @@ class Event(Base):
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(20))
     person: Mapped[str | None] = mapped_column(String(NAME_MAX_LEN))
+    """The person's pseudonym (``Person.pseudonym``), never their name; NULL: no person."""
     outcome: Mapped[str] = mapped_column(String(40))
     score: Mapped[float | None] = mapped_column(Float)
     threshold: Mapped[float | None] = mapped_column(Float)

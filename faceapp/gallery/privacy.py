@@ -125,8 +125,8 @@ def expiries(session: Session, policy: PrivacyPolicy) -> dict[int, datetime]:
     if policy.retention_days <= 0:
         return {}
     keep = timedelta(days=policy.retention_days)
-    people = {int(i): (n, _aware(c)) for i, n, c in
-              session.execute(select(Person.id, Person.name, Person.created))}
+    people = {int(i): (p, _aware(c)) for i, p, c in  # events name people by pseudonym
+              session.execute(select(Person.id, Person.pseudonym, Person.created))}
     if policy.retention_from == "enrolment":
         return {pid: created + keep for pid, (_, created) in people.items()}
     last: dict[str, datetime] = {}
@@ -134,11 +134,11 @@ def expiries(session: Session, policy: PrivacyPolicy) -> dict[int, datetime]:
         stmt = (select(Event.person, func.max(Event.time))
                 .where(Event.kind == kind, Event.outcome == outcome, Event.person.is_not(None))
                 .group_by(Event.person))
-        for name, when in session.execute(stmt):
+        for ref, when in session.execute(stmt):
             if when is not None:
-                last[name] = max(last.get(name, _aware(when)), _aware(when))
-    return {pid: max(created, last.get(name, created)) + keep
-            for pid, (name, created) in people.items()}
+                last[ref] = max(last.get(ref, _aware(when)), _aware(when))
+    return {pid: max(created, last.get(ref, created)) + keep
+            for pid, (ref, created) in people.items()}
 
 
 def expired(session: Session, policy: PrivacyPolicy, now: datetime | None = None

@@ -268,7 +268,7 @@ class PrivacyPage(Page):
         for row, e in enumerate(entries):
             when = e.time[:19].replace("T", " ")
             for col, value in enumerate((e.id, when, e.actor, e.action, e.outcome,
-                                         e.subject or "-", readable_detail(e.detail))):
+                                         e.person or "-", readable_detail(e.detail))):
                 item = QTableWidgetItem(str(value))
                 item.setData(Qt.ItemDataRole.UserRole, e.id)
                 if col in (1, len(AUDIT_COLUMNS) - 1):

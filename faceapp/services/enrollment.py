@@ -132,8 +132,11 @@ def _raise_nothing_accepted(core: Core, key: str, rejected: list[tuple[str, str]
                             kinds: list[type[FaceappError]]) -> None:
     details = "; ".join(f"{s}: {r}" for s, r in rejected) or "no image given"
     msg = f"nothing enrolled for {key!r}: {details}"
+    # the history keeps the reasons, not the files: a path often names the person
+    logged = "; ".join(f"image {i}: {r.replace(s, f'image {i}') if s else r}"
+                       for i, (s, r) in enumerate(rejected, 1)) or "no image given"
     with contextlib.suppress(GalleryError), core.uow.write("enroll") as (_, repo):
-        repo.log_event("enroll", "rejected", person=key, detail=details[:2000],
+        repo.log_event("enroll", "rejected", person=key, detail=logged[:2000],
                        model_id=core.pipeline_or_none.model_id if core.pipeline_or_none else None)
     kind = kinds[0] if kinds and all(k is kinds[0] for k in kinds) else QualityRejected
     if kind is InvalidImage:
@@ -168,10 +171,12 @@ def _store(core: Core, key: str, faces: Sequence[AnalysedFace], sources: Sequenc
                     person = repo.add_person(key)
                 if consent is not None:
                     privacy.record_consent(s, person, consent, audit.current_actor())
+                    # who gave it and on what basis stay in the consent record, deleted
+                    # with the person; the history keeps no name
                     repo.log_event("consent", "recorded", person=key,
                                    detail=json.dumps({"purpose": consent.purpose,
-                                                      "basis": consent.basis,
-                                                      "given_by": consent.given_by or key}))
+                                                      "by_person": not consent.given_by
+                                                      or consent.given_by == key}))
                 ids = repo.add_templates(person, templates)
                 pid = int(person.id)
                 repo.log_event("enroll", "accepted", person=key, model_id=model_id,

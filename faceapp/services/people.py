@@ -57,8 +57,8 @@ def rename_person(core: Core, old: str, new: str) -> str:
         was_current = core.cache_is_current(s)
         person = repo.rename_person(old, new)
         pid, stored = int(person.id), person.name
-        repo.log_event("rename", "renamed", person=stored,
-                       detail=json.dumps({"from": normalize_name(old), "to": stored}))
+        # the pseudonym stays the person's: the history shows the new name, keeps no old one
+        repo.log_event("rename", "renamed", person=stored)
         new_gen = current_generation(s)
     if core.cache_or_none is not None:
         core.cache_or_none.renamed(pid, stored, was_current=was_current, generation=new_gen)

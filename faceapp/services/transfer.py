@@ -142,7 +142,7 @@ def _import_people(core: Core, path: str | os.PathLike[str],
             n_templates += len(templates)
         repo.log_event("import", "imported",
                        detail=json.dumps({"path": str(path), "people": n_people,
-                                          "templates": n_templates, "skipped": skipped}))
+                                          "templates": n_templates, "skipped": len(skipped)}))
     if core.cache_or_none is not None:
         core.cache_or_none.invalidate()
         core.cache_or_none.templates_changed()

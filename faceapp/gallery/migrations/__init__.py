@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 BASELINE = "0001"
 """The revision of a gallery made before migrations existed (schema v1)."""
 
-REVISIONS = ("0001", "0002", "0003")
+REVISIONS = ("0001", "0002", "0003", "0004")
 """Every revision in ``versions/``, oldest first; the last is the head. Kept here so that
 opening a gallery reads no revision files and imports no Alembic (start-up);
 ``tests/test_migrations.py`` checks it against Alembic's own view of ``versions/``."""

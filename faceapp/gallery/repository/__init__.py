@@ -6,7 +6,7 @@ an enrolment of several images is all-or-nothing.
 
 Modules: :mod:`~faceapp.gallery.repository.rows` (names, NewTemplate, IndexRows, PersonRow),
 :mod:`~faceapp.gallery.repository.people`, :mod:`~faceapp.gallery.repository.templates`
-(with crops), :mod:`~faceapp.gallery.repository.events` (events and settings);
+(with crops), :mod:`~faceapp.gallery.repository.events` (events by pseudonym, settings);
 :class:`GalleryRepository` is the three on one session. Every name is importable from here,
 as from the former single module.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from faceapp.gallery.repository.events import EventLog
+from faceapp.gallery.repository.events import EventLog, EventRecord
 from faceapp.gallery.repository.people import PeopleQueries
 from faceapp.gallery.repository.rows import IndexRows, NewTemplate, PersonRow, normalize_name
 from faceapp.gallery.repository.templates import TemplateQueries
@@ -30,6 +30,7 @@ class GalleryRepository(PeopleQueries, TemplateQueries, EventLog):
 
 
 __all__ = [
+    "EventRecord",
     "GalleryRepository",
     "IndexRows",
     "NewTemplate",

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from faceapp.errors import DuplicatePerson, PersonNotFound
-from faceapp.gallery import fieldcrypt
+from faceapp.gallery import fieldcrypt, pseudonyms
 from faceapp.gallery.database import bump_generation
 from faceapp.gallery.orm import FaceTemplate, Person, utcnow
 from faceapp.gallery.repository.rows import PersonRow, normalize_name
@@ -87,11 +87,16 @@ class PeopleQueries:
         ratchets (:func:`~faceapp.gallery.fieldcrypt.shred_person`): copies of their
         ciphertext in older copies of the database can no longer be decrypted.
 
+        Their pseudonym goes with the row: events and audit entries that name them by it
+        are then unlinked (the event of this deletion, logged in the same unit of work, still
+        gets it).
+
         Returns (person id, number of templates deleted).
         """
         person = self.get_person(name)
         n = self.count_templates(person_id=person.id)
         pid = person.id
+        pseudonyms.remember_deleted(self.session, person.name, person.pseudonym)
         cipher = fieldcrypt.cipher_of(self.session)
         if cipher is not None:
             fieldcrypt.shred_person(self.session, cipher, pid)
