@@ -198,7 +198,7 @@ def enroll(qtbot, window: MainWindow, name: str, person: int, n: int = 3) -> Non
     """Enroll through the Enroll page: capture n samples from the live frames, save."""
     page = window.enroll_page
     window.show_page(page)
-    page.capture_interval_s = 0.0
+    page.guide.capture_interval_s = 0.0
     page.name_edit.setText(name)
     page.target_spin.setValue(n)
     page.capture_button.click()
@@ -217,7 +217,7 @@ def enroll(qtbot, window: MainWindow, name: str, person: int, n: int = 3) -> Non
 # --------------------------------------------------------------------------------- enroll
 def test_enroll_guidance(qtbot, window) -> None:
     page = window.enroll_page
-    page.remeasure_s = 0.0  # the advice follows every frame (the fake's blur has no motion)
+    page.guide.remeasure_s = 0.0  # the advice follows every frame (the fake's blur has no motion)
     feed(qtbot, page, frame())
     assert page.guidance().startswith("No face")
     feed(qtbot, page, frame((1, 0), (2, 0)))
@@ -685,7 +685,7 @@ def test_enroll_page_asks_consent_once_in_an_organisation_gallery(qtbot, window,
         lookups.append(threading.current_thread() is threading.main_thread()) or required(name))
     page.ask_consent = lambda name: asked.append(name)  # type: ignore[method-assign,assignment,return-value]
     window.show_page(page)
-    page.capture_interval_s = 0.0
+    page.guide.capture_interval_s = 0.0
     page.name_edit.setText("Ann")
     page.target_spin.setValue(2)
     page.capture_button.click()

@@ -119,7 +119,7 @@ def main() -> int:
 
     enroll = w.enroll_page
     w.show_page(enroll)
-    enroll.capture_interval_s = 0.0
+    enroll.guide.capture_interval_s = 0.0
     enroll.name_edit.setText("Hamilton singer")
     enroll.capture_button.click()
     for i in (104, 108, 116):

@@ -166,24 +166,6 @@ class EnrollPage(Page):
     def is_capturing(self) -> bool:
         return self.guide.capturing
 
-    @property
-    def capture_interval_s(self) -> float:
-        """At least this long between two captured samples."""
-        return self.guide.capture_interval_s
-
-    @capture_interval_s.setter
-    def capture_interval_s(self, value: float) -> None:
-        self.guide.capture_interval_s = float(value)
-
-    @property
-    def remeasure_s(self) -> float:
-        """While the advice is not "Good": a new measurement at most this often."""
-        return self.guide.remeasure_s
-
-    @remeasure_s.setter
-    def remeasure_s(self, value: float) -> None:
-        self.guide.remeasure_s = float(value)
-
     def is_checking(self) -> bool:
         """A look-alike / duplicate-name check is scheduled or running."""
         return self._check_timer.isActive() or self._check_running
