@@ -106,6 +106,8 @@ def test_retention_from_enrolment_and_from_last_match(url):
         assert svc.people_names() == ["Ann", "Bob", "Cid"]
         (gone,) = svc.expire_people()
         assert (gone.name, gone.templates_deleted) == ("Ann", 2)
+        deletions = [e for e in svc.events(kind="delete")]
+        assert [e["outcome"] for e in deletions] == ["expired"]  # retention, not a user
         assert svc.people_names() == ["Bob", "Cid"]
         svc.set_privacy_policy(PrivacyPolicy(retention_days=30, retention_from="enrolment"))
         assert [g.name for g in svc.expire_people()] == ["Bob"]

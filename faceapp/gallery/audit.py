@@ -40,8 +40,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "calibrate", "consent", "policy", "keys",
 )
 """Every kind of operation the app logs: the ``event.kind`` of the history and the ``action``
-of the audit log (``delete`` covers erasures and retention expiry; ``keys`` encryption and
-key rotations). The CLI's ``people events --kind`` and ``audit --action`` choices come from
+of the audit log (``delete`` covers erasures, outcome ``deleted``, and retention expiry,
+outcome ``expired``; ``keys`` encryption and key rotations). The CLI's ``people events --kind`` and ``audit --action`` choices come from
 here; a test checks that every ``log_event`` / ``audit.append`` call in faceapp uses one."""
 
 _TRIGGERS = (

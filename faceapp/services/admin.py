@@ -102,7 +102,8 @@ class GalleryAdmin(ServiceBase):
     def expire_people(self, *, dry_run: bool = False, now: datetime | None = None
                       ) -> list[ExpiredPerson]:
         """Delete everyone whose retention period is over (verifiably, as
-        :meth:`erase_person`); ``dry_run`` only lists them."""
+        :meth:`erase_person`; logged as ``delete`` with outcome ``expired``, so that retention
+        and a user's deletion can be told apart); ``dry_run`` only lists them."""
         return people.expire_people(self._core, dry_run=dry_run, now=now)
 
     @_serialised

@@ -66,8 +66,8 @@ def rename_person(core: Core, old: str, new: str) -> str:
     return stored
 
 
-def erase_person(core: Core, name: str, receipt: str | os.PathLike[str] | None = None
-                 ) -> DeletionReceipt:
+def erase_person(core: Core, name: str, receipt: str | os.PathLike[str] | None = None, *,
+                 outcome: str = "deleted") -> DeletionReceipt:
     """See :meth:`FaceService.erase_person`."""
     if receipt is not None:
         folder = Path(receipt).expanduser().resolve().parent
@@ -81,7 +81,7 @@ def erase_person(core: Core, name: str, receipt: str | os.PathLike[str] | None =
         crops = repo.count_crops(template_ids)
         uid = gallery_uuid(s)
         pid, n = repo.delete_person(key)
-        repo.log_event("delete", "deleted", person=key, detail=json.dumps({"templates": n}))
+        repo.log_event("delete", outcome, person=key, detail=json.dumps({"templates": n}))
         new_gen = current_generation(s)
     if core.cache_or_none is not None:
         core.cache_or_none.removed_person(pid, was_current=was_current, generation=new_gen)
@@ -151,7 +151,8 @@ def expire_people(core: Core, *, dry_run: bool = False, now: datetime | None = N
         due = privacy.expired(s, privacy.load_policy(s), now)
     out: list[ExpiredPerson] = []
     for _, name, when in due:
-        n = 0 if dry_run else erase_person(core, name).templates
+        # logged as a deletion whose outcome says why: the retention policy, not a user
+        n = 0 if dry_run else erase_person(core, name, outcome="expired").templates
         out.append(ExpiredPerson(name, when, n))
     if out and not dry_run:
         logger.info("retention: deleted %d expired people", len(out))
