@@ -41,8 +41,9 @@ EVENT_KINDS: tuple[str, ...] = (
 )
 """Every kind of operation the app logs: the ``event.kind`` of the history and the ``action``
 of the audit log (``delete`` covers erasures, outcome ``deleted``, and retention expiry,
-outcome ``expired``; ``keys`` encryption and key rotations). The CLI's ``people events --kind`` and ``audit --action`` choices come from
-here; a test checks that every ``log_event`` / ``audit.append`` call in faceapp uses one."""
+outcome ``expired``; ``keys`` encryption and key rotations). The CLI's ``people events
+--kind`` and ``audit --action`` choices come from here; a test checks that every
+``log_event`` / ``audit.append`` call in faceapp uses one."""
 
 _TRIGGERS = (
     "CREATE TRIGGER IF NOT EXISTS audit_entry_no_update BEFORE UPDATE ON audit_entry "
