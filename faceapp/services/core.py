@@ -69,6 +69,16 @@ class Core:
         return np.asarray(face.embedding, dtype=np.float32).reshape(-1)
 
 
+def drop_snapshots(core: Core) -> int:
+    """After committed template changes, with or without a model loaded: the gallery's
+    on-disk index snapshots deleted; returns how many."""
+    if core.cache_or_none is not None:
+        return core.cache_or_none.drop_snapshots()
+    from faceapp.gallery.snapshot import remove_snapshots
+
+    return remove_snapshots(core.uow.url)
+
+
 def analyze(core: Core, image: ImageInput) -> list[AnalysedFace]:
     """Every face of an image (path, bytes, PIL image or RGB (H, W, 3) uint8 frame)."""
     return list(core.pipeline.analyze(load_image(image)))

@@ -35,7 +35,7 @@ from faceapp.gallery import audit, privacy
 from faceapp.gallery.database import current_generation
 from faceapp.gallery.privacy import Consent, ConsentRequired
 from faceapp.gallery.repository import NewTemplate, normalize_name
-from faceapp.nn.scoring import DISTANCE, accepts
+from faceapp.nn.scoring import DISTANCE
 from faceapp.services.core import Core, analyze, face_area, quality_dict, quality_reasons
 from faceapp.services.protocols import AnalysedFace
 from faceapp.services.results import EnrollReport
@@ -189,7 +189,7 @@ def _store(core: Core, key: str, faces: Sequence[AnalysedFace], sources: Sequenc
             if attempt == 2:
                 raise
     core.cache.added(ids, pid, key, np.stack(embs), was_current=was_current, generation=new_gen)
-    core.cache.templates_changed()
+    core.cache.drop_snapshots()
     logger.info("enrolled %s: %d template(s), %d rejected", key, len(ids), len(rejected))
     return EnrollReport(key, list(sources), rejected, len(ids))
 
@@ -229,7 +229,7 @@ def check_enrollment(core: Core, name: str, faces: Sequence[AnalysedFace]) -> li
     results = core.cache.identify(view, probes, threshold=tau, k=1, scorer=None, margin=core.margin)
     for i, res in enumerate(results):
         pid = res.person_id
-        if pid is not None and accepts(res.best_score, tau) and view.names.get(pid) != key:
+        if pid is not None and view.names.get(pid) != key:  # person_id: accepted at τ
             warnings.append(f"face {i + 1} already matches {view.names.get(pid, pid)!r} "
                             f"(score {res.best_score:.3f} >= {tau:.3f})")
     return warnings

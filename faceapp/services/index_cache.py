@@ -155,14 +155,10 @@ class IndexCache:
             self._view = None
         self._notify()
 
-    def templates_changed(self) -> None:
-        """After committed template changes: drop on-disk snapshots (they may hold faces that
-        were deleted; the next load or :meth:`save_snapshot_if_useful` writes a fresh one)."""
-        self._snapshot_gen = -1
-        remove_snapshots(self._uow.url)
-
-    def removed_snapshots(self) -> int:
-        """Delete every snapshot of the gallery now; returns how many were removed."""
+    def drop_snapshots(self) -> int:
+        """After committed template changes: delete the gallery's on-disk snapshots (they may
+        hold faces that were deleted; the next load or :meth:`save_snapshot_if_useful` writes a
+        fresh one); returns how many were removed."""
         self._snapshot_gen = -1
         return remove_snapshots(self._uow.url)
 

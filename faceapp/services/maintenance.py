@@ -89,7 +89,7 @@ def reembed(
             progress(min(start + batch_size, total), total)
     core.cache.invalidate()
     if done:
-        core.cache.templates_changed()
+        core.cache.drop_snapshots()
     problems = []
     if missing:
         problems.append(f"{len(missing)} template(s) have no stored crop and cannot be "

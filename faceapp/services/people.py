@@ -18,7 +18,7 @@ from faceapp.errors import GalleryError
 from faceapp.gallery import privacy
 from faceapp.gallery.database import current_generation, gallery_uuid, purge_deleted
 from faceapp.gallery.repository import normalize_name
-from faceapp.services.core import Core
+from faceapp.services.core import Core, drop_snapshots
 from faceapp.services.files import write_private
 from faceapp.services.results import DeletionReceipt, ExpiredPerson, PersonSummary, TemplateSummary
 
@@ -62,7 +62,7 @@ def rename_person(core: Core, old: str, new: str) -> str:
         new_gen = current_generation(s)
     if core.cache_or_none is not None:
         core.cache_or_none.renamed(pid, stored, was_current=was_current, generation=new_gen)
-    _snapshots_removed(core)
+    drop_snapshots(core)
     return stored
 
 
@@ -113,18 +113,10 @@ def delete_template(core: Core, template_id: int) -> None:
 
 def purge(core: Core) -> dict[str, object]:
     """After a committed deletion: snapshots removed, deleted bytes purged from the file."""
-    removed = _snapshots_removed(core)
+    removed = drop_snapshots(core)
     with core.uow.errors("purge"):
         report = purge_deleted(core.uow.engine)
     return report.to_dict() | {"snapshots_removed": removed}
-
-
-def _snapshots_removed(core: Core) -> int:
-    from faceapp.gallery.snapshot import remove_snapshots
-
-    if core.cache_or_none is not None:
-        return core.cache_or_none.removed_snapshots()
-    return remove_snapshots(core.uow.url)
 
 
 def events(core: Core, limit: int = 100, kind: str | None = None) -> list[dict[str, object]]:

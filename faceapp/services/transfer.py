@@ -21,7 +21,6 @@ from faceapp.gallery.bundle import is_bundle, open_bundle, seal_bundle
 from faceapp.gallery.crypto import KdfParams
 from faceapp.gallery.database import retry_when_locked
 from faceapp.gallery.repository import NewTemplate, normalize_name
-from faceapp.gallery.snapshot import remove_snapshots
 from faceapp.gallery.types import EMBEDDING_DTYPE
 from faceapp.gallery.validation import (
     MAX_IMPORT_BYTES,
@@ -32,7 +31,7 @@ from faceapp.gallery.validation import (
     read_bounded,
     validate_template,
 )
-from faceapp.services.core import Core
+from faceapp.services.core import Core, drop_snapshots
 from faceapp.services.files import write_private
 from faceapp.services.results import GalleryTransfer
 
@@ -145,9 +144,7 @@ def _import_people(core: Core, path: str | os.PathLike[str],
                                           "templates": n_templates, "skipped": len(skipped)}))
     if core.cache_or_none is not None:
         core.cache_or_none.invalidate()
-        core.cache_or_none.templates_changed()
-    else:
-        remove_snapshots(core.uow.url)
+    drop_snapshots(core)
     return GalleryTransfer(n_people, n_templates, skipped)
 
 
