@@ -20,6 +20,7 @@ new index outside it and swaps it in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +123,11 @@ class IndexCache:
         event = threading.Event()
         self._listeners.append(event)
         return event
+
+    def unsubscribe(self, event: threading.Event) -> None:
+        """Stop setting ``event`` (a live loop that closes)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(event)
 
     # ------------------------------------------------------------------ this service's changes
     def added(self, template_ids: Sequence[int], person_id: int, name: str,

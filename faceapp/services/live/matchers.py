@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,7 +89,7 @@ class CacheMatcher:
         self._scorer_obj = self._core.thresholds.index_scorer(scorer)
         self._fixed = None if threshold is None else finite_threshold(threshold)
         self.refresh_s = float(refresh_s)
-        self._changes = self._core.cache.subscribe()
+        self._changes: threading.Event | None = self._core.cache.subscribe()
         self._checked = time.monotonic()
         self._check: Future[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -112,6 +113,9 @@ class CacheMatcher:
         self._core.thresholds.use(self.scorer, value)
 
     def take_changes(self) -> bool:
+        if self._changes is None:  # used again after close: follow the cache again
+            self._changes = self._core.cache.subscribe()
+            return True
         changed = self._changes.is_set()
         self._changes.clear()
         return changed
@@ -126,7 +130,8 @@ class CacheMatcher:
         view = core.cache.latest()
         if view is None:  # first batch, or after a change the cache could not apply in place
             view = self._sync()
-            self._changes.clear()  # this batch is decided on the new view already
+            if self._changes is not None:
+                self._changes.clear()  # this batch is decided on the new view already
         else:
             self._check_later()
         probes = np.stack([core.embedding_of(f) for f in faces])
@@ -137,6 +142,9 @@ class CacheMatcher:
                 for f, r in zip(faces, results, strict=True)]
 
     def close(self) -> None:
+        if self._changes is not None:  # one recognizer per stream: no listener left behind
+            self._core.cache.unsubscribe(self._changes)
+            self._changes = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
