@@ -130,12 +130,7 @@ def _calibrate(args: argparse.Namespace) -> int:
             scores, same = np.asarray(raw, dtype=np.float64), np.asarray(same_raw, dtype=bool)
             origin = "gallery template pairs"
         genuine, impostor = split_pairs(scores, same)
-        if genuine.size == 0 or impostor.size == 0:
-            raise FaceappError(
-                f"{origin}: {genuine.size} genuine and {impostor.size} impostor pairs; both are "
-                "needed (enrol at least two people, one of them with two or more samples)"
-            )
-        chosen = threshold_for_far(genuine, impostor, args.far)
+        chosen = threshold_for_far(genuine, impostor, args.far, origin=origin)
         tau, n_gen, n_imp = chosen.threshold, chosen.genuine, chosen.impostor
         if args.apply:
             svc.set_threshold(args.scorer, tau)

@@ -48,19 +48,20 @@ class FarCalibration:
                 "tar": self.tar, "auc": self.auc, "far_measurable": self.measurable}
 
 
-def threshold_for_far(genuine: np.ndarray, impostor: np.ndarray, target_far: float) -> FarCalibration:
+def threshold_for_far(genuine: np.ndarray, impostor: np.ndarray, target_far: float, *,
+                      origin: str = "") -> FarCalibration:
     """The lowest τ whose FAR on these pairs is ``<= target_far``, from (G,) genuine and
     (I,) impostor similarity scores (both non-empty: :class:`FaceappError` otherwise). When
     no score reaches the target, τ is the next float above the largest score (accepts
-    nothing: FAR 0, TAR 0)."""
+    nothing: FAR 0, TAR 0). ``origin`` names the pairs in messages."""
     if not 0.0 <= target_far <= 1.0:
         raise FaceappError(f"the target FAR must be between 0 and 1, got {target_far}")
     g = np.asarray(genuine, dtype=np.float64).ravel()
     i = np.asarray(impostor, dtype=np.float64).ravel()
     if g.size == 0 or i.size == 0:
         raise FaceappError(
-            f"{g.size} genuine and {i.size} impostor pairs; both are needed (enrol at least two "
-            "people, one of them with two or more samples)")
+            f"{origin + ': ' if origin else ''}{g.size} genuine and {i.size} impostor pairs; both "
+            "are needed (enrol at least two people, one of them with two or more samples)")
     scores, same = np.r_[g, i], np.r_[np.ones(g.size, bool), np.zeros(i.size, bool)]
     tar, tau = tar_at_far(scores, same, target_far)
     far = float(np.mean(accepts_all(i, tau)))
