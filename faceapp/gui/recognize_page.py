@@ -173,9 +173,10 @@ class RecognizePage(Page):
     def set_threshold(self, tau: float) -> None:
         """Make ``tau`` the session's τ (for every page and the live loops) and move the
         slider to it; labels update immediately."""
-        if self._live_key is not None:
+        if self._live_key is not None:  # the service's τ: thresholdChanged redraws (_show_threshold)
             self.ctx.use_threshold(self._live_key[1], float(tau))
-        self._show_threshold()
+        else:
+            self._show_threshold()
 
     def _show_threshold(self) -> None:
         """Slider, labels and table after a τ change (here or anywhere else)."""
@@ -224,9 +225,8 @@ class RecognizePage(Page):
 
     def _on_slider(self, value: int) -> None:
         lo, hi = self._range
-        if self._live_key is not None:
+        if self._live_key is not None:  # thresholdChanged redraws the labels (_show_threshold)
             self.ctx.use_threshold(self._live_key[1], lo + (hi - lo) * value / SLIDER_STEPS)
-        self._relabel()
 
     def _ensure_session(self) -> LiveSession | None:
         """The live session for the current (service, scorer), built on first use (in the

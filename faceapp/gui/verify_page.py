@@ -174,7 +174,7 @@ class VerifyPage(Page):
         self.start_button.clicked.connect(self.start_challenge)
         self.liveness_check.toggled.connect(lambda _on: self._reconfigure())
         ctx.galleryChanged.connect(self.refresh_people)
-        ctx.thresholdChanged.connect(self._reconfigure)
+        ctx.thresholdChanged.connect(self._show_threshold)
         ctx.settingsChanged.connect(self._on_settings)
         self.on_service_changed(self.service)
 
@@ -285,6 +285,13 @@ class VerifyPage(Page):
             self._install()
             self.loop.request_measure()  # a new claim: the window fills from fresh measurements
             self.view.set_banner("")
+        self._show_threshold(tau)
+
+    def _show_threshold(self, tau: float | None = None) -> None:
+        """The τ label and the decision after a τ change here or anywhere (the scores in the
+        window are judged against the service's τ; nothing is measured again)."""
+        scorer = self.scorer_combo.currentText()
+        tau = tau if tau is not None else self.threshold()
         if tau is None:
             self.tau_label.setText("τ: not calibrated for this scorer (see Calibrate)")
         else:
