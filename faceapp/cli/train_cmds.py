@@ -1,5 +1,5 @@
 """Training and evaluation commands: train, train-head, evaluate, calibrate-model, make-cohort,
-evaluate-identification, import-pretrained."""
+make-normaliser, evaluate-identification, import-pretrained."""
 
 from __future__ import annotations
 
@@ -154,6 +154,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     k.add_argument("--out", required=True, help="cohort file to write, e.g. models/cohort.npz")
     k.add_argument("--top-k", type=int, default=50, help="cohort scores per face for s-norm")
     k.set_defaults(func=_make_cohort)
+
+    n = sub.add_parser(
+        "make-normaliser",
+        help="learn the model's open-set score normaliser from other people's faces (score_norm.npz; "
+        "no face or template is stored in it)",
+    )
+    _model_options(n, data=True)
+    n.add_argument("--people", required=True, help="people*.txt of the cohort identities (never test people)")
+    n.add_argument("--out", help="file to write (default: score_norm.npz beside the model)")
+    n.add_argument("--top-k", type=int, default=50, help="cohort scores per face the network learns")
+    n.add_argument("--epochs", type=int, default=300)
+    n.add_argument("--seed", type=int, default=0)
+    n.set_defaults(func=_make_normaliser)
 
     m = sub.add_parser(
         "import-pretrained",
@@ -341,6 +354,16 @@ def _make_cohort(args: argparse.Namespace) -> int:
     report = make_cohort_cli(
         Path(args.model), args.data, args.people, out=args.out, top_k=args.top_k, cache_dir=args.cache_dir
     )
+    _print(report, args.json)
+    return 0
+
+
+def _make_normaliser(args: argparse.Namespace) -> int:
+    from faceapp.training.open_set import NormaliserConfig, make_normaliser_cli
+
+    config = NormaliserConfig(top_k=args.top_k, epochs=args.epochs, seed=args.seed)
+    report = make_normaliser_cli(Path(args.model), args.data, args.people, out=args.out,
+                                 cache_dir=args.cache_dir, config=config)
     _print(report, args.json)
     return 0
 

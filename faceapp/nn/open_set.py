@@ -1,0 +1,215 @@
+"""Open-set score normalisation without a cohort: a small learned model of the cohort statistics.
+
+Adaptive s-norm (:mod:`faceapp.nn.score_norm`) standardises a cosine similarity by how each
+face scores against the ``top_k`` nearest faces of a cohort of other people::
+
+    s'(p, g) = ½ [ (s − μ_g) / σ_g  +  (s − μ_p) / σ_p ]
+
+It lifts open-set identification a lot (LFW DevTest DIR at FPIR 1e-2 0.775 → 0.861) but needs
+the cohort's embeddings at run time: templates of thousands of real people, which an app that
+protects faces should not ship. ``μ`` and ``σ`` are, however, smooth functions of the embedding
+(how crowded the face space is around it), so a small network learns them from a cohort once,
+at build time (:mod:`faceapp.training.open_set`), and the app ships only its weights:
+**no face and no template of anyone**. :class:`LearnedNormaliser` is that network
+(128 → H → H → 2, tanh, plain NumPy: the gallery uses it without torch).
+
+The normalised score is put back on the cosine scale by an affine map ``α s' + β``, fitted when
+the normaliser is built so that the model's calibrated τ at FAR 1e-2 and 1e-3 (cosine, pairs of
+the training people) are the same numbers for the normalised score on the same pairs: one τ, one
+slider and one ``calibration.json`` serve 1:1 (cosine) and 1:K (normalised). The map is monotone,
+so it changes no ranking and no DIR/FPIR figure.
+
+File (``score_norm.npz`` beside the model): the layer weights as float32 arrays and a JSON
+``meta`` (format, ``model_id``, ``alpha``, ``beta``, the target scalers, ``top_k``, provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from faceapp.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+NORMALISER_FILE = "score_norm.npz"
+NORMALISER_FORMAT = 1
+LAYERS = ("w1", "b1", "w2", "b2", "w3", "b3")
+MIN_STD = 1e-6
+
+
+class ScoreNormaliser(Protocol):
+    """What 1:K search needs to normalise cosine similarities (see :class:`RawScores`)."""
+
+    @property
+    def name(self) -> str:
+        """``cosine`` (no normalisation) or ``learned-snorm``."""
+        ...
+
+    @property
+    def active(self) -> bool:
+        """False for :class:`RawScores`: callers may skip the re-scoring entirely."""
+        ...
+
+    def normalise(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(P, D) float32 unit probes, (M, D) float32 unit templates, (P, M) cosine similarities
+        -> (P, M) float64 normalised similarities (higher = more alike)."""
+        ...
+
+
+class RawScores:
+    """No normalisation: the cosine similarity is the 1:K score (a model without a normaliser)."""
+
+    name = "cosine"
+    active = False
+
+    def normalise(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores, dtype=np.float64)
+
+
+RAW_SCORES = RawScores()
+
+
+@dataclass(frozen=True)
+class NormaliserStats:
+    """Predicted cohort statistics of N faces: ``mean``, ``std`` (N,) float64."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+class LearnedNormaliser:
+    """Adaptive s-norm with μ, σ predicted from the embedding (module docstring).
+
+    Args:
+        layers: ``w1`` (D, H), ``b1`` (H,), ``w2`` (H, H), ``b2`` (H,), ``w3`` (H, 2), ``b3`` (2,);
+            the network maps a unit embedding to standardised (μ, log σ).
+        meta: ``model_id``, ``alpha``, ``beta``, ``mu_mean``, ``mu_scale``, ``logstd_mean``,
+            ``logstd_scale`` (the de-standardisation), plus provenance.
+    Raises:
+        ModelError: missing, misshapen or non-finite weights or a non-positive ``alpha``.
+    """
+
+    name = "learned-snorm"
+    active = True
+
+    def __init__(self, layers: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        try:
+            w = {k: np.asarray(layers[k], dtype=np.float32) for k in LAYERS}
+            d, h = w["w1"].shape
+            shapes = {"b1": (h,), "w2": (h, h), "b2": (h,), "w3": (h, 2), "b3": (2,)}
+            bad = [k for k, s in shapes.items() if w[k].shape != s]
+            self.alpha = float(meta["alpha"])
+            self.beta = float(meta["beta"])
+            self._scale = tuple(float(meta[k]) for k in
+                                ("mu_mean", "mu_scale", "logstd_mean", "logstd_scale"))
+            self.model_id = str(meta["model_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"malformed score normaliser ({err!r})") from None
+        if bad:
+            raise ModelError(f"score normaliser layers of the wrong shape: {', '.join(bad)}")
+        values = [*w.values(), np.asarray([self.alpha, self.beta, *self._scale])]
+        if not all(np.isfinite(v).all() for v in values):
+            raise ModelError("score normaliser holds NaN or inf")
+        if self.alpha <= 0:
+            raise ModelError(f"score normaliser map must increase (alpha {self.alpha} <= 0)")
+        self._w = w
+        self.dim = int(d)
+        self.meta = dict(meta)
+
+    def stats(self, x: np.ndarray) -> NormaliserStats:
+        """Predicted μ and σ of (N, D) or (D,) float unit embeddings (σ floored at 1e-6)."""
+        xs = np.atleast_2d(np.asarray(x, dtype=np.float32))
+        if xs.ndim != 2 or xs.shape[1] != self.dim:
+            raise ValueError(f"expected (N, {self.dim}) embeddings, got shape {np.shape(x)}")
+        w = self._w
+        h = np.tanh(xs @ w["w1"] + w["b1"])
+        h = np.tanh(h @ w["w2"] + w["b2"])
+        out = (h @ w["w3"] + w["b3"]).astype(np.float64)
+        m0, ms, l0, ls = self._scale
+        return NormaliserStats(out[:, 0] * ms + m0, np.maximum(np.exp(out[:, 1] * ls + l0), MIN_STD))
+
+    def z_scores(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """s' of a (P, M) cosine matrix (before the map to the cosine scale), float64."""
+        s = np.asarray(scores, dtype=np.float64)
+        p, g = self.stats(probes), self.stats(templates)
+        if s.shape != (p.mean.shape[0], g.mean.shape[0]):
+            raise ValueError(f"scores of shape {s.shape} for {p.mean.shape[0]} probes and "
+                             f"{g.mean.shape[0]} templates")
+        return 0.5 * ((s - g.mean[None, :]) / g.std[None, :] + (s - p.mean[:, None]) / p.std[:, None])
+
+    def normalise(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``α s' + β``: the normalised similarity on the cosine scale (P, M) float64."""
+        return self.alpha * self.z_scores(probes, templates, scores) + self.beta
+
+    def normalise_pairs(self, a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Row-wise pairs: (N, D), (N, D), (N,) cosine -> (N,) float64 on the cosine scale."""
+        s = np.asarray(scores, dtype=np.float64)
+        sa, sb = self.stats(a), self.stats(b)
+        z = 0.5 * ((s - sa.mean) / sa.std + (s - sb.mean) / sb.std)
+        return self.alpha * z + self.beta
+
+    def with_map(self, alpha: float, beta: float, **meta: Any) -> LearnedNormaliser:
+        """The same network with the map ``alpha s' + beta`` (and extra ``meta`` entries)."""
+        return LearnedNormaliser(self._w, {**self.meta, **meta, "alpha": alpha, "beta": beta})
+
+    # ------------------------------------------------------------------ file
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the weights and ``meta`` as an ``.npz`` (atomically)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {**self.meta, "format": NORMALISER_FORMAT, "model_id": self.model_id,
+                "alpha": self.alpha, "beta": self.beta}
+        tmp = path.with_name(path.name + ".partial.npz")
+        np.savez(tmp, **self._w, meta=np.asarray(json.dumps(meta, sort_keys=True)))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model_id: str) -> LearnedNormaliser:
+        """Read :meth:`save`'s file.
+
+        Raises:
+            ModelError: unreadable or malformed file, or made for another model.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                layers = {k: np.asarray(z[k]) for k in LAYERS}
+                meta = json.loads(str(z["meta"]))
+            if not isinstance(meta, dict) or meta.get("format") != NORMALISER_FORMAT:
+                raise ValueError("unknown format")
+        except (OSError, KeyError, TypeError, ValueError, EOFError) as err:
+            raise ModelError(f"{path}: not a faceapp score normaliser ({err})") from None
+        if meta.get("model_id") != model_id:
+            raise ModelError(f"{path}: score normaliser of model {meta.get('model_id')!r}, not "
+                             f"{model_id!r}; build it again for this model (faceapp make-normaliser)")
+        try:
+            return cls(layers, meta)
+        except ModelError as err:
+            raise ModelError(f"{path}: {err}") from None
+
+
+def normaliser_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """``score_norm.npz`` in the model file's folder."""
+    return Path(model_path).with_name(NORMALISER_FILE)
+
+
+def normaliser_for(model_path: str | os.PathLike[str], model_id: str) -> ScoreNormaliser:
+    """The model's normaliser if its folder has one for this ``model_id``, else
+    :data:`RAW_SCORES` (logged: a missing file is normal for a model trained here, an unusable
+    one is a warning; 1:K then decides on cosine similarity)."""
+    path = normaliser_path_for(model_path)
+    if not path.exists():
+        logger.info("no score normaliser beside %s: 1:K decides on cosine similarity", model_path)
+        return RAW_SCORES
+    try:
+        return LearnedNormaliser.load(path, model_id)
+    except ModelError as err:
+        logger.warning("score normaliser not used: %s", err)
+        return RAW_SCORES
