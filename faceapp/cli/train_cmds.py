@@ -144,6 +144,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="with --cohort: rank and accept by the normalised score (all), or rank by cosine and "
         "accept the top-1 by its normalised score (accept)",
     )
+    i.add_argument(
+        "--normaliser",
+        choices=("app", "none"),
+        default="app",
+        help="app (default): score as the app's 1:K search does (cosine shortlist re-scored by the "
+        "model's score_norm.npz when it has one); none: raw cosine similarity (needed with --cohort "
+        "for a model with a normaliser)",
+    )
     i.set_defaults(func=_evaluate_identification)
 
     k = sub.add_parser(
@@ -329,6 +337,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_identification(args: argparse.Namespace) -> int:
+    from faceapp.cli.identification_scoring import AppScoring
     from faceapp.training.evaluation import evaluate_identification_cli
 
     report = evaluate_identification_cli(
@@ -343,6 +352,7 @@ def _evaluate_identification(args: argparse.Namespace) -> int:
         gallery_images=args.gallery_images,
         aggregate=args.aggregate,
         snorm_scope=args.snorm_scope,
+        scoring=AppScoring.for_model if args.normaliser == "app" else None,
     )
     _print(report, args.json)
     return 0

@@ -10,9 +10,9 @@ explicit ``evaluate --write-calibration``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -420,6 +420,27 @@ def evaluate_pairs_cli(
     return reports
 
 
+class IdentificationScoring(Protocol):
+    """Probe-against-gallery scores of :func:`evaluate_identification` (one template per
+    gallery row; a person is an identity label)."""
+
+    @property
+    def name(self) -> str:
+        """What the scores are (``cosine``, ``learned-snorm``: ``ScoreNormaliser.name``)."""
+        ...
+
+    @property
+    def active(self) -> bool:
+        """False when the scores are plain cosine similarities."""
+        ...
+
+    def scores(self, gallery: np.ndarray, gallery_labels: np.ndarray, probes: np.ndarray) -> np.ndarray:
+        """(G, D) unit rows with (G,) int identities, (P, D) unit probes -> (P, U) scores of
+        each probe against each identity of ``np.unique(gallery_labels)`` (higher = more alike;
+        a finite value below every other score for identities the search did not return)."""
+        ...
+
+
 def evaluate_identification(
     model: LoadedModel,
     data: str | Path,
@@ -434,6 +455,7 @@ def evaluate_identification(
     gallery_images: int = 1,
     aggregate: str = "max",
     snorm_scope: str = "all",
+    scoring: IdentificationScoring | None = None,
 ) -> dict[str, Any]:
     """Gallery = first ``gallery_images`` images of each enrolled identity; probes = their other
     images plus every image of the distractor identities (never enrolled). Identities with
@@ -447,7 +469,21 @@ def evaluate_identification(
     ``snorm_scope`` (with a cohort): ``all`` ranks and accepts by the normalised score;
     ``accept`` ranks by cosine similarity and decides open-set acceptance of the top-1 identity
     by its normalised score.
+    ``scoring``: how probes are scored against the gallery (e.g. as the app does, through its
+    1:K search and the model's open-set normaliser: ``faceapp evaluate-identification``'s
+    default); ``None``: cosine similarity of every probe with every gallery row. Reported as
+    ``open_set_normaliser`` (``cosine`` for ``None``, ``cohort-asnorm`` with a cohort).
+
+    Raises:
+        FaceappError: a cohort together with an active ``scoring`` (two normalisations).
     """
+    if cohort_people is not None:
+        if scoring is not None and scoring.active:
+            raise FaceappError(
+                f"--cohort normalises by a real cohort, but this model's 1:K scores are already "
+                f"normalised ({scoring.name}); add --normaliser none to evaluate real-cohort AS-norm"
+            )
+        scoring = None  # real-cohort AS-norm normalises the full cosine matrix
     if snorm_scope not in SNORM_SCOPES:
         raise FaceappError(f"unknown s-norm scope {snorm_scope!r} (known: {', '.join(SNORM_SCOPES)})")
     if gallery_images < 1:
@@ -484,14 +520,21 @@ def evaluate_identification(
     gal, gal_lab, prb = emb[gallery_rows], lab[gallery_rows], emb[probe_rows]
     if aggregate == "mean":
         gal_lab, gal = mean_templates(gal, gal_lab)
-    scores = (prb @ gal.T).astype(np.float64)
-    norm_info: dict[str, Any] = {}
+    norm_info: dict[str, Any] = {"open_set_normaliser": "cosine"}
+    if scoring is not None:
+        scores = np.asarray(scoring.scores(gal, gal_lab, prb), dtype=np.float64)
+        gal_lab = np.unique(gal_lab)  # one column per person
+        norm_info["open_set_normaliser"] = scoring.name
+    else:
+        scores = (prb @ gal.T).astype(np.float64)
     if cohort_people is not None:
-        cohort, norm_info = cohort_from_people(
+        cohort, cohort_info = cohort_from_people(
             model, data, cohort_people, exclude=set(images.names), top_k=cohort_top_k,
             cache_dir=cache_dir, detector=detector,
         )
+        norm_info.update(cohort_info)
         normed = s_norm_matrix(scores, cohort.stats(prb), cohort.stats(gal))
+        norm_info["open_set_normaliser"] = "cohort-asnorm"
         norm_info["snorm_scope"] = snorm_scope
         if snorm_scope == "all":
             scores, accept = normed, None
@@ -523,9 +566,13 @@ def evaluate_identification_cli(
     gallery_images: int = 1,
     aggregate: str = "max",
     snorm_scope: str = "all",
+    scoring: Callable[[LoadedModel], IdentificationScoring] | None = None,
 ) -> dict[str, Any]:
+    """``faceapp evaluate-identification``; ``scoring``: made for the loaded model (``None``:
+    cosine similarity, :func:`evaluate_identification`)."""
+    model = load_checkpoint(model_path)
     return evaluate_identification(
-        load_checkpoint(model_path),
+        model,
         data,
         people,
         distractor_fraction=distractor_fraction,
@@ -536,4 +583,5 @@ def evaluate_identification_cli(
         gallery_images=gallery_images,
         aggregate=aggregate,
         snorm_scope=snorm_scope,
+        scoring=scoring(model) if scoring is not None else None,
     )
