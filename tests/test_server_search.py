@@ -285,3 +285,31 @@ def test_server_recognize_counts_other_models_once_per_gallery_change(pg_url, mo
             other.recognize(img((1, 1)))
     finally:
         other.close()
+
+
+def test_identify_with_a_normaliser_equals_the_index(pg_url):
+    """The server's short list re-scored by the normaliser answers as the in-memory index."""
+    from tests.test_open_set_matching import hand_normaliser
+
+    dim = 8
+    engine = open_database(pg_url)
+    try:
+        rows, embs = fill(engine, n_people=30, per=2, dim=dim, seed=4)
+        search = ServerSearch.open(engine, ServerSearchConfig(shortlist=200, ef_search=200))
+        search.sync()
+        norm = hand_normaliser(dim)
+        exact = GalleryIndex.from_arrays(MODEL, np.array(list(rows)), np.array(list(rows.values())), embs)
+        rng = np.random.default_rng(3)
+        probes = unit(embs[rng.choice(len(embs), 5)] + 0.3 * rng.standard_normal((5, dim)))
+        with engine.connect() as conn:
+            got = search.identify(conn, probes, model_id=MODEL, threshold=0.6, k=3, normaliser=norm)
+        want = exact.identify(probes, model_id=MODEL, threshold=0.6, k=3, normaliser=norm)
+        raw = exact.identify(probes, model_id=MODEL, threshold=0.6, k=3)
+        for g, w in zip(got, want, strict=True):
+            assert [c.person_id for c in g.candidates] == [c.person_id for c in w.candidates]
+            np.testing.assert_allclose([c.score for c in g.candidates], [c.score for c in w.candidates],
+                                       rtol=1e-5)
+            assert g.person_id == w.person_id
+        assert [r.candidates for r in raw] != [r.candidates for r in want]
+    finally:
+        engine.dispose()

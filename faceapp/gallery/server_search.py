@@ -56,7 +56,9 @@ from faceapp.gallery.matching import (
     Identification,
     l2_normalize,
 )
+from faceapp.gallery.matching.normalised import rescored, shortlist_size
 from faceapp.gallery.orm import FaceTemplate
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 
 logger = logging.getLogger(__name__)
 
@@ -286,17 +288,24 @@ class ServerSearch:
         threshold: float,
         k: int = 5,
         margin: float = DEFAULT_AMBIGUITY_MARGIN,
+        normaliser: ScoreNormaliser = RAW_SCORES,
     ) -> list[Identification]:
-        """Top-``k`` people for each of (P, D) probes, as ``GalleryIndex.identify`` (cosine)
-        would answer them when each probe's true best templates are in the short list."""
+        """Top-``k`` people for each of (P, D) probes, as ``GalleryIndex.identify`` would
+        answer them when each probe's true best templates are in the short list (with
+        ``normaliser``: the short-listed rows re-scored by it, see
+        :mod:`faceapp.gallery.matching.normalised`)."""
         if k < 1:
             raise ValueError("k must be at least 1")
         q = l2_normalize(np.atleast_2d(np.asarray(probes, dtype=np.float32)))
-        n = max(int(self.config.shortlist), int(k))
+        n = max(int(self.config.shortlist), shortlist_size(k, normaliser))
         results: list[Identification] = []
         for row in q:
             _, pids, emb = self.shortlist(session, row, model_id=model_id, n=n)
-            results.append(_identification(row, pids, emb, k, threshold, margin))
+            if normaliser.active:
+                results.append(Identification.of(rescored(row, pids, emb, k, normaliser),
+                                                 threshold, margin))
+            else:
+                results.append(_identification(row, pids, emb, k, threshold, margin))
         return results
 
 

@@ -50,6 +50,7 @@ from faceapp.gallery.matching import DEFAULT_AMBIGUITY_MARGIN, PairScorer
 from faceapp.gallery.privacy import Consent, ConsentRequired, PrivacyPolicy
 from faceapp.gallery.server_search import ServerSearch
 from faceapp.gallery.validation import MAX_IMPORT_BYTES
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 from faceapp.nn.scoring import DISTANCE, accepts
 from faceapp.services import calibration, decisions, enrollment
 from faceapp.services.admin import GalleryAdmin
@@ -122,6 +123,7 @@ class FaceService(GalleryAdmin):
         owns_engine: bool = False,
         calibration_problem: str | None = None,
         server_search: ServerSearch | None = None,
+        normaliser: ScoreNormaliser = RAW_SCORES,
     ) -> None:
         uow = UnitOfWork(engine, owns_engine=owns_engine)
         policy = cache = server = None
@@ -138,9 +140,9 @@ class FaceService(GalleryAdmin):
                 scorers = dict(scorers_for(pipeline.model))  # type: ignore[arg-type]
             policy = ThresholdPolicy(uow, model_id, scorers, calibration,
                                      problem=calibration_problem, operating_point=operating_point)
-            cache = IndexCache(uow, model_id, pipeline.embedding_dim)
+            cache = IndexCache(uow, model_id, pipeline.embedding_dim, normaliser)
             if server_search is not None:
-                server = ServerIndex(uow, server_search, model_id)
+                server = ServerIndex(uow, server_search, model_id, normaliser)
         super().__init__(Core(uow, pipeline, policy, cache, server, float(margin)))
 
     # ------------------------------------------------------------------ lifecycle

@@ -40,6 +40,7 @@ from faceapp.gallery.snapshot import (
     save_snapshot,
     snapshot_path,
 )
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 from faceapp.services.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,14 @@ class IndexView:
 class IndexCache:
     """The in-memory index of one model over one gallery (see the module docstring)."""
 
-    def __init__(self, uow: UnitOfWork, model_id: str, dim: int) -> None:
+    def __init__(self, uow: UnitOfWork, model_id: str, dim: int,
+                 normaliser: ScoreNormaliser = RAW_SCORES) -> None:
+        """``normaliser``: how 1:K cosine similarities are normalised (the model's
+        ``score_norm.npz``, :mod:`faceapp.nn.open_set`); head scorers are never normalised."""
         self._uow = uow
         self.model_id = model_id
         self.dim = int(dim)
+        self.normaliser = normaliser
         self._view: IndexView | None = None
         self._lock = threading.Lock()
         self._snapshot_gen = -1
@@ -114,9 +119,10 @@ class IndexCache:
         """1:K of (N, D) float32 ``probes`` in ``view`` (under the cache lock: an in-place
         change never runs beside a search)."""
         refuse_stale(view.stale, self.model_id)
+        normaliser = self.normaliser if scorer is None else RAW_SCORES
         with self._lock:
             return view.index.identify(probes, model_id=self.model_id, threshold=threshold,
-                                       k=k, scorer=scorer, margin=margin)
+                                       k=k, scorer=scorer, margin=margin, normaliser=normaliser)
 
     def subscribe(self) -> threading.Event:
         """An event set whenever the view changes (the live loop forgets its decisions)."""

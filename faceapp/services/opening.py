@@ -15,6 +15,7 @@ from faceapp.config import resolve_paths
 from faceapp.errors import CalibrationError, FaceappError
 from faceapp.gallery.database import DatabaseConfig, open_database, sqlite_path
 from faceapp.gallery.keys import KeyConfig, PromptFn, passphrase_needed
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser, normaliser_for
 from faceapp.services.server_index import choose_server_search
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def open_service(cls: type[FaceService], db_url: str | None = None,
     pipeline = None
     cal = None
     problem = None
+    normaliser: ScoreNormaliser = RAW_SCORES
     if load_model:
         from faceapp.nn.calibration import Calibration, calibration_path_for
         from faceapp.nn.pipeline import FacePipeline
@@ -48,13 +50,14 @@ def open_service(cls: type[FaceService], db_url: str | None = None,
         except BaseException:
             engine.dispose()
             raise
+        normaliser = normaliser_for(paths.model_path, pipeline.model_id)
         try:
             cal = Calibration.load(calibration_path_for(paths.model_path))
         except CalibrationError as err:
             problem = str(err)
             logger.warning("no usable calibration: %s", err)
     service = cls(engine, pipeline, cal, owns_engine=True, calibration_problem=problem,
-                  server_search=server)
+                  server_search=server, normaliser=normaliser)
     try:  # the retention policy is applied at start-up
         service.expire_people()
     except FaceappError as err:

@@ -19,6 +19,7 @@ from faceapp.gallery.database import current_generation, read_session, translate
 from faceapp.gallery.matching import Identification
 from faceapp.gallery.repository import GalleryRepository
 from faceapp.gallery.server_search import ServerSearch, server_search_available
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 from faceapp.services.index_cache import refuse_stale
 from faceapp.services.unit_of_work import UnitOfWork
 
@@ -63,10 +64,12 @@ def choose_server_search(engine: Engine, mode: str | None = None) -> ServerSearc
 class ServerIndex:
     """In-server search of ``model_id``'s templates through ``search``."""
 
-    def __init__(self, uow: UnitOfWork, search: ServerSearch, model_id: str) -> None:
+    def __init__(self, uow: UnitOfWork, search: ServerSearch, model_id: str,
+                 normaliser: ScoreNormaliser = RAW_SCORES) -> None:
         self._uow = uow
         self._search = search
         self.model_id = model_id
+        self.normaliser = normaliser
         self._gen = -1
         self._stale = 0
 
@@ -89,13 +92,14 @@ class ServerIndex:
 
     def identify(self, probes: np.ndarray, *, threshold: float, k: int, margin: float
                  ) -> tuple[list[Identification], dict[int, str]]:
-        """1:K of (N, D) float32 ``probes``: HNSW short list, exact re-score (cosine only);
-        returns the identifications and the names of every candidate."""
+        """1:K of (N, D) float32 ``probes``: HNSW short list, exact re-score (cosine, then the
+        normaliser); returns the identifications and the names of every candidate."""
         self.sync()
         refuse_stale(self._stale, self.model_id)
         with self._uow.read("recognize") as (s, repo):
             with self._uow.errors("server search"):
                 results = self._search.identify(s, probes, model_id=self.model_id,
-                                                threshold=threshold, k=k, margin=margin)
+                                                threshold=threshold, k=k, margin=margin,
+                                                normaliser=self.normaliser)
             names = repo.person_names(c.person_id for r in results for c in r.candidates)
         return results, names

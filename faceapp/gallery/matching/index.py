@@ -9,6 +9,7 @@ import numpy as np
 
 from faceapp.errors import ModelMismatch, PersonNotFound
 from faceapp.gallery.matching.arrays import l2_normalize, top_k
+from faceapp.gallery.matching.normalised import rescored, shortlist_size
 from faceapp.gallery.matching.results import (
     DEFAULT_AMBIGUITY_MARGIN,
     Candidate,
@@ -18,6 +19,7 @@ from faceapp.gallery.matching.results import (
 )
 from faceapp.gallery.matching.two_pass import QUANTIZE_MIN_ROWS, TwoPassSearch
 from faceapp.gallery.quantized import SearchBackend
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 from faceapp.nn.scoring import accepts
 
 _CHUNK_ELEMENTS = 1 << 24
@@ -305,6 +307,7 @@ class GalleryIndex(TwoPassSearch):
         k: int = 5,
         scorer: PairScorer | None = None,
         margin: float = DEFAULT_AMBIGUITY_MARGIN,
+        normaliser: ScoreNormaliser = RAW_SCORES,
     ) -> list[Identification]:
         """Top-``k`` people for each of (P, D) probes (one result per probe, in order).
 
@@ -312,21 +315,30 @@ class GalleryIndex(TwoPassSearch):
         (``person_id is None``) when the best score is below ``threshold``. With the cosine
         scorer and at least ``quantize_min_rows`` templates, the first pass + exact
         float32 re-rank gives the same candidates and scores as the exact search.
+        ``normaliser`` (cosine scorer only): the people of the cosine short list
+        (:func:`~faceapp.gallery.matching.normalised.shortlist_size`) are re-scored and
+        re-sorted by their best normalised template score, and decided on it.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
+        if normaliser.active and scorer is not None:
+            raise ValueError(f"score normalisation applies to cosine similarity, not {scorer.name!r}")
         q = self._prepare_probes(probes, model_id)
+        want = shortlist_size(k, normaliser)
         if self._two_pass_applies(q.shape[0], scorer):
             self._ensure_grouped()
             people = self._people
-            top, top_scores = self._two_pass_top(q, min(k, people.shape[0]))
+            top, top_scores = self._two_pass_top(q, min(want, people.shape[0]))
             n_probes = q.shape[0]
         else:
             people, scores = self.person_scores(q, model_id=model_id, scorer=scorer)
             n_probes, g = scores.shape
             if g == 0:
                 return [Identification.of((), threshold, margin)] * n_probes
-            top, top_scores = top_k(scores, min(k, g))
+            top, top_scores = top_k(scores, min(want, g))
+        if normaliser.active:
+            return [Identification.of(self._rescored(q[i], top[i], k, normaliser), threshold, margin)
+                    for i in range(n_probes)]
         return [
             Identification.of(
                 [Candidate(int(people[j]), float(s)) for j, s in zip(top[i], top_scores[i], strict=True)],
@@ -334,6 +346,13 @@ class GalleryIndex(TwoPassSearch):
             for i in range(n_probes)
         ]
 
+
+    def _rescored(self, probe: np.ndarray, positions: np.ndarray, k: int,
+                  normaliser: ScoreNormaliser) -> list[Candidate]:
+        """Every template of the people at group ``positions``, re-scored (rows grouped)."""
+        ends = np.append(self._starts[1:], self._n)
+        rows = np.concatenate([np.arange(self._starts[j], ends[j]) for j in positions])
+        return rescored(probe, self._pid[rows], self._emb[rows], k, normaliser)
 
     def verify(
         self,

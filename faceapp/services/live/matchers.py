@@ -21,6 +21,7 @@ from faceapp.gallery.matching import (
     GalleryIndex,
     PairScorer,
 )
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 from faceapp.nn.pipeline import FaceEmbedding
 from faceapp.nn.scoring import DISTANCE
 from faceapp.services.decisions import recognized
@@ -218,9 +219,11 @@ class IndexMatcher:
         top_k: int = 3,
         margin: float = DEFAULT_AMBIGUITY_MARGIN,
         scorer: PairScorer | None = None,
+        normaliser: ScoreNormaliser = RAW_SCORES,
     ) -> None:
         self.index = index
         self.names = dict(names)
+        self.normaliser = normaliser
         self._default_tau = finite_threshold(threshold)
         self._tau = self._default_tau
         self.top_k = top_k
@@ -254,7 +257,8 @@ class IndexMatcher:
         probes = np.stack([np.asarray(f.embedding, dtype=np.float32) for f in faces])
         tau = self._tau
         results = self.index.identify(probes, model_id=self.index.model_id, threshold=tau,
-                                      k=self.top_k, scorer=self.scorer, margin=self._margin)
+                                      k=self.top_k, scorer=self.scorer, margin=self._margin,
+                                      normaliser=self.normaliser if self.scorer is None else RAW_SCORES)
         name = self.scorer.name if self.scorer is not None else DISTANCE
         return [recognized(tuple(f.detection.box), r, self.names, tau, name)  # type: ignore[arg-type]
                 for f, r in zip(faces, results, strict=True)]

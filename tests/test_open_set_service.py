@@ -1,0 +1,75 @@
+"""The app's 1:K path with the shipped model: FaceService.open loads the model's score
+normaliser, and recognition scores are its normalised best-template scores (checked by hand
+from the faces' embeddings); a model without ``score_norm.npz`` decides on cosine similarity."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from faceapp.nn.open_set import LearnedNormaliser, normaliser_path_for
+from faceapp.services import FaceService
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "default.pt"
+PEOPLE = ("Jacques_Chirac", "Kofi_Annan", "Gloria_Macapagal_Arroyo")
+
+
+def image(lfw: Path, person: str, i: int) -> str:
+    return str(lfw / person / f"{person}_{i:04d}.jpg")
+
+
+def by_hand(service: FaceService, lfw_dir: Path, probe_path: str,
+            norm: LearnedNormaliser | None) -> dict[str, float]:
+    """Each enrolled person's best template score for the probe: cosine, or normalised."""
+    probe = max(service.analyze(probe_path), key=lambda f: f.detection.area).embedding
+    out = {}
+    for person in PEOPLE:
+        templates = np.stack([max(service.analyze(image(lfw_dir, person, i)),
+                                  key=lambda f: f.detection.area).embedding for i in (1, 2)])
+        cos = (probe[None] @ templates.T)
+        scores = cos if norm is None else norm.normalise(probe[None], templates, cos)
+        out[person.replace("_", " ")] = float(scores.max())
+    return out
+
+
+@pytest.fixture(scope="module")
+def lfw(lfw_dir):
+    return lfw_dir
+
+
+@pytest.mark.parametrize("with_normaliser", [True, False])
+def test_recognition_scores_are_the_models_normalised_scores(lfw, tmp_path, with_normaliser):
+    if not MODEL.is_file():
+        pytest.skip("models/default.pt is not in this checkout")
+    model = MODEL
+    if not with_normaliser:  # the same model in a folder without score_norm.npz
+        model = tmp_path / "m" / "default.pt"
+        model.parent.mkdir()
+        shutil.copy(MODEL, model)
+        shutil.copy(MODEL.with_name("calibration.json"), model.parent)
+    service = FaceService.open(f"sqlite:///{tmp_path / 'g.sqlite'}", model_path=model)
+    try:
+        for person in PEOPLE:
+            report = service.enroll(person.replace("_", " "),
+                                    [image(lfw, person, i) for i in (1, 2)], largest=True)
+            assert report.templates_added == 2, report
+        norm = LearnedNormaliser.load(normaliser_path_for(MODEL), service.model_id)
+        probe = image(lfw, "Kofi_Annan", 5)
+        face = max(service.recognize(probe),
+                   key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        want = by_hand(service, lfw, probe, norm if with_normaliser else None)
+        got = dict(face.candidates)
+        assert set(got) == set(want)
+        for name, score in want.items():
+            assert got[name] == pytest.approx(score, abs=2e-5)
+        assert [n for n, _ in face.candidates] == sorted(want, key=lambda n: -want[n])
+        assert face.person == "Kofi Annan"
+        if with_normaliser:  # not the cosine scores (the normaliser did something)
+            cos = by_hand(service, lfw, probe, None)
+            assert max(abs(cos[n] - want[n]) for n in want) > 1e-3
+    finally:
+        service.close()
