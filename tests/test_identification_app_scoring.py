@@ -168,6 +168,7 @@ def test_default_uses_the_models_normaliser(
     for key in KEYS:
         assert after[key] == pytest.approx(expect[key]), key
     assert after["threshold_fpir_0.01"] == pytest.approx(expect["threshold_fpir_0.01"], abs=1e-4)
+    assert after["threshold_fpir_0.01"] != pytest.approx(plain["threshold_fpir_0.01"], abs=1e-4)
     agg = run("--gallery-images", "2", "--aggregate", "mean")
     assert agg["open_set_normaliser"] == "learned-snorm" and agg["aggregate"] == "mean"
 
