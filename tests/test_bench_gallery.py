@@ -28,6 +28,7 @@ def test_bench_gallery_small(tmp_path):
     assert search["templates"] == 3000 and search["people"] == 750
     assert search["agree"] is True
     assert search["index_ms"]["median"] > 0 and search["naive_ms"]["median"] > 0
+    assert search["normalised"]["ms"]["median"] > 0 and search["normalised"]["over_cosine_median"] > 0
     (opened,) = out["open"]
     assert opened["snapshot_ok"] is True
     assert opened["open_from_rows_s"] > 0 and opened["open_from_snapshot_s"] > 0
