@@ -15,6 +15,7 @@ from fakes import TemplateDetector
 from faceapp.cli import main
 from faceapp.cli.identification_scoring import IDENTIFY_K, AppScoring, model_normaliser
 from faceapp.errors import FaceappError
+from faceapp.gallery.matching.normalised import NORMALISED_SHORTLIST
 from faceapp.nn.checkpoint import create_untrained_model, load_checkpoint, save_checkpoint
 from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.open_set import NORMALISER_FILE, RAW_SCORES, LearnedNormaliser
@@ -77,14 +78,16 @@ def test_app_scoring_fills_the_shortlist_and_floors_the_rest() -> None:
     assert out.shape == (5, 12) and np.isfinite(out).all()
     normed = probes.astype(np.float64) @ gallery.T.astype(np.float64) + bonus[None, :]
     per_person = normed.reshape(5, 12, 2).max(axis=2)
+    cos = (probes.astype(np.float64) @ gallery.T.astype(np.float64)).reshape(5, 12, 2).max(axis=2)
+    shortlist = max(IDENTIFY_K, NORMALISED_SHORTLIST)
     for i in range(5):
         found = out[i] > out.min()
         assert found.sum() == IDENTIFY_K  # the app's candidates, the rest below all of them
+        assert set(np.flatnonzero(found)) <= set(np.argsort(-cos[i])[:shortlist])
         np.testing.assert_allclose(out[i, found], per_person[i, found], atol=1e-5)
         assert out[i, ~found].max() < out[i, found].min()
-    # without a normaliser: the cosine scores of the 10 best people, the same top 5 as brute force
+    # without a normaliser: the cosine scores of the best people, the same top 5 as brute force
     raw = AppScoring("m", RAW_SCORES).scores(gallery, labels, probes)
-    cos = (probes.astype(np.float64) @ gallery.T.astype(np.float64)).reshape(5, 12, 2).max(axis=2)
     for i in range(5):
         assert list(np.argsort(-raw[i])[:5]) == list(np.argsort(-cos[i])[:5])
 
@@ -104,7 +107,7 @@ def test_model_normaliser(model_path: Path, caplog: pytest.LogCaptureFixture) ->
 def test_app_scoring_without_normaliser_reproduces_the_cosine_figures(
     model_path: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    """40 ORL people (20 enrolled > the 10-person shortlist): the app's search, cosine only,
+    """40 ORL people (20 enrolled, more than the search returns): the app's search, cosine only,
     gives the full-matrix cosine figures."""
     model = load_checkpoint(model_path)
     people = _people(tmp_path, "p.txt", range(1, 41))

@@ -12,8 +12,9 @@ cosine, accepting by it), so that DevTest is never used to choose.
 
 ``learned_k50_*``: the learned normaliser (:mod:`faceapp.nn.open_set`, ``fit_normaliser`` with
 its default settings) trained on the cohort half only and applied to the other half, in the
-same two scopes; ``learned_k50_all_shortlist10`` re-scores only each probe's 10 best people by
-cosine similarity, as ``GalleryIndex.identify`` does (``--no-learned`` skips these rows).
+same two scopes; ``learned_k50_all_shortlistN`` re-scores only each probe's N best people by
+cosine similarity, as ``GalleryIndex.identify`` does (``--shortlist``, default the app's
+``NORMALISED_SHORTLIST``; ``--no-learned`` skips these rows).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> int:
     ap.add_argument("--splits", type=int, default=3)
     ap.add_argument("--top-k", default="20,50,100,200,400")
     ap.add_argument("--no-learned", action="store_true", help="skip the learned normaliser rows")
+    ap.add_argument("--shortlist", type=int, help="people re-scored per probe (default: the app's)")
     ap.add_argument("--out", help="also write the summary (and per-split rows) as JSON here")
     args = ap.parse_args()
 
@@ -50,6 +52,9 @@ def main() -> int:
     ok = crops.status == STATUS_DETECTED
     emb, lab = model.encoder.embed(crops.crops[ok]), images.labels[ok]
     ks = [int(k) for k in args.top_k.split(",")]
+    from faceapp.gallery.matching.normalised import NORMALISED_SHORTLIST
+
+    shortlist = args.shortlist or NORMALISED_SHORTLIST
     rows: dict[str, list[dict[str, float]]] = {}
     for split in range(args.splits):
         rng = np.random.default_rng(100 + split)
@@ -85,7 +90,7 @@ def main() -> int:
             tag = f"learned_k{cfg.top_k}"
             variants[f"{tag}_all"] = (learned, None)
             variants[f"{tag}_accept_only"] = (raw, learned)
-            variants[f"{tag}_all_shortlist10"] = (_shortlisted(raw, learned, 10), None)
+            variants[f"{tag}_all_shortlist{shortlist}"] = (_shortlisted(raw, learned, shortlist), None)
         for name, (scores, accept) in variants.items():
             rep = identification_report_from_scores(scores, y[g_rows], y[p_rows], accept)
             rows.setdefault(name, []).append({k: rep[k] for k in ("rank1", "rank5", "dir_at_fpir_0.01")})

@@ -24,9 +24,11 @@ from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser, normaliser_for
 
 log = logging.getLogger(__name__)
 
-IDENTIFY_K = 10
-"""Candidates asked of :meth:`GalleryIndex.identify` per probe (rank-1, rank-5 and the open-set
-decision need the first 5 at most)."""
+IDENTIFY_K = 5
+"""Candidates asked of :meth:`GalleryIndex.identify` per probe: the Recognize page's (the
+services' ``recognize`` default ``top_k``), enough for rank-1, rank-5 and the open-set decision.
+With a normaliser the search re-scores ``max(k, NORMALISED_SHORTLIST)`` people, the same short
+list as every app path (all ask k <= 5)."""
 
 
 def model_normaliser(model: LoadedModel) -> ScoreNormaliser:
