@@ -15,7 +15,6 @@ in the layers (``lint-imports``): evaluation takes it as an :class:`Identificati
 from __future__ import annotations
 
 import logging
-import zipfile
 
 import numpy as np
 
@@ -32,18 +31,11 @@ list as every app path (all ask k <= 5)."""
 
 
 def model_normaliser(model: LoadedModel) -> ScoreNormaliser:
-    """The normaliser the app uses with ``model`` (:func:`normaliser_for`; cosine for a model
-    without a file path). A damaged file is logged and falls back to cosine, as
-    :func:`normaliser_for` means to (a truncated ``.npz`` raises :class:`zipfile.BadZipFile`,
-    which it does not catch)."""
+    """The normaliser the app uses with ``model`` (:func:`normaliser_for`: a missing or damaged
+    file is logged and 1:K falls back to cosine; cosine for a model without a file path)."""
     if model.path is None:
         return RAW_SCORES
-    try:
-        return normaliser_for(model.path, model.model_id)
-    except zipfile.BadZipFile as err:
-        log.warning("score normaliser not used: %s beside %s is damaged (%s)", "score_norm.npz",
-                    model.path, err)
-        return RAW_SCORES
+    return normaliser_for(model.path, model.model_id)
 
 
 class AppScoring:

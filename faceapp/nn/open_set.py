@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -184,7 +186,7 @@ class LearnedNormaliser:
                 meta = json.loads(str(z["meta"]))
             if not isinstance(meta, dict) or meta.get("format") != NORMALISER_FORMAT:
                 raise ValueError("unknown format")
-        except (OSError, KeyError, TypeError, ValueError, EOFError) as err:
+        except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise ModelError(f"{path}: not a faceapp score normaliser ({err})") from None
         if meta.get("model_id") != model_id:
             raise ModelError(f"{path}: score normaliser of model {meta.get('model_id')!r}, not "

@@ -87,7 +87,8 @@ def fit_normaliser(emb: np.ndarray, labels: np.ndarray, *, model_id: str,
                               torch.nn.Tanh(), torch.nn.Linear(h, 2))
     with torch.no_grad():  # seeded initialisation, independent of the global RNG
         for p in net.parameters():
-            bound = 1.0 / np.sqrt(p.shape[-1] if p.dim() == 2 else h)
+            bound = 1.0 / np.sqrt(p.shape[-1] if p.dim() == 2 else h)  # biases: 1/sqrt(h) (fixed:
+            # the shipped score_norm.npz was fitted with it)
             p.copy_(torch.empty_like(p).uniform_(-bound, bound, generator=gen))
     x = torch.as_tensor(np.asarray(emb, dtype=np.float32))
     t = torch.as_tensor(np.stack([(mu - m0) / ms, (log_sd - l0) / ls], axis=1), dtype=torch.float32)
