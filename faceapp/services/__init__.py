@@ -19,7 +19,8 @@ function of the service's :class:`~faceapp.services.core.Core` (gallery, model, 
 Decisions: scores are similarities and a comparison matches when ``score >= τ``
 (:func:`faceapp.nn.scoring.accepts`); a person's score is their best template's; τ is the
 service's :class:`~faceapp.services.thresholds.ThresholdPolicy` (argument > user > model
-calibration, never a constant); templates of another model are never compared
+calibration, never a constant; without a user τ, 1:K uses a stricter calibration point as
+the gallery grows); templates of another model are never compared
 (:class:`~faceapp.errors.ModelMismatch` until :meth:`FaceService.reembed`). Each unit of work
 is one transaction and appends an ``event`` row.
 
@@ -259,6 +260,15 @@ class FaceService(GalleryAdmin):
         live loops) uses it at once. Not serialised: it never waits for a long call."""
         self._check_open()
         return self._core.thresholds.use(scorer, value)
+
+    def identification_threshold(self, scorer: str = DISTANCE) -> float:
+        """The τ a 1:K search (:meth:`recognize`, the live loops) uses now: the user's τ if
+        any, else the calibration's point for the number of people in the gallery index
+        (:func:`faceapp.services.thresholds.identification_point`; the 1:1 :meth:`threshold`
+        until the index is loaded). In memory, not serialised: for the GUI thread and a
+        relabel after the gallery changed. Raises CalibrationError."""
+        self._check_open()
+        return decisions.identification_threshold(self._core, scorer)
 
     def accepts(self, score: float, scorer: str = DISTANCE) -> bool:
         """Does ``score`` accept under the τ in effect for ``scorer``? (see :meth:`use_threshold`)."""

@@ -1,7 +1,8 @@
 """Decisions: 1:1 verification of a claimed identity and 1:K recognition against the gallery.
 
 A person's score is the best score over their templates (:mod:`faceapp.gallery.matching`);
-τ comes from the service's :class:`~faceapp.services.thresholds.ThresholdPolicy` and the
+τ comes from the service's :class:`~faceapp.services.thresholds.ThresholdPolicy` (1:1: its
+``current`` τ; 1:K: its ``identification`` τ for the number of people searched) and the
 decision is :func:`faceapp.nn.scoring.accepts`. Templates of another model are never
 compared (:class:`~faceapp.errors.ModelMismatch` until ``reembed``).
 """
@@ -114,16 +115,17 @@ def recognize(core: Core, image_or_faces: Probe | Sequence[AnalysedFace], *, top
     if top_k < 1:
         raise ValueError("top_k must be at least 1")
     scorer_obj = core.thresholds.index_scorer(scorer)
-    tau = core.thresholds.resolve(scorer, threshold)
     faces = faces_of(core, image_or_faces)
     if not faces:
         return []
     probes = np.stack([core.embedding_of(f) for f in faces])
     if core.server is not None and scorer_obj is None:
+        tau = core.thresholds.identification(scorer, core.server.people(), threshold)
         results, names = core.server.identify(probes, threshold=tau, k=top_k, margin=core.margin)
     else:
         with core.uow.read("recognize") as (s, repo):
             view = core.cache.comparable(s, repo)
+        tau = core.thresholds.identification(scorer, view.n_people, threshold)
         results = core.cache.identify(view, probes, threshold=tau, k=top_k, scorer=scorer_obj,
                                       margin=core.margin)
         names = dict(view.names)
@@ -136,6 +138,26 @@ def recognize(core: Core, image_or_faces: Probe | Sequence[AnalysedFace], *, top
                 repo.log_event("recognize", outcome, person=r.person, score=r.score,
                                threshold=tau, scorer=scorer, model_id=core.model_id)
     return out
+
+
+def known_people(core: Core, scorer: str = DISTANCE) -> int | None:
+    """The number of people a 1:K search with ``scorer`` would search now, as known in
+    memory (the index view's, or in-server search's count at its last sync; no database
+    access); ``None`` before either was loaded."""
+    if core.server is not None and core.thresholds.index_scorer(scorer) is None:
+        return core.server.n_people if core.server.synced else None
+    view = core.cache.latest()
+    return None if view is None else view.n_people
+
+
+def identification_threshold(core: Core, scorer: str = DISTANCE,
+                             threshold: float | None = None) -> float:
+    """The τ a 1:K search with ``scorer`` uses now (see :meth:`FaceService.identification_threshold`);
+    before the gallery index is loaded, the 1:1 τ (:meth:`ThresholdPolicy.resolve`)."""
+    n = known_people(core, scorer)
+    if n is None:
+        return core.thresholds.resolve(scorer, threshold)
+    return core.thresholds.identification(scorer, n, threshold)
 
 
 def recognized(box: tuple[float, float, float, float], res: Identification,

@@ -221,7 +221,7 @@ def check_enrollment(core: Core, name: str, faces: Sequence[AnalysedFace]) -> li
             return warnings
         view = core.cache.comparable(s, repo)
     try:
-        tau = core.thresholds.current(DISTANCE)
+        tau = core.thresholds.identification(DISTANCE, view.n_people)  # a 1:K search
     except CalibrationError as err:
         warnings.append(f"faces not checked against the gallery: {err}")
         return warnings

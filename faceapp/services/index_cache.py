@@ -60,12 +60,15 @@ def refuse_stale(stale: int, model_id: str) -> None:
 @dataclass(frozen=True)
 class IndexView:
     """The index of ``model_id`` as of gallery ``generation``; ``names``: person id -> name;
-    ``stale``: templates of other models (comparisons are refused while there are any)."""
+    ``stale``: templates of other models (comparisons are refused while there are any);
+    ``n_people``: people with a template in ``index`` (the G of a 1:K τ, read without
+    touching the index)."""
 
     index: GalleryIndex
     names: Mapping[int, str]
     stale: int
     generation: int
+    n_people: int
 
 
 class IndexCache:
@@ -201,7 +204,8 @@ class IndexCache:
                 self._view = None
             else:
                 change_index(view.index)
-                self._view = replace(view, names=change_names(view.names), generation=generation)
+                self._view = replace(view, names=change_names(view.names), generation=generation,
+                                     n_people=view.index.n_people)
         self._notify()
 
     def _notify(self) -> None:
@@ -216,7 +220,8 @@ class IndexCache:
                                  generation=gen, cipher=self._uow.at_rest)
             if snap is not None:
                 self._snapshot_gen = gen
-                return IndexView(snap.index, dict(snap.names), snap.stale, gen)
+                return IndexView(snap.index, dict(snap.names), snap.stale, gen,
+                                 snap.index.n_people)
         rows = repo.index_rows(self.model_id)
         stale = repo.count_templates() - rows.template_ids.shape[0]
         names = repo.person_names()
@@ -229,4 +234,4 @@ class IndexCache:
             save_snapshot(snap_path, index, names, stale, gallery_uuid=uid, generation=gen,
                           cipher=self._uow.at_rest)
             self._snapshot_gen = gen
-        return IndexView(index, names, stale, gen)
+        return IndexView(index, names, stale, gen, index.n_people)

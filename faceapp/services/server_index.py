@@ -72,19 +72,32 @@ class ServerIndex:
         self.normaliser = normaliser
         self._gen = -1
         self._stale = 0
+        self.n_people = 0
+        """People with a template of ``model_id``, as of the last :meth:`sync` (in memory)."""
 
     def sync(self) -> None:
         """When the gallery changed since the last look: copy new templates into the
-        server's vector table and recount the templates of other models (a full count,
-        so once per generation, not once per search)."""
+        server's vector table and recount the templates of other models and the people of
+        this one (full counts, so once per generation, not once per search)."""
         with self._uow.read("server search") as (s, repo):
             gen = current_generation(s)
             if gen == self._gen:
                 return
             stale = repo.count_other_model_templates(self.model_id)
+            people = repo.count_people_with_templates(self.model_id)
         with self._uow.errors("server search sync"):
             self._search.sync()
-        self._gen, self._stale = gen, stale
+        self._gen, self._stale, self.n_people = gen, stale, people
+
+    @property
+    def synced(self) -> bool:
+        """Has a :meth:`sync` run (so :attr:`n_people` counts the gallery)?"""
+        return self._gen >= 0
+
+    def people(self) -> int:
+        """:attr:`n_people` after a :meth:`sync` (the G of this search's τ)."""
+        self.sync()
+        return self.n_people
 
     def count(self) -> int:
         self.sync()

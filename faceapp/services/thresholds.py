@@ -7,6 +7,19 @@ key ``threshold/<model_id>/<scorer>``, so it follows the gallery it was chosen f
 edits the shipped model folder); the model's ``calibration.json`` (its ``overrides``, else
 the operating point, default ``far_0.01``). Never a constant.
 
+1:1 and 1:K need different τ. ``far_0.01`` is a *verification* operating point: one
+comparison of a stranger with one claimed person is accepted with probability 1e-2. A 1:K
+search compares a stranger with every one of the G people of the gallery, so a stranger is
+accepted as *someone* with probability FPIR ≈ G × FAR (measured on LFW DevTest: G = 10
+accepts 9-10 % of strangers at τ(1e-2), about 1 % at τ(1e-3); G = 100: 55-63 % at τ(1e-2),
+about 1 % at τ(1e-4)). So, when nobody chose a τ, recognition
+(:meth:`ThresholdPolicy.identification`: ``recognize``, the enrolment's "already enrolled"
+check, the live loops) uses the calibration point :func:`identification_point` picks for
+the gallery's size, aiming at FPIR :data:`FPIR_TARGET`; verification
+(:meth:`ThresholdPolicy.current`) keeps the operating point. A τ the user chose (argument,
+session, stored, the calibration's ``overrides``) or an operating point the caller set
+applies to both alike.
+
 After its first read a τ is kept in memory, so the live loop, the GUI pages and the service
 calls read the same number without a database round trip, and a change applies to all of
 them at once. The decision itself is :func:`faceapp.nn.scoring.accepts`.
@@ -30,7 +43,15 @@ if TYPE_CHECKING:
 DEFAULT_POINT = "far_0.01"
 SETTING_KEY = "threshold/{model_id}/{scorer}"
 
-__all__ = ["DEFAULT_POINT", "DISTANCE", "ThresholdPolicy", "accepts", "finite_threshold"]
+FPIR_TARGET = 1e-2
+"""The product's open-set operating point (as :data:`DEFAULT_POINT` is its 1:1 one): the
+share of strangers a 1:K search may accept as someone of the gallery, when nobody chose τ."""
+
+IDENTIFICATION_POINTS = (("far_0.01", 1e-2), ("far_0.001", 1e-3), ("far_0.0001", 1e-4))
+"""Calibration points 1:K may use, loosest first, with their pair-level FAR."""
+
+__all__ = ["DEFAULT_POINT", "DISTANCE", "FPIR_TARGET", "ThresholdPolicy", "accepts",
+           "finite_threshold", "identification_point"]
 
 
 def finite_threshold(value: float) -> float:
@@ -44,6 +65,20 @@ def finite_threshold(value: float) -> float:
     return tau
 
 
+def identification_point(n_people: int) -> str:
+    """The calibration point of a 1:K search against ``n_people`` people: the loosest of
+    ``far_0.01`` / ``far_0.001`` / ``far_0.0001`` whose pair FAR is at most
+    ``FPIR_TARGET / max(1, n_people)`` (FPIR ≈ G × FAR). G <= 1: ``far_0.01``; 2-10:
+    ``far_0.001``; 11-100: ``far_0.0001``. Above 100 people no calibrated point is strict
+    enough: ``far_0.0001``, and FPIR then exceeds the target (≈ G × 1e-4, e.g. 2 % for 200
+    people)."""
+    budget = FPIR_TARGET / max(1, int(n_people))
+    for point, far in IDENTIFICATION_POINTS:
+        if far <= budget * (1 + 1e-9):  # 1e-2 / 10 is 1e-3 up to rounding
+            return point
+    return IDENTIFICATION_POINTS[-1][0]
+
+
 class ThresholdPolicy:
     """τ per scorer of one model on one gallery (see the module docstring).
 
@@ -52,7 +87,8 @@ class ThresholdPolicy:
         model_id: the loaded model.
         scorers: name -> scorer of the model (``distance`` is the cosine fast path).
         calibration: the model's calibration (``None``: none usable, then ``problem`` says why).
-        operating_point: calibration point used when no user τ is set.
+        operating_point: calibration point used when no user τ is set (1:K too when it is
+            not the default; the default is replaced by :func:`identification_point` there).
     """
 
     def __init__(self, uow: UnitOfWork, model_id: str, scorers: Mapping[str, PairScorer],
@@ -109,18 +145,41 @@ class ThresholdPolicy:
         stored = self._stored_tau(scorer)
         if stored is not None:
             return stored
-        if self._calibration is None:
-            reason = self._problem or f"no calibration for model {self.model_id}"
-            raise CalibrationError(f"{reason}; pass a threshold (--threshold) or calibrate the gallery")
-        return self._calibration.threshold(scorer, self.operating_point)
+        return self._require_calibration().threshold(scorer, self.operating_point)
+
+    def identification(self, scorer: str, n_people: int, threshold: float | None = None) -> float:
+        """τ of a 1:K search against a gallery of ``n_people`` people: ``threshold`` when
+        given; else the user's τ (session, stored, the calibration's override) as for
+        :meth:`current`; else the calibration's τ at :func:`identification_point`
+        (``n_people``) — or at the operating point, when the caller chose one other than the
+        default. A calibration without the wanted point (an older file, a head's entry)
+        gives its next looser one (``far_0.0001`` -> ``far_0.001`` -> ``far_0.01``);
+        :class:`CalibrationError` only where :meth:`current` raises too."""
+        if threshold is not None:
+            return finite_threshold(threshold)
+        with self._lock:
+            session = self._session.get(scorer)
+        self.scorer(scorer)
+        if session is not None:
+            return session
+        stored = self._stored_tau(scorer)
+        if stored is not None:
+            return stored
+        calibration = self._require_calibration()
+        if self.operating_point != DEFAULT_POINT or scorer in calibration.overrides:
+            return calibration.threshold(scorer, self.operating_point)
+        entry = calibration.scorers.get(scorer, {})
+        points = [point for point, _ in IDENTIFICATION_POINTS]
+        wanted = points.index(identification_point(n_people))
+        for point in reversed(points[: wanted + 1]):  # the wanted one, then looser ones
+            if point in entry:
+                return calibration.threshold(scorer, point)
+        return calibration.threshold(scorer, self.operating_point)  # raises as current does
 
     def calibrated(self, scorer: str, point: str) -> float:
         """The calibration file's τ of ``scorer`` at ``point`` (``far_0.01``, ``eer``, ...)."""
         self.scorer(scorer)
-        if self._calibration is None:
-            reason = self._problem or f"no calibration for model {self.model_id}"
-            raise CalibrationError(f"{reason}; pass a threshold (--threshold) or calibrate the gallery")
-        return self._calibration.calibrated_threshold(scorer, point)
+        return self._require_calibration().calibrated_threshold(scorer, point)
 
     def decide(self, score: float, scorer: str = DISTANCE, threshold: float | None = None) -> bool:
         """Does ``score`` accept under the τ in effect (or ``threshold``)?"""
@@ -161,6 +220,12 @@ class ThresholdPolicy:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ internals
+    def _require_calibration(self) -> Calibration:
+        if self._calibration is None:
+            reason = self._problem or f"no calibration for model {self.model_id}"
+            raise CalibrationError(f"{reason}; pass a threshold (--threshold) or calibrate the gallery")
+        return self._calibration
+
     def _stored_tau(self, scorer: str) -> float | None:
         with self._lock:
             if scorer in self._stored:

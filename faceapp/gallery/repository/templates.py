@@ -190,6 +190,12 @@ class TemplateQueries:
             stmt = stmt.where(FaceTemplate.model_id == model_id)
         return int(self.session.execute(stmt).scalar_one())
 
+    def count_people_with_templates(self, model_id: str) -> int:
+        """People with at least one template of ``model_id`` (the G of a 1:K search)."""
+        stmt = select(func.count(func.distinct(FaceTemplate.person_id))).where(
+            FaceTemplate.model_id == model_id)
+        return int(self.session.execute(stmt).scalar_one())
+
     def model_counts(self) -> dict[str, int]:
         """model_id -> number of templates."""
         stmt = select(FaceTemplate.model_id, func.count(FaceTemplate.id)).group_by(

@@ -24,7 +24,7 @@ from faceapp.gallery.matching import (
 from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
 from faceapp.nn.pipeline import FaceEmbedding
 from faceapp.nn.scoring import DISTANCE
-from faceapp.services.decisions import recognized
+from faceapp.services.decisions import identification_threshold, recognized
 from faceapp.services.index_cache import IndexView
 from faceapp.services.results import RecognizedFace
 from faceapp.services.thresholds import finite_threshold
@@ -74,8 +74,9 @@ class CacheMatcher:
       most every ``refresh_s`` seconds (a failed check is logged once and leaves the last
       index answering);
     * τ is the service's :class:`~faceapp.services.thresholds.ThresholdPolicy` (a slider on
-      any page, the Calibrate page, the CLI: one value), unless ``threshold`` is given (an
-      argument, ``--threshold``).
+      any page, the Calibrate page, the CLI: one value; without one, its 1:K τ for the
+      number of people of the cache's latest view, so it follows enrolments and deletions),
+      unless ``threshold`` is given (an argument, ``--threshold``).
 
     With in-server search (PostgreSQL + pgvector) the database *is* the index: each batch is
     then one search in the server (``FaceService.recognize``).
@@ -104,7 +105,7 @@ class CacheMatcher:
     def threshold(self) -> float:
         if self._fixed is not None:
             return self._fixed
-        return self._core.thresholds.current(self.scorer)
+        return identification_threshold(self._core, self.scorer)  # in memory: no SQL
 
     def set_threshold(self, value: float | None) -> None:
         if self._fixed is not None:
@@ -136,7 +137,8 @@ class CacheMatcher:
         else:
             self._check_later()
         probes = np.stack([core.embedding_of(f) for f in faces])
-        tau = self.threshold()
+        tau = self._fixed if self._fixed is not None else core.thresholds.identification(
+            self.scorer, view.n_people)
         results = core.cache.identify(view, probes, threshold=tau, k=self.top_k,
                                       scorer=self._scorer_obj, margin=core.margin)
         return [recognized(tuple(f.detection.box), r, view.names, tau, self.scorer)  # type: ignore[arg-type]
