@@ -194,6 +194,20 @@ class AppContext(QObject):
                 self.show_error(self._info.problems.get(scorer, str(err)))
             return None
 
+    def identification_threshold(self, scorer: str, *, report: bool = True) -> float | None:
+        """τ of a 1:K search with ``scorer`` now (the Recognize page): the user's τ if any,
+        else the calibration's point for the gallery's size, so it follows enrolments and
+        deletions (read from the service's memory: call it at each relabel); ``None`` when
+        there is none (said in the status bar if ``report``)."""
+        if self._service is None or not scorer or not self.has_model:
+            return None
+        try:
+            return float(self._service.identification_threshold(scorer))
+        except FaceappError as err:
+            if report:
+                self.show_error(self._info.problems.get(scorer, str(err)))
+            return None
+
     def use_threshold(self, scorer: str, tau: float | None) -> None:
         """Make ``tau`` the τ of ``scorer`` for this session, everywhere (a slider moved);
         ``None``: back to the stored or calibrated τ. ``thresholdChanged`` follows."""

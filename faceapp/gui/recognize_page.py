@@ -158,9 +158,12 @@ class RecognizePage(Page):
         return out
 
     def threshold(self) -> float | None:
-        """The τ labels are judged against: the service's, shared with every page."""
+        """The τ labels are judged against: the service's 1:K τ (shared with every page; with
+        no τ chosen it follows the gallery's size), read afresh at each relabel."""
         scorer = self.scorer_combo.currentText()
-        return self.ctx.threshold(scorer, report=False) if self._live_key is not None else None
+        if self._live_key is None:
+            return None
+        return self.ctx.identification_threshold(scorer, report=False)
 
     def recognizer(self) -> Any:
         """The live recognizer in use (``None`` until the first frame after a (re)configuration)."""
@@ -180,13 +183,16 @@ class RecognizePage(Page):
 
     def _show_threshold(self) -> None:
         """Slider, labels and table after a τ change (here or anywhere else)."""
-        tau = self.threshold()
-        if tau is not None:
-            lo, hi = self._range = score_range(self.scorer_combo.currentText(), tau)
-            self.tau_slider.blockSignals(True)
-            self.tau_slider.setValue(round((tau - lo) / (hi - lo) * SLIDER_STEPS))
-            self.tau_slider.blockSignals(False)
         self._relabel()
+
+    def _move_slider(self, tau: float) -> None:
+        """The slider at ``tau`` (without a τ change of its own)."""
+        lo, hi = self._range = score_range(self.scorer_combo.currentText(), tau)
+        value = round((tau - lo) / (hi - lo) * SLIDER_STEPS)
+        if self.tau_slider.value() != value:
+            self.tau_slider.blockSignals(True)
+            self.tau_slider.setValue(value)
+            self.tau_slider.blockSignals(False)
 
     def set_scorer(self, scorer: str) -> None:
         self.scorer_combo.setCurrentIndex(self.scorer_combo.findText(scorer))
@@ -214,7 +220,7 @@ class RecognizePage(Page):
             self.view.set_banner(self.no_service_text() if service is None else "")
             self._relabel()
             return
-        tau = self.ctx.threshold(scorer)
+        tau = self.ctx.identification_threshold(scorer)
         self._range = score_range(scorer, tau)
         self.tau_slider.setEnabled(True)
         if tau is None:  # uncalibrated: the slider's middle, so that candidates still show
@@ -260,6 +266,7 @@ class RecognizePage(Page):
     def _on_gallery_changed(self) -> None:
         if self._session is not None:
             self._session.request_forget()
+        self._relabel()  # the gallery's size may have moved the 1:K τ
 
     # live loop ----------------------------------------------------------------------------
     def on_frame(self, frame: np.ndarray) -> None:
@@ -329,7 +336,9 @@ class RecognizePage(Page):
         )
 
     def _relabel(self) -> None:
-        tau = self.threshold()
+        tau = self.threshold()  # from the service's memory: follows the gallery's size
+        if tau is not None:
+            self._move_slider(tau)
         self._labels = [self._label(f, tau) for f in self._faces]
         overlays = []
         for i, lab in enumerate(self._labels):
