@@ -370,6 +370,45 @@ def test_recognize_labels_and_immediate_threshold(qtbot, window) -> None:
     assert page.labels()[2].name == page.labels()[2].candidates[0][0]
 
 
+def test_recognize_threshold_follows_the_gallery_size(qtbot, tmp_path: Path, store) -> None:
+    """No τ chosen: the page shows and judges against the 1:K τ for the gallery's size —
+    far_0.01's with 1 person, far_0.001's after a second is enrolled (at the relabel that
+    follows, no new frame); a τ set on the slider wins; Verify keeps far_0.01's."""
+    pipe = FakePipeline()
+    cal = Calibration(model_id=pipe.model_id,
+                      scorers={"distance": {"far_0.01": TAU, "far_0.001": 0.7, "far_0.0001": 0.8}})
+    svc = FaceService(open_database(f"sqlite:///{tmp_path / 'tiers.sqlite'}"), pipe, cal,
+                      scorers={"distance": CosineScorer()}, owns_engine=True)
+    w = MainWindow(GuiSettings(camera="0", samples=3, window=3), store=store, service=svc,
+                   camera_on=False)
+    qtbot.addWidget(w)
+    try:
+        for page in (w.recognize_page, w.enroll_page, w.verify_page):
+            page.set_live_config(FAKE_LIVE)
+        enroll(qtbot, w, "Ann", person=1)
+        page = w.recognize_page
+        w.show_page(page)
+        feed(qtbot, page, frame((1, 30)))
+        assert page.threshold() == pytest.approx(TAU)
+        assert page.last_frame_result().faces[0].threshold == pytest.approx(TAU)
+        assert page.labels()[0].name == "Ann"
+        enroll(qtbot, w, "Bob", person=2)  # the Recognize page relabels on galleryChanged
+        assert page.threshold() == pytest.approx(0.7)
+        assert page.tau_label.text().startswith("τ = 0.700")
+        slider = page.tau_slider  # [-1, 1] in steps: within one step of the new τ
+        assert -1 + 2 * slider.value() / slider.maximum() == pytest.approx(0.7, abs=2e-3)
+        w.show_page(page)
+        feed(qtbot, page, frame((2, 31)))
+        assert page.last_frame_result().faces[0].threshold == pytest.approx(0.7)
+        assert w.verify_page.threshold() == pytest.approx(TAU)
+        page.set_threshold(0.65)  # the user's τ wins over the gallery size, on every page
+        assert page.threshold() == pytest.approx(0.65, abs=2e-3)
+        assert w.verify_page.threshold() == pytest.approx(0.65, abs=2e-3)
+    finally:
+        w.shutdown()
+        svc.close()
+
+
 def test_recognize_reuses_recognizer_and_embeddings(qtbot, window) -> None:
     enroll(qtbot, window, "Ann", person=1)
     page = window.recognize_page
