@@ -287,6 +287,57 @@ def test_server_recognize_counts_other_models_once_per_gallery_change(pg_url, mo
         other.close()
 
 
+def test_server_search_tau_follows_the_gallery_size_like_the_client(pg_url, monkeypatch):
+    """In-server search: the 1:K τ is the calibration point for the number of people with a
+    template (counted once per gallery change), the same as the in-memory index's, and the
+    live matcher reports it; another desktop's enrolment moves it on the next call."""
+    from fakes import FakePipeline, img
+
+    from faceapp.gallery.repository import GalleryRepository as Repo
+    from faceapp.nn.calibration import Calibration
+    from faceapp.services import FaceService, choose_server_search
+    from faceapp.services.live import CacheMatcher
+
+    pipeline = FakePipeline()
+    cal = Calibration(pipeline.model_id,
+                      {"distance": {"far_0.01": 0.5, "far_0.001": 0.6, "far_0.0001": 0.7}})
+
+    def service(search):
+        engine = open_database(pg_url)
+        return FaceService(engine, pipeline, cal, owns_engine=True,
+                           server_search=choose_server_search(engine, search))
+
+    counts: list[str] = []
+    original = Repo.count_people_with_templates
+    monkeypatch.setattr(Repo, "count_people_with_templates",
+                        lambda self, model_id: counts.append(model_id) or original(self, model_id))
+    server, client = service("server"), service("client")
+    matcher = CacheMatcher(server)
+    try:
+        client.enroll("Ann", [img((1, 0))])
+        for _ in range(3):
+            face = server.recognize(img((1, 1)))[0]
+            assert (face.person, face.threshold) == ("Ann", 0.5)
+        assert counts == [pipeline.model_id]  # once for this generation
+        assert server.identification_threshold() == 0.5 and server.threshold() == 0.5
+        for p in (2, 3):
+            client.enroll(f"P{p}", [img((p, 0))])
+        for svc in (server, client):
+            assert svc.recognize(img((1, 1)))[0].threshold == 0.6
+        assert len(counts) == 2
+        assert server.identification_threshold() == 0.6 and server.threshold() == 0.5
+        assert server.verify("Ann", img((1, 2))).threshold == 0.5
+        for p in range(4, 12):
+            client.enroll(f"P{p}", [img((p, 0))])
+        live = matcher.match(pipeline.analyze(img((1, 3))))[0]
+        assert (live.person, live.threshold) == ("Ann", 0.7) and matcher.threshold() == 0.7
+        assert client.recognize(img((1, 1)))[0].threshold == 0.7
+    finally:
+        matcher.close()
+        server.close()
+        client.close()
+
+
 def test_identify_with_a_normaliser_equals_the_index(pg_url):
     """The server's short list re-scored by the normaliser answers as the in-memory index."""
     from tests.test_open_set_matching import hand_normaliser
