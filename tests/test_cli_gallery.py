@@ -212,7 +212,7 @@ def test_end_to_end_on_lfw_with_default_model(lfw, e2e_db, capsys):
         main_face = max(out, key=lambda f: (f["box"][2] - f["box"][0]) *
                         (f["box"][3] - f["box"][1]))
         rejected += main_face["person"] is None
-    # 8 probes of enrolled people, 4 of strangers, τ at the model's calibrated FAR 1%
+    # 8 probes of enrolled people, 4 of strangers; 1:K τ for 4 people: the calibrated FAR 1e-3
     assert correct >= 6, (correct, wrong)
     assert wrong <= 1, (correct, wrong)
     assert rejected >= 3, rejected

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from faceapp.cli.gallery_cmds import _common, _decision_options, _emit, _open_service
+from faceapp.cli import gallery_cmds
+from faceapp.cli.gallery_cmds import _common, _decision_options, _emit
 from faceapp.errors import CalibrationError, FaceappError
 
 
@@ -78,7 +79,7 @@ def _watch(args: argparse.Namespace) -> int:
     frames = faces = 0
     last: tuple[str, ...] | None = None
     t0 = time.perf_counter()
-    with _open_service(args) as svc, LiveRecognizer.from_service(svc, config) as live:
+    with gallery_cmds._open_service(args) as svc, LiveRecognizer.from_service(svc, config) as live:
         for frame in _frames(args.source):
             result = live.process(frame)
             frames += 1
@@ -109,7 +110,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise FaceappError(f"--far must be between 0 and 1, got {args.far}")
     if (args.pairs is None) != (args.images is None):
         raise FaceappError("--pairs and --images go together")
-    with _open_service(args) as svc:
+    with gallery_cmds._open_service(args) as svc:
         if args.reset:
             svc.set_threshold(args.scorer, None)
             try:

@@ -132,12 +132,10 @@ class ThresholdPolicy:
     def current(self, scorer: str = DISTANCE) -> float:
         """The τ in effect for ``scorer``: the user's, else the calibration's
         (:class:`CalibrationError` when there is neither)."""
-        with self._lock:
-            session = self._session.get(scorer)
-        if session is not None:
-            self.scorer(scorer)
-            return session
-        return self.baseline(scorer)
+        chosen = self._user_tau(scorer)
+        if chosen is not None:
+            return chosen
+        return self._require_calibration().threshold(scorer, self.operating_point)
 
     def baseline(self, scorer: str = DISTANCE) -> float:
         """τ without this session's choice: the stored one, else the calibration's."""
@@ -157,14 +155,9 @@ class ThresholdPolicy:
         :class:`CalibrationError` only where :meth:`current` raises too."""
         if threshold is not None:
             return finite_threshold(threshold)
-        with self._lock:
-            session = self._session.get(scorer)
-        self.scorer(scorer)
-        if session is not None:
-            return session
-        stored = self._stored_tau(scorer)
-        if stored is not None:
-            return stored
+        chosen = self._user_tau(scorer)
+        if chosen is not None:
+            return chosen
         calibration = self._require_calibration()
         if self.operating_point != DEFAULT_POINT or scorer in calibration.overrides:
             return calibration.threshold(scorer, self.operating_point)
@@ -220,6 +213,14 @@ class ThresholdPolicy:
         self._listeners.append(listener)
 
     # ------------------------------------------------------------------ internals
+    def _user_tau(self, scorer: str) -> float | None:
+        """The τ the user chose for ``scorer``: this session's, else the stored one; ``None``
+        when neither (the calibration decides). :class:`CalibrationError` for an unknown scorer."""
+        self.scorer(scorer)
+        with self._lock:
+            session = self._session.get(scorer)
+        return session if session is not None else self._stored_tau(scorer)
+
     def _require_calibration(self) -> Calibration:
         if self._calibration is None:
             reason = self._problem or f"no calibration for model {self.model_id}"
