@@ -150,6 +150,7 @@ def main() -> int:
     # the live loop detects in the background: show consecutive frames, as a camera would,
     # until the face is labelled
     for i in range(140, 200):
+        time.sleep(0.04)  # a 25-fps camera's pace: the background detection gets its time
         feed(app, rec, frames[i])
         if any(lab.name is not None for lab in rec.labels()) and i >= 150:
             break
