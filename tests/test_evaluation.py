@@ -24,11 +24,11 @@ from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.heads import BinaryVerificationHead
 from faceapp.training import evaluation
 from faceapp.training.evaluation import (
-    evaluate_identification,
     evaluate_pairs,
     evaluate_pairs_cli,
     update_calibration,
 )
+from faceapp.training.identification import evaluate_identification
 from faceapp.vision.alignment import AlignmentTemplate, align_face
 from faceapp.vision.images import load_image
 

@@ -20,7 +20,7 @@ from faceapp.nn.checkpoint import create_untrained_model, load_checkpoint, save_
 from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.open_set import NORMALISER_FILE, RAW_SCORES, LearnedNormaliser
 from faceapp.training import evaluation
-from faceapp.training.evaluation import evaluate_identification
+from faceapp.training.identification import evaluate_identification
 from faceapp.training.metrics import identification_report_from_scores
 
 TINY = EncoderConfig(input_size=32, embedding_dim=16, width=8, layers=(1, 1, 1, 1))

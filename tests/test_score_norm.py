@@ -16,7 +16,7 @@ from faceapp.nn.checkpoint import create_untrained_model, load_checkpoint, save_
 from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.score_norm import MIN_STD, Cohort, CohortStats, s_norm_matrix, s_norm_pairs
 from faceapp.training import evaluation
-from faceapp.training.evaluation import evaluate_identification
+from faceapp.training.identification import evaluate_identification
 from faceapp.training.metrics import identification_report, identification_report_from_scores
 
 

@@ -15,7 +15,7 @@ from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.templates import mean_templates
 from faceapp.training import evaluation
 from faceapp.training.datasets import read_people, scan_identity_folders
-from faceapp.training.evaluation import evaluate_identification
+from faceapp.training.identification import evaluate_identification
 from faceapp.training.metrics import identification_report
 
 

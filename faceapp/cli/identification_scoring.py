@@ -8,7 +8,7 @@ The returned candidates' scores fill a (P, U) matrix; identities the search did 
 a finite floor below every score (:func:`identification_report_from_scores` refuses infinities),
 so they rank after every candidate and never decide.
 
-It lives here, not in :mod:`faceapp.training.evaluation`, because training sits below the gallery
+It lives here, not in :mod:`faceapp.training.identification`, because training sits below the gallery
 in the layers (``lint-imports``): evaluation takes it as an :class:`IdentificationScoring`.
 """
 
@@ -39,7 +39,7 @@ def model_normaliser(model: LoadedModel) -> ScoreNormaliser:
 
 
 class AppScoring:
-    """:class:`~faceapp.training.evaluation.IdentificationScoring` through the app's 1:K search."""
+    """:class:`~faceapp.training.identification.IdentificationScoring` through the app's 1:K search."""
 
     def __init__(self, model_id: str, normaliser: ScoreNormaliser, k: int = IDENTIFY_K) -> None:
         self.model_id = model_id

@@ -338,7 +338,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_identification(args: argparse.Namespace) -> int:
     from faceapp.cli.identification_scoring import AppScoring
-    from faceapp.training.evaluation import evaluate_identification_cli
+    from faceapp.training.identification import evaluate_identification_cli
 
     report = evaluate_identification_cli(
         Path(args.model),
