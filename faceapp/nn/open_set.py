@@ -30,21 +30,19 @@ import logging
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from faceapp.errors import ModelError
+from faceapp.nn.score_norm import MIN_STD, CohortStats, s_norm_matrix, s_norm_pairs
 
 logger = logging.getLogger(__name__)
 
 NORMALISER_FILE = "score_norm.npz"
 NORMALISER_FORMAT = 1
 LAYERS = ("w1", "b1", "w2", "b2", "w3", "b3")
-MIN_STD = 1e-6
-
 
 class ScoreNormaliser(Protocol):
     """What 1:K search needs to normalise cosine similarities (see :class:`RawScores`)."""
@@ -76,14 +74,6 @@ class RawScores:
 
 
 RAW_SCORES = RawScores()
-
-
-@dataclass(frozen=True)
-class NormaliserStats:
-    """Predicted cohort statistics of N faces: ``mean``, ``std`` (N,) float64."""
-
-    mean: np.ndarray
-    std: np.ndarray
 
 
 class LearnedNormaliser:
@@ -125,8 +115,9 @@ class LearnedNormaliser:
         self.dim = int(d)
         self.meta = dict(meta)
 
-    def stats(self, x: np.ndarray) -> NormaliserStats:
-        """Predicted μ and σ of (N, D) or (D,) float unit embeddings (σ floored at 1e-6)."""
+    def stats(self, x: np.ndarray) -> CohortStats:
+        """Predicted μ and σ of (N, D) or (D,) float unit embeddings (σ floored at
+        :data:`~faceapp.nn.score_norm.MIN_STD`), as a cohort would measure them."""
         xs = np.atleast_2d(np.asarray(x, dtype=np.float32))
         if xs.ndim != 2 or xs.shape[1] != self.dim:
             raise ValueError(f"expected (N, {self.dim}) embeddings, got shape {np.shape(x)}")
@@ -135,16 +126,16 @@ class LearnedNormaliser:
         h = np.tanh(h @ w["w2"] + w["b2"])
         out = (h @ w["w3"] + w["b3"]).astype(np.float64)
         m0, ms, l0, ls = self._scale
-        return NormaliserStats(out[:, 0] * ms + m0, np.maximum(np.exp(out[:, 1] * ls + l0), MIN_STD))
+        return CohortStats(out[:, 0] * ms + m0, np.maximum(np.exp(out[:, 1] * ls + l0), MIN_STD))
 
     def z_scores(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """s' of a (P, M) cosine matrix (before the map to the cosine scale), float64."""
-        s = np.asarray(scores, dtype=np.float64)
-        p, g = self.stats(probes), self.stats(templates)
-        if s.shape != (p.mean.shape[0], g.mean.shape[0]):
-            raise ValueError(f"scores of shape {s.shape} for {p.mean.shape[0]} probes and "
-                             f"{g.mean.shape[0]} templates")
-        return 0.5 * ((s - g.mean[None, :]) / g.std[None, :] + (s - p.mean[:, None]) / p.std[:, None])
+        """s' of a (P, M) cosine matrix (before the map to the cosine scale), float64: the
+        cohort s-norm formula (:func:`~faceapp.nn.score_norm.s_norm_matrix`) on predicted stats."""
+        return s_norm_matrix(scores, self.stats(probes), self.stats(templates))
+
+    def z_pairs(self, a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """s' of row-wise pairs: (N, D), (N, D), (N,) cosine -> (N,) float64 (before the map)."""
+        return s_norm_pairs(scores, self.stats(a), self.stats(b))
 
     def normalise(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """``α s' + β``: the normalised similarity on the cosine scale (P, M) float64."""
@@ -152,10 +143,7 @@ class LearnedNormaliser:
 
     def normalise_pairs(self, a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """Row-wise pairs: (N, D), (N, D), (N,) cosine -> (N,) float64 on the cosine scale."""
-        s = np.asarray(scores, dtype=np.float64)
-        sa, sb = self.stats(a), self.stats(b)
-        z = 0.5 * ((s - sa.mean) / sa.std + (s - sb.mean) / sb.std)
-        return self.alpha * z + self.beta
+        return self.alpha * self.z_pairs(a, b, scores) + self.beta
 
     def with_map(self, alpha: float, beta: float, **meta: Any) -> LearnedNormaliser:
         """The same network with the map ``alpha s' + beta`` (and extra ``meta`` entries)."""

@@ -124,7 +124,7 @@ def anchor_to_cosine(norm: LearnedNormaliser, a: np.ndarray, b: np.ndarray,
         FaceappError: the pairs cannot separate the two operating points (too few impostors).
     """
     cos = np.sum(np.asarray(a, np.float64) * np.asarray(b, np.float64), axis=1)
-    z = 0.5 * _z_pairs(norm, a, b, cos)  # s'
+    z = norm.z_pairs(a, b, cos)  # s'
     tc = [tar_at_far(cos, same, far)[1] for far in ANCHOR_FARS]
     tz = [tar_at_far(z, same, far)[1] for far in ANCHOR_FARS]
     if not (tz[1] > tz[0] and tc[1] > tc[0]):
@@ -134,12 +134,6 @@ def anchor_to_cosine(norm: LearnedNormaliser, a: np.ndarray, b: np.ndarray,
     anchor = {"cosine_tau": tc, "far": list(ANCHOR_FARS), "pairs": int(same.size),
               "impostor_pairs": int((~same).sum())}
     return norm.with_map(alpha, beta, anchor=anchor), anchor
-
-
-def _z_pairs(norm: LearnedNormaliser, a: np.ndarray, b: np.ndarray, cos: np.ndarray) -> np.ndarray:
-    """Σ of the two z-scores of row-wise pairs (2 s')."""
-    sa, sb = norm.stats(a), norm.stats(b)
-    return (cos - sa.mean) / sa.std + (cos - sb.mean) / sb.std
 
 
 def make_normaliser_cli(model_path: Path, data: str, people: str, *, out: str | None,
