@@ -188,7 +188,7 @@ def raw_connect(path: Path | str):  # type: ignore[no-untyped-def]
     return connect_raw(path, key)
 
 
-def orl_people(tmp_path: Path, name: str, ids: range) -> Path:
+def orl_people_txt(tmp_path: Path, name: str, ids: range) -> Path:
     """A people*.txt naming ORL subjects ``s<i>`` (10 images each) under ``tmp_path``."""
     path = tmp_path / name
     path.write_text(f"{len(ids)}\n" + "".join(f"s{i}\t10\n" for i in ids))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import TemplateDetector, orl_people
+from fakes import TemplateDetector, orl_people_txt
 
 from faceapp.cli import main
 from faceapp.cli.identification_scoring import IDENTIFY_K, AppScoring, model_normaliser
@@ -104,7 +104,7 @@ def test_app_scoring_without_normaliser_reproduces_the_cosine_figures(
     """40 ORL people (20 enrolled, more than the search returns): the app's search, cosine only,
     gives the full-matrix cosine figures."""
     model = load_checkpoint(model_path)
-    people = orl_people(tmp_path, "p.txt", range(1, 41))
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 41))
     kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
     plain = evaluate_identification(model, data_dir / "orl_faces", people, **kw)
     app = evaluate_identification(model, data_dir / "orl_faces", people,
@@ -129,7 +129,7 @@ def test_default_uses_the_models_normaliser(
 ) -> None:
     det = TemplateDetector()
     monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
-    people = orl_people(tmp_path, "p.txt", range(1, 9))
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
     argv = ["evaluate-identification", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
     argv += ["--people", str(people), "--cache-dir", str(tmp_path / "cache"), "--json"]
 
@@ -176,7 +176,8 @@ def test_cohort_needs_normaliser_none_with_a_learned_normaliser(
 ) -> None:
     det = TemplateDetector()
     monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
-    people, cohort = orl_people(tmp_path, "p.txt", range(1, 9)), orl_people(tmp_path, "c.txt", range(9, 15))
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
+    cohort = orl_people_txt(tmp_path, "c.txt", range(9, 15))
     argv = ["evaluate-identification", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
     argv += ["--people", str(people), "--cache-dir", str(tmp_path / "cache"), "--json"]
     argv += ["--cohort", str(cohort), "--cohort-top-k", "5"]

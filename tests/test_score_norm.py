@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import TemplateDetector, orl_people
+from fakes import TemplateDetector, orl_people_txt
 
 from faceapp.cli import main
 from faceapp.errors import FaceappError
@@ -130,8 +130,8 @@ def model_path(tmp_path: Path) -> Path:
 def test_identification_with_a_cohort_is_s_norm_of_the_plain_scores(
     model_path: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    people = orl_people(tmp_path, "p.txt", range(1, 9))
-    cohort_people = orl_people(tmp_path, "c.txt", range(9, 15))
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
+    cohort_people = orl_people_txt(tmp_path, "c.txt", range(9, 15))
     model = load_checkpoint(model_path)
     kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
     plain = evaluate_identification(model, data_dir / "orl_faces", people, **kw)
@@ -170,11 +170,12 @@ def test_identification_with_a_cohort_is_s_norm_of_the_plain_scores(
     assert normed["threshold_fpir_0.01"] == pytest.approx(expect["threshold_fpir_0.01"], abs=1e-4)
 
 
-def test_cohort_must_be_otherorl_people(
+def test_cohort_must_be_other_people(
     model_path: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    people, overlap = orl_people(tmp_path, "p.txt", range(1, 9)), orl_people(tmp_path, "c.txt", range(8, 12))
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
+    overlap = orl_people_txt(tmp_path, "c.txt", range(8, 12))
     with pytest.raises(FaceappError, match="cohort identities are also evaluated"):
         evaluate_identification(
             load_checkpoint(model_path), data_dir / "orl_faces", people, cohort_people=overlap,
@@ -186,7 +187,7 @@ def test_cohort_must_be_otherorl_people(
     argv += ["--people", str(people), "--cache-dir", str(tmp_path / "cache"), "--json"]
     assert main([*argv, "--cohort", str(overlap)]) == 2
     assert "also evaluated" in capsys.readouterr().err
-    cohort = orl_people(tmp_path, "c2.txt", range(9, 12))
+    cohort = orl_people_txt(tmp_path, "c2.txt", range(9, 12))
     assert main([*argv, "--cohort", str(cohort), "--cohort-top-k", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["score_norm"] == "asnorm" and out["cohort_top_k"] == 4 and out["cohort_images"] == 30
@@ -232,8 +233,8 @@ def test_accept_scores_rank_by_one_matrix_and_accept_by_another() -> None:
 def test_snorm_scope_accept_keeps_the_cosine_ranking(
     model_path: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    people = orl_people(tmp_path, "p.txt", range(1, 9))
-    cohort_people = orl_people(tmp_path, "c.txt", range(9, 15))
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
+    cohort_people = orl_people_txt(tmp_path, "c.txt", range(9, 15))
     model = load_checkpoint(model_path)
     kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
     plain = evaluate_identification(model, data_dir / "orl_faces", people, **kw)
@@ -253,7 +254,7 @@ def test_cohort_file_round_trip_and_model_check(
 ) -> None:
     det = TemplateDetector()
     monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
-    people = orl_people(tmp_path, "c.txt", range(9, 12))
+    people = orl_people_txt(tmp_path, "c.txt", range(9, 12))
     out = tmp_path / "models" / "cohort.npz"
     argv = ["make-cohort", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
     argv += ["--people", str(people), "--out", str(out), "--top-k", "7"]
@@ -264,7 +265,7 @@ def test_cohort_file_round_trip_and_model_check(
     assert report["model_id"] == model.model_id and report["cohort_images"] == 30
     cohort, meta = Cohort.load(out, model.model_id)
     assert cohort.top_k == 7 and meta["source"]["cohort"] == "c.txt" and meta["source"]["data"] == "orl_faces"
-    made, _ = evaluation.cohort_fromorl_people(
+    made, _ = evaluation.cohort_from_people(
         model, data_dir / "orl_faces", people, exclude=set(), top_k=7, cache_dir=tmp_path / "cache",
         detector=det,
     )
