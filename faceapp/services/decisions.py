@@ -120,8 +120,9 @@ def recognize(core: Core, image_or_faces: Probe | Sequence[AnalysedFace], *, top
         return []
     probes = np.stack([core.embedding_of(f) for f in faces])
     if core.server is not None and scorer_obj is None:
-        tau = core.thresholds.identification(scorer, core.server.people(), threshold)
-        results, names = core.server.identify(probes, threshold=tau, k=top_k, margin=core.margin)
+        results, names, tau = core.server.identify(
+            probes, threshold_for=lambda n: core.thresholds.identification(scorer, n, threshold),
+            k=top_k, margin=core.margin)
     else:
         with core.uow.read("recognize") as (s, repo):
             view = core.cache.comparable(s, repo)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -94,25 +95,22 @@ class ServerIndex:
         """Has a :meth:`sync` run (so :attr:`n_people` counts the gallery)?"""
         return self._gen >= 0
 
-    def people(self) -> int:
-        """:attr:`n_people` after a :meth:`sync` (the G of this search's τ)."""
-        self.sync()
-        return self.n_people
-
     def count(self) -> int:
         self.sync()
         return self._search.count(self.model_id)
 
-    def identify(self, probes: np.ndarray, *, threshold: float, k: int, margin: float
-                 ) -> tuple[list[Identification], dict[int, str]]:
+    def identify(self, probes: np.ndarray, *, threshold_for: Callable[[int], float], k: int,
+                 margin: float) -> tuple[list[Identification], dict[int, str], float]:
         """1:K of (N, D) float32 ``probes``: HNSW short list, exact re-score (cosine, then the
-        normaliser); returns the identifications and the names of every candidate."""
+        normaliser), judged at τ = ``threshold_for(people with a template)`` counted by the
+        same sync; returns the identifications, the names of every candidate and that τ."""
         self.sync()
         refuse_stale(self._stale, self.model_id)
+        threshold = threshold_for(self.n_people)
         with self._uow.read("recognize") as (s, repo):
             with self._uow.errors("server search"):
                 results = self._search.identify(s, probes, model_id=self.model_id,
                                                 threshold=threshold, k=k, margin=margin,
                                                 normaliser=self.normaliser)
             names = repo.person_names(c.person_id for r in results for c in r.candidates)
-        return results, names
+        return results, names, threshold
