@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.faceapp-installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+VENV_NEED_KB := 6800000
 
 .PHONY: run test lint setup system-deps clean-venv bench
 
@@ -30,6 +31,12 @@ system-deps:
 
 $(STAMP): pyproject.toml Makefile
 	@$(MAKE) --no-print-directory system-deps
+	@# the venv takes about 6.5 GB (torch's x86_64 wheel brings CUDA libraries): say so up front
+	@# rather than leave pip's "No space left on device" halfway through the install
+	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	if [ ! -d $(VENV)/lib ] && [ -n "$$free_kb" ] && [ "$$free_kb" -lt $(VENV_NEED_KB) ]; then \
+	  echo "warning: $$((free_kb / 1024)) MiB free here; .venv needs about $$(($(VENV_NEED_KB) / 1024)) MiB" \
+	       "(free some disk space if the install below fails)"; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first, so nothing below can pull another build or downgrade it
