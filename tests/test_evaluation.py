@@ -49,6 +49,7 @@ REPORT_KEYS = PROTOCOL_KEYS | {
     "threshold_far_0.001",
     "threshold_eer",
     "model_id",
+    "score_normaliser",
     "pairs_file",
     "images",
     "images_without_detected_face",
@@ -165,7 +166,7 @@ def test_calibration_written_beside_the_model(
     raw = json.loads(path.read_text())
     model_id = load_checkpoint(model_path).model_id
     assert raw["model_id"] == model_id
-    assert raw["source"] == {"pairs": "pairsSmall.txt", "n_pairs": 40}
+    assert raw["source"] == {"pairs": "pairsSmall.txt", "n_pairs": 40, "score_normaliser": "cosine"}
     entry = raw["scorers"]["distance"]
     assert entry["far_0.01"] == rep["threshold_far_0.01"]
     assert entry["far_0.001"] == rep["threshold_far_0.001"]
@@ -402,3 +403,53 @@ def test_calibrate_model_cli_refuses_too_few_impostor_pairs(
     err = capsys.readouterr().err
     assert err.startswith("error:") and "100000" in err and "Traceback" not in err
     assert not calibration_path_for(model_path).exists() and no_mtcnn.images == 0
+
+
+class AffineNormaliser:
+    """A stand-in for the model's score normaliser with a known effect: 2 s − 1 on pairs."""
+
+    name = "test-affine"
+    active = True
+
+    def normalise(self, probes: np.ndarray, templates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        return 2.0 * np.asarray(scores, dtype=np.float64) - 1.0
+
+    def normalise_pairs(self, a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        assert a.shape == b.shape and a.shape[0] == scores.shape[0]
+        return 2.0 * np.asarray(scores, dtype=np.float64) - 1.0
+
+
+def test_evaluate_pairs_scores_as_the_app_with_its_normaliser(
+    model_path: Path, small_pairs: Path, lfw_dir: Path, tmp_path: Path
+) -> None:
+    model = load_checkpoint(model_path)
+    det = TemplateDetector()
+    kw = {"cache_dir": tmp_path / "cache", "detector": det}
+    (plain,), raw = evaluate_pairs(model, lfw_dir, small_pairs, **kw)
+    (normed,), got = evaluate_pairs(model, lfw_dir, small_pairs, normaliser=AffineNormaliser(), **kw)
+    np.testing.assert_allclose(got["distance"][0], 2 * raw["distance"][0] - 1)
+    assert plain["score_normaliser"] == "cosine" and normed["score_normaliser"] == "test-affine"
+    assert normed["auc"] == plain["auc"]  # a monotone map: same ranking
+    assert normed["threshold_far_0.01"] == pytest.approx(2 * plain["threshold_far_0.01"] - 1)
+    with pytest.raises(FaceappError, match="--normaliser none"):
+        evaluate_pairs(model, lfw_dir, small_pairs, normaliser=AffineNormaliser(),
+                       cohort_people=tmp_path / "cohort.txt", **kw)
+
+
+def test_calibrate_model_measures_the_normalised_scores(
+    model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector
+) -> None:
+    from fakes import PEOPLE
+
+    people = tmp_path / "peopleTiny.txt"
+    people.write_text(f"{len(PEOPLE)}\n" + "".join(f"{p}\t1\n" for p in PEOPLE))
+    model = load_checkpoint(model_path)
+    kw = {"impostor_pairs": 500, "cache_dir": tmp_path / "c", "min_impostor_pairs": 100, "detector": no_mtcnn}
+    plain = evaluation.calibrate(model, lfw_tree, people, **kw)["scorers"]["distance"]
+    report = evaluation.calibrate(model, lfw_tree, people, normaliser=AffineNormaliser(), **kw)
+    normed = report["scorers"]["distance"]
+    for point in ("far_0.01", "far_0.001", "far_0.0001"):
+        assert normed[point] == pytest.approx(2 * plain[point] - 1)
+    cal = Calibration.load(calibration_path_for(model_path))
+    assert cal.source["score_normaliser"] == "test-affine"
+    assert cal.threshold("distance", "far_0.01") == normed["far_0.01"]

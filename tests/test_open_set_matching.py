@@ -147,3 +147,55 @@ def test_a_small_gallery_is_rescored_whole():
     want = brute_force(norm, probe, pids, embs, 10, shortlist=10**6)
     assert [c.person_id for c in res.candidates] == [p for p, _ in want]
     np.testing.assert_allclose([c.score for c in res.candidates], [s for _, s in want], rtol=1e-6)
+
+
+def loop_normalised(norm: LearnedNormaliser, a: np.ndarray, b: np.ndarray) -> float:
+    """α s' + β of one pair by loops (cosine, the two faces' μ, σ, the s-norm formula)."""
+    s = sum(float(x) * float(y) for x, y in zip(a, b, strict=True))
+    ma, sa = loop_stats(norm, a)
+    mb, sb = loop_stats(norm, b)
+    return norm.alpha * 0.5 * ((s - ma) / sa + (s - mb) / sb) + norm.beta
+
+
+def test_verify_with_normaliser_equals_brute_force():
+    """1:1: the person's best normalised template score, judged against τ; not the cosine one."""
+    dim = 8
+    tids, pids, embs = gallery(n_people=6, per=3, dim=dim, seed=13)
+    norm = hand_normaliser(dim, seed=2)
+    index = GalleryIndex.from_arrays(MODEL, tids, pids, embs)
+    rng = np.random.default_rng(5)
+    probes = unit(embs[rng.choice(len(embs), 6)] + 0.5 * rng.standard_normal((6, dim)))
+    tau, differs, flips = 0.6, 0, 0
+    for probe in probes:
+        for pid in np.unique(pids).tolist():
+            got = index.verify(pid, probe, model_id=MODEL, threshold=tau, normaliser=norm)
+            want = max(loop_normalised(norm, probe, e) for e in embs[pids == pid])
+            assert got.score == pytest.approx(want, rel=1e-6, abs=1e-9)
+            assert got.match == (want >= tau) and got.n_templates == 3
+            raw = index.verify(pid, probe, model_id=MODEL, threshold=tau)
+            differs += abs(raw.score - got.score) > 1e-3
+            flips += raw.match != got.match
+    assert differs > 0 and flips > 0  # the normaliser took part
+    with pytest.raises(ValueError, match="cosine"):
+        index.verify(int(pids[0]), probes[0], model_id=MODEL, threshold=tau, scorer=DotScorer(),
+                     normaliser=norm)
+
+
+def test_pair_scores_with_normaliser_equal_loops():
+    """The Calibrate page's gallery pairs are scored as verify scores them."""
+    dim = 8
+    tids, pids, embs = gallery(n_people=4, per=2, dim=dim, seed=17)
+    norm = hand_normaliser(dim, seed=3)
+    index = GalleryIndex.from_arrays(MODEL, tids, pids, embs)
+    scores, same = index.pair_scores(normaliser=norm)
+    raw, raw_same = index.pair_scores()
+    np.testing.assert_array_equal(same, raw_same)
+    # the index orders rows by person; rebuild that order to enumerate the pairs i < j
+    order = np.lexsort((tids, pids))
+    e, p = embs[order], pids[order]
+    want = [loop_normalised(norm, e[i], e[j]) for i in range(len(e)) for j in range(i + 1, len(e))]
+    np.testing.assert_allclose(scores, want, rtol=1e-5)
+    np.testing.assert_array_equal(same, [p[i] == p[j] for i in range(len(p)) for j in range(i + 1, len(p))])
+    assert np.max(np.abs(scores - raw)) > 1e-3
+    with pytest.raises(ValueError, match="cosine"):
+        index.pair_scores(DotScorer(), normaliser=norm)

@@ -1,6 +1,7 @@
-"""The app's 1:K path with the shipped model: FaceService.open loads the model's score
-normaliser, and recognition scores are its normalised best-template scores (checked by hand
-from the faces' embeddings); a model without ``score_norm.npz`` decides on cosine similarity."""
+"""The app's decisions with the shipped model: FaceService.open loads the model's score
+normaliser, and recognition (1:K), verification (1:1) and the gallery's calibration pairs are
+scored by it (checked by hand from the faces' embeddings); a model without ``score_norm.npz``
+decides on cosine similarity."""
 
 from __future__ import annotations
 
@@ -71,6 +72,29 @@ def test_recognition_scores_are_the_models_normalised_scores(lfw, tmp_path, with
             assert got[name] == pytest.approx(score, abs=2e-5)
         assert [n for n, _ in face.candidates] == sorted(want, key=lambda n: -want[n])
         assert face.person == "Kofi Annan"
+        # 1:1 decides on the same normalised scores (cosine without the normaliser)
+        for name, score in want.items():
+            v = service.verify(name, probe, largest=True)
+            assert v.score == pytest.approx(score, abs=2e-5)
+            assert v.match == (score >= v.threshold)
+        # and the Calibrate page's gallery pairs are scored as verify scores them
+        templates = np.stack([max(service.analyze(image(lfw, p, i)), key=lambda f: f.detection.area)
+                              .embedding for p in PEOPLE for i in (1, 2)])
+        cos = templates @ templates.T
+        full = cos if with_normaliser is not True else norm.normalise(templates, templates, cos)
+        iu = np.triu_indices(len(templates), k=1)
+        scores, same = service.gallery_scores()
+        np.testing.assert_allclose(np.sort(scores), np.sort(full[iu]), atol=2e-5)
+        assert int(same.sum()) == len(PEOPLE)
+        # a labelled pairs file (the Calibrate page's other source) likewise
+        pairs = tmp_path / "pairs.txt"
+        pairs.write_text(f"1\n{PEOPLE[0]}\t1\t2\n{PEOPLE[0]}\t1\t{PEOPLE[1]}\t2\n")
+        got_pairs = service.pair_scores(pairs, lfw)
+        a, b, c = templates[0], templates[1], templates[3]
+        want_pairs = np.array([a @ b, a @ c])
+        if with_normaliser is True:
+            want_pairs = norm.normalise_pairs(np.stack([a, a]), np.stack([b, c]), want_pairs)
+        np.testing.assert_allclose(got_pairs.scores, want_pairs, atol=2e-5)
         if with_normaliser is True:  # not the cosine scores (the normaliser did something)
             cos = by_hand(service, lfw, probe, None)
             assert max(abs(cos[n] - want[n]) for n in want) > 1e-3

@@ -54,7 +54,8 @@ def _common(*, model: bool) -> argparse.ArgumentParser:
 
 def _decision_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", default="distance",
-                   help="distance (cosine similarity) or a head of the model, e.g. head_l1")
+                   help="distance (cosine similarity; through the model's score normaliser when it has one) "
+                   "or a head of the model, e.g. head_l1")
     p.add_argument("--threshold", type=float,
                    help="decision threshold τ on the scorer's similarity (default: the "
                         "gallery's stored τ, else the model's calibration.json: FAR 1e-2 "

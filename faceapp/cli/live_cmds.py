@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                                    "the gallery's template pairs")
     p.add_argument("--images", metavar="DIR", help="with --pairs: folder of one sub-folder per person")
     p.add_argument("--scorer", default="distance",
-                   help="distance (cosine similarity) or a head of the model, e.g. head_l1")
+                   help="distance (cosine similarity; through the model's score normaliser when it has one) "
+                   "or a head of the model, e.g. head_l1")
     p.add_argument("--far", type=float, default=0.01, help="target false-accept rate (default 0.01)")
     action = p.add_mutually_exclusive_group()
     action.add_argument("--apply", action="store_true", help="store τ in the gallery (used from then on)")

@@ -104,6 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "prefer `faceapp calibrate-model`, which measures FAR 1e-3/1e-4 on >= 1e5 impostor pairs)",
     )
     e.add_argument("--no-calibration", action="store_true", help=argparse.SUPPRESS)  # the old default
+    _normaliser_option(e, "score the distance scorer as the app's 1:1 and 1:K decisions do (through the "
+                       "model's score_norm.npz when it has one)")
     _cohort_options(e)
     e.set_defaults(func=_evaluate)
 
@@ -120,6 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     c.add_argument("--scorer", default="all", help="distance, head_l1, head_chi2, all")
     c.add_argument("--seed", type=int, default=0)
+    _normaliser_option(c, "measure τ on the scores the app decides on (the distance scorer through the "
+                       "model's score_norm.npz when it has one)")
     c.set_defaults(func=_calibrate)
 
     i = sub.add_parser("evaluate-identification", help="closed/open-set identification: rank-1/5, DIR@FPIR")
@@ -303,6 +307,11 @@ def _train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _normaliser_option(p: argparse.ArgumentParser, app_help: str) -> None:
+    p.add_argument("--normaliser", choices=("app", "none"), default="app",
+                   help=f"app (default): {app_help}; none: raw cosine similarity")
+
+
 def _cohort_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cohort",
@@ -326,6 +335,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         cohort_people=args.cohort,
         cohort_top_k=args.cohort_top_k,
+        normaliser=args.normaliser,
     )
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
@@ -390,6 +400,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         genuine_per_person=args.genuine_per_person,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        normaliser=args.normaliser,
     )
     if args.json:
         print(json.dumps(report, indent=2))

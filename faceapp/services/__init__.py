@@ -337,7 +337,8 @@ class FaceService(GalleryAdmin):
         face: int | None = None,
         largest: bool = False,
     ) -> VerifyResult:
-        """Is the face in ``probe`` the person ``name``? Best-template score against τ
+        """Is the face in ``probe`` the person ``name``? Best-template score (cosine
+        similarity through the model's score normaliser, when it has one) against τ
         (``match`` when ``score >= threshold``). An image with several faces needs
         ``face=N`` (1-based, ``recognize``'s order) or ``largest=True``, else
         :class:`MultipleFaces`. ``log_event=False`` skips the event row (live camera loops
@@ -366,9 +367,10 @@ class FaceService(GalleryAdmin):
     @_serialised
     def gallery_scores(self, scorer: str = DISTANCE,
                        max_templates: int = 4000) -> tuple[np.ndarray, np.ndarray]:
-        """Similarity of every pair of stored templates (current model) and whether both are
-        of the same person: (scores (M,) float32, same (M,) bool), M = n(n-1)/2 over at most
-        ``max_templates`` templates (a seeded subset beyond that). For calibrating τ."""
+        """Similarity of every pair of stored templates (current model; scored as verify
+        scores) and whether both are of the same person: (scores (M,) float32, same (M,)
+        bool), M = n(n-1)/2 over at most ``max_templates`` templates (a seeded subset beyond
+        that). For calibrating τ."""
         return calibration.gallery_scores(self._core, scorer, max_templates)
 
     def pair_scores(

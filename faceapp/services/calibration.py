@@ -92,14 +92,16 @@ def gallery_scores(core: Core, scorer: str = DISTANCE, max_templates: int = 4000
     scorer_obj = core.thresholds.index_scorer(scorer)
     with core.uow.read("gallery scores") as (s, repo):
         view = core.cache.comparable(s, repo)
-    return view.index.pair_scores(scorer_obj, max_templates=max_templates)
+    return view.index.pair_scores(scorer_obj, max_templates=max_templates,
+                                  normaliser=core.normaliser_for(scorer))
 
 
 def pair_scores(core: Core, pairs_file: str | Path, image_root: str | Path,
                 scorer: str = DISTANCE, *, progress: ProgressFn | None = None,
                 should_stop: StopFn | None = None, batch_size: int = 32) -> PairScores:
     """Scores of a verification protocol file (LFW ``pairs*.txt`` format, image paths
-    under ``image_root``) with the current model, for calibrating τ on labelled pairs.
+    under ``image_root``) with the current model, for calibrating τ on labelled pairs; scored
+    as verification scores them (the cosine scorer through the model's score normaliser).
 
     Each distinct image is read once, its central face (the labelled person; see
     :func:`~faceapp.training.datasets.pick_central_face`) aligned and embedded in
@@ -155,4 +157,5 @@ def pair_scores(core: Core, pairs_file: str | Path, image_root: str | Path,
     ia = np.asarray([row[p.a] for p in kept])
     ib = np.asarray([row[p.b] for p in kept])
     scores = np.asarray(score_pairs(emb[ia], emb[ib]), dtype=np.float64)
+    scores = core.normaliser_for(scorer).normalise_pairs(emb[ia], emb[ib], scores)
     return PairScores(scores, same, len(pairs) - len(kept), len(paths), tuple(problems))

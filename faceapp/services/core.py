@@ -13,6 +13,8 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from faceapp.errors import ModelError, ModelMismatch
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser
+from faceapp.nn.scoring import DISTANCE
 from faceapp.services.index_cache import IndexCache
 from faceapp.services.protocols import AnalysedFace, Pipeline
 from faceapp.services.server_index import ServerIndex
@@ -55,6 +57,16 @@ class Core:
         if self.cache_or_none is None:
             raise ModelError("no face model loaded (open the service with a model)")
         return self.cache_or_none
+
+    @property
+    def normaliser(self) -> ScoreNormaliser:
+        """The model's score normaliser (1:1, 1:K and calibration of the cosine scorer all
+        decide on it; :data:`~faceapp.nn.open_set.RAW_SCORES` for a model without one)."""
+        return self.cache.normaliser
+
+    def normaliser_for(self, scorer: str) -> ScoreNormaliser:
+        """:attr:`normaliser` for the cosine scorer; raw scores for a trained head."""
+        return self.normaliser if scorer == DISTANCE else RAW_SCORES
 
     def cache_is_current(self, session: Session) -> bool:
         """Is the index (if any) in step with the gallery just before a change?"""

@@ -72,7 +72,8 @@ def verify(core: Core, name: str, probe: Probe, *, scorer: str = DISTANCE,
         index = _verify_index(core, s, repo, person)
     if pid not in set(index.people().tolist()):
         raise GalleryError(f"{key!r} has no templates to compare with; enrol them first")
-    v = index.verify(pid, emb, model_id=core.model_id, threshold=tau, scorer=scorer_obj)
+    v = index.verify(pid, emb, model_id=core.model_id, threshold=tau, scorer=scorer_obj,
+                     normaliser=core.normaliser_for(scorer))
     if log_event and not core.uow.read_only:
         with core.uow.write("verify") as (_, repo):
             repo.log_event("verify", "match" if v.match else "no match", person=key,

@@ -20,6 +20,7 @@ from faceapp.config import DetectorConfig
 from faceapp.errors import CalibrationError, FaceappError
 from faceapp.nn.calibration import Calibration, calibration_path_for
 from faceapp.nn.checkpoint import LoadedModel, load_checkpoint
+from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser, normaliser_for
 from faceapp.nn.score_norm import DEFAULT_TOP_K, Cohort, s_norm_pairs
 from faceapp.nn.scoring import DISTANCE, Scorer, accepts_all, scorers_for
 from faceapp.training.datasets import (
@@ -141,16 +142,21 @@ def evaluate_pairs(
     detector: FaceDetector | None = None,
     cohort_people: str | Path | None = None,
     cohort_top_k: int = DEFAULT_TOP_K,
+    normaliser: ScoreNormaliser = RAW_SCORES,
 ) -> tuple[list[dict[str, Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Reports per scorer, and the (scores, same) arrays behind them.
 
     ``detector``: for images not in the crop cache (default: :func:`detector_for` the model).
-    ``cohort_people``: normalise the cosine scores by adaptive s-norm against a cohort of these
-    identities (:mod:`faceapp.nn.score_norm`; disjoint from the pairs' people; distance scorer only).
+    ``normaliser``: the distance scorer's cosine similarities normalised by it, as the app
+    scores them (:func:`app_normaliser`; the CLI's default). ``cohort_people``: instead,
+    normalise them by adaptive s-norm against a cohort of these identities
+    (:mod:`faceapp.nn.score_norm`; disjoint from the pairs' people; distance scorer only).
     """
     chosen = resolve_scorers(model, scorer)  # an unknown scorer fails before any detection
     if cohort_people is not None and set(chosen) != {DISTANCE}:
         raise FaceappError("score normalisation (--cohort) applies to the distance scorer only")
+    if cohort_people is not None and normaliser.active:
+        raise FaceappError("--cohort replaces the model's score normaliser: add --normaliser none")
     pairs = read_pairs(pairs_file, data)
     same = np.asarray([p.same for p in pairs])
     try:
@@ -165,6 +171,7 @@ def evaluate_pairs(
     ib = np.asarray([index[p.b] for p in pairs])
     counts = crops.counts()
     norm_info: dict[str, Any] = {}
+    app_info = {"score_normaliser": normaliser.name}
     if cohort_people is not None:
         people = {p.a.parent.name for p in pairs} | {p.b.parent.name for p in pairs}
         cohort, norm_info = cohort_from_people(
@@ -178,8 +185,10 @@ def evaluate_pairs(
         scores = sc.score_pairs(emb[ia], emb[ib]).astype(np.float64)
         if norm_info:
             scores = s_norm_pairs(scores, img_stats.take(ia), img_stats.take(ib))
+        elif name == DISTANCE:
+            scores = normaliser.normalise_pairs(emb[ia], emb[ib], scores)
         rep = verification_report(scores, same, folds)
-        rep.update(norm_info)
+        rep.update(norm_info or (app_info if name == DISTANCE else {"score_normaliser": "none"}))
         rep.update(
             {
                 "scorer": name,
@@ -327,11 +336,14 @@ def calibrate(
     cache_dir: str | Path = "cache",
     detector: FaceDetector | None = None,
     min_impostor_pairs: int = MIN_IMPOSTOR_PAIRS,
+    normaliser: ScoreNormaliser = RAW_SCORES,
 ) -> dict[str, Any]:
     """Measure τ on pairs of the identities of ``people_file`` and write calibration.json.
 
-    Only images with a detected face take part. Returns what was written (JSON-able) plus
-    ``calibration`` (the file's path).
+    Only images with a detected face take part. ``normaliser``: the distance scorer's
+    similarities normalised by it first, as the app decides on them (the CLI passes
+    :func:`app_normaliser`); the file's ``source`` names it. Returns what was written
+    (JSON-able) plus ``calibration`` (the file's path).
     Raises:
         FaceappError: fewer than ``min_impostor_pairs`` (default 1e5) impostor pairs asked
             for, or fewer images than that needs.
@@ -351,7 +363,10 @@ def calibrate(
     emb = model.encoder.embed(crops.crops[ok])
     path, cal = _calibration_to_update(model)
     for name, sc in chosen.items():
-        cal.scorers[name] = calibration_entry(sc.score_pairs(emb[a], emb[b]).astype(np.float64), same, seed)
+        scores = sc.score_pairs(emb[a], emb[b]).astype(np.float64)
+        if name == DISTANCE:
+            scores = normaliser.normalise_pairs(emb[a], emb[b], scores)
+        cal.scorers[name] = calibration_entry(scores, same, seed)
     cal.source = {
         "method": "faceapp calibrate-model",
         "data": Path(data).name,
@@ -363,14 +378,28 @@ def calibrate(
         "impostor_pairs": int((~same).sum()),
         "genuine_per_person": genuine_per_person,
         "seed": seed,
+        "score_normaliser": normaliser.name,
     }
     cal.save(path)
     return {"calibration": str(path), "model_id": model.model_id, "source": cal.source,
             "scorers": {k: cal.scorers[k] for k in chosen}}
 
 
-def calibrate_cli(model_path: Path, data: str, people: str, **kw: Any) -> dict[str, Any]:
-    return calibrate(load_checkpoint(model_path), data, people, **kw)
+def app_normaliser(model: LoadedModel, choice: str = "app") -> ScoreNormaliser:
+    """``app``: the normaliser the app decides with for ``model`` (its ``score_norm.npz``;
+    raw cosine when it has none or it is unusable, see :func:`normaliser_for`); ``none``:
+    raw cosine similarity."""
+    if choice == "none" or model.path is None:
+        return RAW_SCORES
+    if choice != "app":
+        raise FaceappError(f"--normaliser {choice!r}: expected app or none")
+    return normaliser_for(model.path, model.model_id)
+
+
+def calibrate_cli(model_path: Path, data: str, people: str, *, normaliser: str = "app",
+                  **kw: Any) -> dict[str, Any]:
+    model = load_checkpoint(model_path)
+    return calibrate(model, data, people, normaliser=app_normaliser(model, normaliser), **kw)
 
 
 def evaluate_pairs_cli(
@@ -384,16 +413,19 @@ def evaluate_pairs_cli(
     cache_dir: str,
     cohort_people: str | None = None,
     cohort_top_k: int = DEFAULT_TOP_K,
+    normaliser: str = "app",
 ) -> list[dict[str, Any]]:
     model = load_checkpoint(model_path)
+    if write_calibration and cohort_people is not None:
+        raise FaceappError("--write-calibration with --cohort: the app does not decide on "
+                           "real-cohort scores")
     reports, raw = evaluate_pairs(
         model, data, pairs_file, scorer=scorer, cache_dir=cache_dir, cohort_people=cohort_people,
-        cohort_top_k=cohort_top_k,
+        cohort_top_k=cohort_top_k, normaliser=(norm := app_normaliser(model, normaliser)),
     )
-    if write_calibration and cohort_people is not None:
-        raise FaceappError("--write-calibration with --cohort: the app does not normalise scores yet")
     if write_calibration:
-        update_calibration(model, reports, {"pairs": Path(pairs_file).name, "n_pairs": reports[0]["pairs"]})
+        update_calibration(model, reports, {"pairs": Path(pairs_file).name, "n_pairs": reports[0]["pairs"],
+                                            "score_normaliser": norm.name})
     if plots:
         from faceapp.training.plots import plot_histograms, plot_roc
 

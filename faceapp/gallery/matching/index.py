@@ -321,8 +321,7 @@ class GalleryIndex(TwoPassSearch):
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        if normaliser.active and scorer is not None:
-            raise ValueError(f"score normalisation applies to cosine similarity, not {scorer.name!r}")
+        _refuse_head_normalised(scorer, normaliser)
         q = self._prepare_probes(probes, model_id)
         want = shortlist_size(k, normaliser)
         if self._two_pass_applies(q.shape[0], scorer):
@@ -362,11 +361,15 @@ class GalleryIndex(TwoPassSearch):
         model_id: str,
         threshold: float,
         scorer: PairScorer | None = None,
+        normaliser: ScoreNormaliser = RAW_SCORES,
     ) -> Verification:
         """Compare a (D,) probe with the templates of ``person_id`` (best template).
 
+        ``normaliser`` (cosine scorer only): each template's cosine similarity is normalised
+        (probe vs that template) before the best is taken and judged against ``threshold``.
         Raises :class:`PersonNotFound` when the person has no template in this index.
         """
+        _refuse_head_normalised(scorer, normaliser)
         q = self._prepare_probes(probe, model_id)
         if q.shape[0] != 1:
             raise ValueError("verify takes one probe")
@@ -378,18 +381,23 @@ class GalleryIndex(TwoPassSearch):
             )
         lo = int(self._starts[pos])
         hi = int(self._starts[pos + 1]) if pos + 1 < self._starts.shape[0] else self._n
-        scores = self.score_rows(q, lo, hi, scorer)[0]
-        best = float(scores.max())
+        scores = self.score_rows(q, lo, hi, scorer)
+        if normaliser.active:
+            scores = normaliser.normalise(q, self._emb[lo:hi], scores)
+        best = float(scores[0].max())
         return Verification(int(person_id), best, float(threshold), accepts(best, threshold), hi - lo)
 
     def pair_scores(
-        self, scorer: PairScorer | None = None, max_templates: int = 4000, seed: int = 0
+        self, scorer: PairScorer | None = None, max_templates: int = 4000, seed: int = 0,
+        normaliser: ScoreNormaliser = RAW_SCORES,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores of every template pair i < j and whether both are the same person.
 
         Returns (scores (M,) float32, same (M,) bool), M = n(n-1)/2 with n = min(N,
-        ``max_templates``) (a seeded random subset of rows beyond that).
+        ``max_templates``) (a seeded random subset of rows beyond that). ``normaliser``
+        (cosine scorer only): the cosine similarities normalised, as :meth:`verify` scores.
         """
+        _refuse_head_normalised(scorer, normaliser)
         self._ensure_grouped()
         n = self._n
         rows = np.arange(n)
@@ -398,5 +406,13 @@ class GalleryIndex(TwoPassSearch):
         emb = self._emb[rows]
         pid = self._pid[rows]
         full = emb @ emb.T if scorer is None else scorer.score_matrix(emb, emb)
+        if normaliser.active:
+            full = normaliser.normalise(emb, emb, full)
         iu, ju = np.triu_indices(rows.shape[0], k=1)
         return np.asarray(full[iu, ju], dtype=np.float32), pid[iu] == pid[ju]
+
+
+def _refuse_head_normalised(scorer: PairScorer | None, normaliser: ScoreNormaliser) -> None:
+    """Score normalisation applies to cosine similarity only (``scorer`` None)."""
+    if normaliser.active and scorer is not None:
+        raise ValueError(f"score normalisation applies to cosine similarity, not {scorer.name!r}")
