@@ -20,8 +20,8 @@ slider's scale and a τ chosen before stay meaningful. The map is monotone, so i
 ranking and no DIR/FPIR figure.
 
 The app decides **1:1 and 1:K** on the normalised score when the model has a normaliser
-(verification too: on held-out LFW DevTrain identities it raised TAR at FAR 1e-3 from 0.952
-to 0.964 and at FAR 1e-4 from 0.80 to 0.89; models/MODEL_CARD.md), and the model's
+(verification too: on held-out LFW DevTrain identities it raised TAR at FAR 1e-3 from 0.945
+to 0.964 and at FAR 1e-4 from 0.823 to 0.889, ``tools/choose_verify_norm.py``), and the model's
 ``calibration.json`` is measured on the same normalised scores (``faceapp calibrate-model``).
 
 File (``score_norm.npz`` beside the model): the layer weights as float32 arrays and a JSON
@@ -76,7 +76,7 @@ class ScoreNormaliser(Protocol):
 
 
 class RawScores:
-    """No normalisation: the cosine similarity is the 1:K score (a model without a normaliser)."""
+    """No normalisation: the cosine similarity is the score (a model without a normaliser)."""
 
     name = "cosine"
     active = False
