@@ -368,6 +368,26 @@ def test_calibration_entry_matches_brute_force() -> None:
         assert entry["metrics"][f"measured_far_{far:g}"] == (imp >= tau).mean() <= far
         assert entry["metrics"][f"tar_at_far_{far:g}"] == (gen >= tau).mean()
     assert entry["far_0.01"] <= entry["far_0.001"] <= entry["far_0.0001"]
+    assert "far_1e-05" not in entry  # 20,000 impostor pairs cannot measure FAR 1e-5
+
+
+def test_calibration_entry_strict_point_from_a_million_impostor_pairs() -> None:
+    rng = np.random.default_rng(1)
+    n_imp = evaluation.STRICT_FAR_MIN_IMPOSTORS
+    scores = np.r_[rng.normal(3.0, 1.0, 2_000), rng.normal(0.0, 1.0, n_imp)]
+    same = np.r_[np.ones(2_000, bool), np.zeros(n_imp, bool)]
+    entry = evaluation.calibration_entry(scores, same)
+    imp, gen = scores[~same], scores[same]
+    tau = entry["far_1e-05"]
+    # brute force over the candidates near the top of the impostors (τ is one of the scores)
+    floor = np.sort(imp)[-40]
+    candidates = np.unique(scores[scores >= floor])
+    want = min(t for t in candidates if (imp >= t).mean() <= 1e-5)
+    assert tau == want and (imp >= tau).sum() <= 10
+    assert entry["metrics"]["tar_at_far_1e-05"] == (gen >= tau).mean()
+    assert entry["far_0.0001"] <= tau
+    fewer = evaluation.calibration_entry(scores[:-1], same[:-1])  # one impostor pair short
+    assert "far_1e-05" not in fewer and "far_0.0001" in fewer
 
 
 def test_calibrate_model_writes_source_and_counts(

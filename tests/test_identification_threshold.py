@@ -18,15 +18,18 @@ from faceapp.services import FaceService
 from faceapp.services.thresholds import FPIR_TARGET, ThresholdPolicy, identification_point
 from faceapp.services.unit_of_work import UnitOfWork
 
-# three distinct τ, one per calibration point (a head's entry lacks far_0.0001)
+# distinct τ, one per calibration point (TIERS lacks far_1e-05, as a file from < 1e6 impostor
+# pairs does; STRICT has it; a head's entry lacks far_0.0001 too)
 TIERS = {"far_0.01": 0.5, "far_0.001": 0.6, "far_0.0001": 0.7, "eer": 0.45}
+STRICT = {**TIERS, "far_1e-05": 0.75}
 HEAD = {"far_0.01": 0.8, "far_0.001": 0.9}
 
 
 # ---------------------------------------------------------------------- identification_point
 @pytest.mark.parametrize(("n_people", "point"), [
     (0, "far_0.01"), (1, "far_0.01"), (2, "far_0.001"), (10, "far_0.001"),
-    (11, "far_0.0001"), (100, "far_0.0001"), (101, "far_0.0001"), (10**6, "far_0.0001")])
+    (11, "far_0.0001"), (100, "far_0.0001"), (101, "far_1e-05"), (1000, "far_1e-05"),
+    (1001, "far_1e-05"), (10**6, "far_1e-05")])
 def test_identification_point_table(n_people, point):
     assert identification_point(n_people) == point
 
@@ -35,10 +38,10 @@ def test_identification_point_is_the_loosest_within_the_fpir_target():
     """Brute force in exact fractions: the loosest FAR f with f × max(1, G) <= 1e-2."""
     assert FPIR_TARGET == 1e-2
     fars = [("far_0.01", Fraction(1, 100)), ("far_0.001", Fraction(1, 1000)),
-            ("far_0.0001", Fraction(1, 10000))]
-    for g in range(0, 400):
+            ("far_0.0001", Fraction(1, 10000)), ("far_1e-05", Fraction(1, 100000))]
+    for g in range(0, 2500):
         fitting = [name for name, far in fars if far * max(1, g) <= Fraction(1, 100)]
-        assert identification_point(g) == (fitting[0] if fitting else "far_0.0001"), g
+        assert identification_point(g) == (fitting[0] if fitting else "far_1e-05"), g
 
 
 # ---------------------------------------------------------------------- the policy
@@ -57,8 +60,11 @@ def policy_for(uow, calibration, **kw):
 def test_calibration_point_follows_the_gallery_size(uow):
     policy = policy_for(uow, Calibration("m", {"distance": dict(TIERS), "head": dict(HEAD)}))
     for g, tau in ((0, 0.5), (1, 0.5), (2, 0.6), (10, 0.6), (11, 0.7), (100, 0.7), (5000, 0.7)):
-        assert policy.identification("distance", g) == tau, g
+        assert policy.identification("distance", g) == tau, g  # no far_1e-05: far_0.0001
         assert policy.current("distance") == 0.5  # 1:1 keeps far_0.01
+    strict = policy_for(uow, Calibration("m", {"distance": dict(STRICT)}))
+    for g, tau in ((1, 0.5), (10, 0.6), (100, 0.7), (101, 0.75), (1000, 0.75), (5000, 0.75)):
+        assert strict.identification("distance", g) == tau, g
     # a missing stricter point: the next looser one, never an error
     assert [policy.identification("head", g) for g in (1, 5, 50, 5000)] == [0.8, 0.9, 0.9, 0.9]
     only_1e2 = policy_for(uow, Calibration("m", {"distance": {"far_0.01": 0.5}}))

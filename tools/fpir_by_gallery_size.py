@@ -43,7 +43,7 @@ def main() -> int:
     ok = crops.status == STATUS_DETECTED
     emb, lab = model.encoder.embed(crops.crops[ok]), images.labels[ok]
     ids = np.unique(lab)
-    points = [p for p in ("far_0.01", "far_0.001", "far_0.0001") if p in cal.scorers["distance"]]
+    points = [p for p in ("far_0.01", "far_0.001", "far_0.0001", "far_1e-05") if p in cal.scorers["distance"]]
     taus = {p: cal.calibrated_threshold("distance", p) for p in points}
     rng = np.random.default_rng(0)
     out: dict[str, dict[str, dict[str, float]]] = {}

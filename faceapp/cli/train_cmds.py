@@ -116,7 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _model_options(c, data=True)
     c.add_argument("--people", required=True, help="people*.txt: the identities (e.g. peopleDevTrain.txt)")
-    c.add_argument("--impostor-pairs", type=int, default=200_000, help="random pairs of different people")
+    c.add_argument("--impostor-pairs", type=int, default=200_000,
+                   help="random pairs of different people (>= 1000000 also measures FAR 1e-5, the 1:K "
+                   "point for galleries of 101-1000 people)")
     c.add_argument(
         "--genuine-per-person", type=int, default=50, help="at most this many same-person pairs each"
     )

@@ -10,7 +10,8 @@ Format::
 ``source`` records where the thresholds come from: ``faceapp calibrate`` writes the data
 folder, the people file, and the numbers of images, genuine and impostor pairs (>= 1e5
 impostor pairs, so that FAR 1e-3 and 1e-4 are measured); ``far_0.0001`` exists only in
-such files. Thresholds apply to similarity scores (accept when score >= τ, see :mod:`faceapp.nn.scoring`).
+such files, ``far_1e-05`` only in those made from >= 1e6 impostor pairs. Thresholds apply to
+similarity scores (accept when score >= τ, see :mod:`faceapp.nn.scoring`).
 ``overrides`` holds a τ the user chose (GUI calibrate page, ``--threshold`` persisted).
 """
 
@@ -27,7 +28,7 @@ from faceapp.errors import CalibrationError, ModelMismatch
 
 CALIBRATION_FILE = "calibration.json"
 FORMAT_VERSION = 1
-OPERATING_POINTS = ("far_0.01", "far_0.001", "far_0.0001", "eer", "accuracy")
+OPERATING_POINTS = ("far_0.01", "far_0.001", "far_0.0001", "far_1e-05", "eer", "accuracy")
 DEFAULT_POINT = "far_0.01"
 
 

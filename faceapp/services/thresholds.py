@@ -47,7 +47,8 @@ FPIR_TARGET = 1e-2
 """The product's open-set operating point (as :data:`DEFAULT_POINT` is its 1:1 one): the
 share of strangers a 1:K search may accept as someone of the gallery, when nobody chose τ."""
 
-IDENTIFICATION_POINTS = (("far_0.01", 1e-2), ("far_0.001", 1e-3), ("far_0.0001", 1e-4))
+IDENTIFICATION_POINTS = (("far_0.01", 1e-2), ("far_0.001", 1e-3), ("far_0.0001", 1e-4),
+                         ("far_1e-05", 1e-5))
 """Calibration points 1:K may use, loosest first, with their pair-level FAR."""
 
 __all__ = ["DEFAULT_POINT", "DISTANCE", "FPIR_TARGET", "ThresholdPolicy", "accepts",
@@ -67,11 +68,12 @@ def finite_threshold(value: float) -> float:
 
 def identification_point(n_people: int) -> str:
     """The calibration point of a 1:K search against ``n_people`` people: the loosest of
-    ``far_0.01`` / ``far_0.001`` / ``far_0.0001`` whose pair FAR is at most
+    ``far_0.01`` / ``far_0.001`` / ``far_0.0001`` / ``far_1e-05`` whose pair FAR is at most
     ``FPIR_TARGET / max(1, n_people)`` (FPIR ≈ G × FAR). G <= 1: ``far_0.01``; 2-10:
-    ``far_0.001``; 11-100: ``far_0.0001``. Above 100 people no calibrated point is strict
-    enough: ``far_0.0001``, and FPIR then exceeds the target (≈ G × 1e-4, e.g. 2 % for 200
-    people)."""
+    ``far_0.001``; 11-100: ``far_0.0001``; 101-1000: ``far_1e-05`` (a calibration without
+    it gives ``far_0.0001``, see :meth:`ThresholdPolicy.identification`). Above 1,000 people
+    no calibrated point is strict enough: ``far_1e-05``, and FPIR then exceeds the target
+    (≈ G × 1e-5, e.g. 2 % for 2,000 people)."""
     budget = FPIR_TARGET / max(1, int(n_people))
     for point, far in IDENTIFICATION_POINTS:
         if far <= budget * (1 + 1e-9):  # 1e-2 / 10 is 1e-3 up to rounding
@@ -151,7 +153,8 @@ class ThresholdPolicy:
         :meth:`current`; else the calibration's τ at :func:`identification_point`
         (``n_people``) — or at the operating point, when the caller chose one other than the
         default. A calibration without the wanted point (an older file, a head's entry)
-        gives its next looser one (``far_0.0001`` -> ``far_0.001`` -> ``far_0.01``);
+        gives its next looser one (``far_1e-05`` -> ``far_0.0001`` -> ``far_0.001`` ->
+        ``far_0.01``);
         :class:`CalibrationError` only where :meth:`current` raises too."""
         if threshold is not None:
             return finite_threshold(threshold)

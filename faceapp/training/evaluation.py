@@ -239,6 +239,10 @@ def update_calibration(model: LoadedModel, reports: Sequence[dict[str, Any]], so
 
 CALIBRATION_FARS = (0.01, 0.001, 0.0001)
 MIN_IMPOSTOR_PAIRS = 100_000
+STRICT_FAR = 1e-5
+"""Also calibrated (``far_1e-05``, for 1:K against more than 100 people) when the sample holds at
+least :data:`STRICT_FAR_MIN_IMPOSTORS` impostor pairs, so that about 10 of them lie above τ."""
+STRICT_FAR_MIN_IMPOSTORS = 1_000_000
 
 
 def sample_calibration_pairs(
@@ -297,14 +301,16 @@ def sample_calibration_pairs(
 
 
 def calibration_entry(scores: np.ndarray, same: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Thresholds at FAR 1e-2/1e-3/1e-4, the EER and the best balanced accuracy, with the
-    TAR / FAR measured at each (similarity scores: accept when score >= τ)."""
+    """Thresholds at FAR 1e-2/1e-3/1e-4 (and :data:`STRICT_FAR` given enough impostor pairs),
+    the EER and the best balanced accuracy, with the TAR / FAR measured at each (similarity
+    scores: accept when score >= τ)."""
     s = np.asarray(scores, dtype=np.float64)
     g = np.asarray(same, dtype=bool)
     entry: dict[str, Any] = {}
     metrics: dict[str, Any] = {"auc": roc_auc(s, g)}
     imp = s[~g]
-    for far in CALIBRATION_FARS:
+    strict = (STRICT_FAR,) if imp.size >= STRICT_FAR_MIN_IMPOSTORS else ()
+    for far in (*CALIBRATION_FARS, *strict):
         tar, tau = tar_at_far(s, g, far)
         entry[f"far_{far:g}"] = tau
         metrics[f"tar_at_far_{far:g}"] = tar
