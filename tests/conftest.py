@@ -45,6 +45,22 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def _gui_thread_gc(request: pytest.FixtureRequest):
+    """Qt tests run as the app does (faceapp.gui.gc_guard): cycles are collected on the GUI
+    thread only, never by a worker thread that happens to allocate (which crashed the suite)."""
+    if not {"qtbot", "qapp"} & set(request.fixturenames):
+        yield
+        return
+    request.getfixturevalue("qapp")
+    from faceapp.gui.gc_guard import GuiThreadCollector
+
+    collector = GuiThreadCollector()
+    collector.start()
+    yield
+    collector.stop()
+
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 LFW = DATA / "lfw" / "lfw-deepfunneled"

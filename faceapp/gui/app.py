@@ -281,7 +281,11 @@ def run(
     if probe is not None:
         probe.mark("preloaded")
     app = create_app()
+    from faceapp.gui.gc_guard import GuiThreadCollector
     from faceapp.gui.main_window import MainWindow
+
+    collector = GuiThreadCollector(parent=app)  # cycles freed on this thread only
+    collector.start()
     store = store if store is not None else SettingsStore()
     settings = store.load().with_overrides(camera=camera, db=db, model=model)
     key_prompt = ask_gallery_passphrase(settings.db or None)
@@ -300,4 +304,5 @@ def run(
     QTimer.singleShot(0, window.open_service_async)
     code = app.exec()
     window.shutdown()
+    collector.stop()
     return int(code)
