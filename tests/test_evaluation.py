@@ -390,13 +390,19 @@ def test_calibration_entry_strict_point_from_a_million_impostor_pairs() -> None:
     assert "far_1e-05" not in fewer and "far_0.0001" in fewer
 
 
-def test_calibrate_model_writes_source_and_counts(
-    model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector
-) -> None:
+def tiny_people_file(tmp_path: Path) -> Path:
+    """A people file of the fake LFW tree's identities (``lfw_tree``)."""
     from fakes import PEOPLE
 
     people = tmp_path / "peopleTiny.txt"
     people.write_text(f"{len(PEOPLE)}\n" + "".join(f"{p}\t1\n" for p in PEOPLE))
+    return people
+
+
+def test_calibrate_model_writes_source_and_counts(
+    model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector
+) -> None:
+    people = tiny_people_file(tmp_path)
     model = load_checkpoint(model_path)
     with pytest.raises(FaceappError, match="at least 100000"):
         evaluation.calibrate(model, lfw_tree, people, impostor_pairs=500, cache_dir=tmp_path / "c")
@@ -459,10 +465,7 @@ def test_evaluate_pairs_scores_as_the_app_with_its_normaliser(
 def test_calibrate_model_measures_the_normalised_scores(
     model_path: Path, lfw_tree: Path, tmp_path: Path, no_mtcnn: TemplateDetector
 ) -> None:
-    from fakes import PEOPLE
-
-    people = tmp_path / "peopleTiny.txt"
-    people.write_text(f"{len(PEOPLE)}\n" + "".join(f"{p}\t1\n" for p in PEOPLE))
+    people = tiny_people_file(tmp_path)
     model = load_checkpoint(model_path)
     kw = {"impostor_pairs": 500, "cache_dir": tmp_path / "c", "min_impostor_pairs": 100, "detector": no_mtcnn}
     plain = evaluation.calibrate(model, lfw_tree, people, **kw)["scorers"]["distance"]

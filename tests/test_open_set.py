@@ -331,3 +331,42 @@ def test_shipped_normaliser_is_for_the_shipped_model() -> None:
     x = _unit(np.random.default_rng(13), 8, 128)
     st = norm.stats(x)
     assert np.isfinite(st.mean).all() and (st.std > 0).all()
+
+
+def test_make_normaliser_cli_on_orl(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`faceapp make-normaliser` end to end (tiny model, the face stand-in instead of MTCNN):
+    the file lands beside the model, holds only the network, and the app's loader takes it."""
+    from fakes import TemplateDetector, orl_people_txt
+
+    from faceapp.cli import main
+    from faceapp.nn.checkpoint import create_untrained_model, save_checkpoint
+    from faceapp.nn.encoder import EncoderConfig
+    from faceapp.training import evaluation
+
+    monkeypatch.setattr(evaluation, "detector_for", lambda model: TemplateDetector())
+    model_path = tmp_path / "m" / "tiny.pt"
+    model = create_untrained_model(EncoderConfig(input_size=32, embedding_dim=16, width=4,
+                                                 layers=(1, 1, 1, 1)), seed=1)
+    save_checkpoint(model_path, model.encoder)
+    people = orl_people_txt(tmp_path, "peopleOrl.txt", range(1, 41))
+    argv = ["make-normaliser", "--model", str(model_path), "--data", str(data_dir / "orl_faces"),
+            "--people", str(people), "--cache-dir", str(tmp_path / "c"), "--top-k", "10",
+            "--epochs", "20", "--impostor-pairs", "20000", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    path = normaliser_path_for(model_path)
+    assert report["normaliser"] == str(path) and path.is_file()
+    assert report["source"]["identities"] == 40 and report["source"]["images"] == 400
+    assert report["anchor"]["impostor_pairs"] == 20000
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == sorted([*LAYERS, "meta"])  # weights only: no embedding, no face
+        assert z["w1"].shape == (16, 64)
+    loaded = normaliser_for(model_path, model.model_id)
+    assert isinstance(loaded, LearnedNormaliser) and loaded.alpha == report["alpha"]
+    # too few identities for a cohort: a clear error, no file
+    few = orl_people_txt(tmp_path, "peopleFew.txt", range(1, 6))
+    out = tmp_path / "few.npz"
+    assert main([*argv[:6], str(few), "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "identities" in err and not out.exists()

@@ -41,16 +41,12 @@ def main() -> int:
 
     from faceapp.nn.checkpoint import load_checkpoint
     from faceapp.nn.score_norm import Cohort, s_norm_matrix
-    from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
-    from faceapp.training.evaluation import crops_for
+    from faceapp.training.evaluation import detected_embeddings
     from faceapp.training.metrics import identification_report_from_scores
     from faceapp.training.open_set import NormaliserConfig, fit_normaliser
 
     model = load_checkpoint(args.model)
-    images = scan_identity_folders(args.data, list(read_people(args.people)))
-    crops = crops_for(model, list(images.paths), args.cache_dir, Path(args.people).stem.lower())
-    ok = crops.status == STATUS_DETECTED
-    emb, lab = model.encoder.embed(crops.crops[ok]), images.labels[ok]
+    emb, lab = detected_embeddings(model, args.data, args.people, args.cache_dir)
     ks = [int(k) for k in args.top_k.split(",")]
     from faceapp.gallery.matching.normalised import NORMALISED_SHORTLIST
 

@@ -33,16 +33,12 @@ def main() -> int:
     args = ap.parse_args()
 
     from faceapp.nn.checkpoint import load_checkpoint
-    from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
-    from faceapp.training.evaluation import crops_for
+    from faceapp.training.evaluation import detected_embeddings
     from faceapp.training.metrics import best_threshold, lfw_folds, roc_auc, tar_at_far
     from faceapp.training.open_set import fit_normaliser
 
     model = load_checkpoint(args.model)
-    images = scan_identity_folders(args.data, list(read_people(args.people)))
-    crops = crops_for(model, list(images.paths), args.cache_dir, Path(args.people).stem.lower())
-    ok = crops.status == STATUS_DETECTED
-    emb, lab = model.encoder.embed(crops.crops[ok]), images.labels[ok]
+    emb, lab = detected_embeddings(model, args.data, args.people, args.cache_dir)
     rows: dict[str, list[dict[str, float]]] = {}
     for split in range(args.splits):
         rng = np.random.default_rng(100 + split)

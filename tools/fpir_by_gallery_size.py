@@ -32,16 +32,12 @@ def main() -> int:
     from faceapp.nn.calibration import Calibration
     from faceapp.nn.checkpoint import load_checkpoint
     from faceapp.nn.open_set import normaliser_for
-    from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
-    from faceapp.training.evaluation import crops_for
+    from faceapp.training.evaluation import detected_embeddings
 
     model = load_checkpoint(args.model)
     cal = Calibration.load_for(args.model, model.model_id)
     norm = normaliser_for(args.model, model.model_id)
-    images = scan_identity_folders(args.data, list(read_people(args.people)))
-    crops = crops_for(model, list(images.paths), args.cache_dir, Path(args.people).stem.lower())
-    ok = crops.status == STATUS_DETECTED
-    emb, lab = model.encoder.embed(crops.crops[ok]), images.labels[ok]
+    emb, lab = detected_embeddings(model, args.data, args.people, args.cache_dir)
     ids = np.unique(lab)
     points = [p for p in ("far_0.01", "far_0.001", "far_0.0001", "far_1e-05") if p in cal.scorers["distance"]]
     taus = {p: cal.calibrated_threshold("distance", p) for p in points}

@@ -180,6 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     n.add_argument("--top-k", type=int, default=50, help="cohort scores per face the network learns")
     n.add_argument("--epochs", type=int, default=300)
     n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--impostor-pairs", type=int, default=200_000,
+                   help="pairs of different cohort people the map to the cosine scale is anchored on")
     n.set_defaults(func=_make_normaliser)
 
     m = sub.add_parser(
@@ -385,7 +387,8 @@ def _make_normaliser(args: argparse.Namespace) -> int:
 
     config = NormaliserConfig(top_k=args.top_k, epochs=args.epochs, seed=args.seed)
     report = make_normaliser_cli(Path(args.model), args.data, args.people, out=args.out,
-                                 cache_dir=args.cache_dir, config=config)
+                                 cache_dir=args.cache_dir, config=config,
+                                 impostor_pairs=args.impostor_pairs)
     _print(report, args.json)
     return 0
 

@@ -67,6 +67,23 @@ def crops_for(
     )
 
 
+def detected_embeddings(
+    model: LoadedModel,
+    data: str | Path,
+    people_file: str | Path | None,
+    cache_dir: str | Path,
+    detector: FaceDetector | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's embeddings of every image of ``people_file``'s identities under ``data``
+    (all identity folders when ``None``) in which a face was detected: ``(emb (N, D) float32,
+    labels (N,) int64 identity index)``; crops cached in ``cache_dir``."""
+    images = scan_identity_folders(data, list(read_people(people_file)) if people_file else None)
+    name = Path(people_file).stem.lower() if people_file else Path(data).name
+    crops = crops_for(model, list(images.paths), cache_dir, name, detector)
+    ok = crops.status == STATUS_DETECTED
+    return model.encoder.embed(crops.crops[ok]), np.asarray(images.labels[ok], dtype=np.int64)
+
+
 def resolve_scorers(model: LoadedModel, scorer: str) -> dict[str, Scorer]:
     available = scorers_for(model)
     if scorer == "all":

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from faceapp.errors import FaceappError
 from faceapp.nn.checkpoint import add_head, load_checkpoint
 from faceapp.nn.heads import BinaryVerificationHead, HeadMode
-from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
-from faceapp.training.evaluation import crops_for
+from faceapp.training.evaluation import detected_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +114,9 @@ def train_head_cli(
     model_path: Path, data: str, people: str | None, mode: str, *, n_pairs: int, seed: int, cache_dir: str
 ) -> dict[str, Any]:
     model = load_checkpoint(model_path)
-    names = list(read_people(people)) if people else None
-    images = scan_identity_folders(data, names)
-    crops = crops_for(
-        model, list(images.paths), cache_dir, Path(people).stem.lower() if people else Path(data).name
-    )
-    ok = crops.status == STATUS_DETECTED
-    emb = model.encoder.embed(crops.crops[ok])
+    emb, labels = detected_embeddings(model, data, people, cache_dir)
     rng = np.random.default_rng(seed)
-    pairs, target = balanced_pairs(emb, images.labels[ok], n_pairs, rng)
+    pairs, target = balanced_pairs(emb, labels, n_pairs, rng)
     head, stats = fit_head(emb, pairs, target, mode, seed=seed)  # type: ignore[arg-type]
     add_head(model_path, head, metrics=stats)
     return {"model": str(model_path), "head": head.name, **stats}

@@ -24,8 +24,7 @@ import torch
 from faceapp.errors import FaceappError
 from faceapp.nn.checkpoint import load_checkpoint
 from faceapp.nn.open_set import LearnedNormaliser, normaliser_path_for
-from faceapp.training.datasets import STATUS_DETECTED, read_people, scan_identity_folders
-from faceapp.training.evaluation import crops_for, sample_calibration_pairs
+from faceapp.training.evaluation import detected_embeddings, sample_calibration_pairs
 from faceapp.training.metrics import tar_at_far
 
 ANCHOR_FARS = (1e-2, 1e-3)
@@ -143,16 +142,12 @@ def make_normaliser_cli(model_path: Path, data: str, people: str, *, out: str | 
     embedding, flip-TTA included), anchor on calibration pairs of the same people (the sample
     ``faceapp calibrate-model`` draws), write ``score_norm.npz`` beside the model (or ``out``)."""
     model = load_checkpoint(model_path)
-    images = scan_identity_folders(data, list(read_people(people)))
-    crops = crops_for(model, list(images.paths), cache_dir, Path(people).stem.lower())
-    ok = crops.status == STATUS_DETECTED
-    labels = images.labels[ok]
+    emb, labels = detected_embeddings(model, data, people, cache_dir)
     if np.unique(labels).size < 10:
         raise FaceappError(f"{people}: {np.unique(labels).size} identities with a detected face; "
                            "a cohort needs many people")
-    emb = model.encoder.embed(crops.crops[ok])
     source = {"method": "faceapp make-normaliser", "data": Path(data).name, "people": Path(people).name,
-              "identities": int(np.unique(labels).size), "images": int(ok.sum())}
+              "identities": int(np.unique(labels).size), "images": int(labels.size)}
     try:
         norm = fit_normaliser(emb, labels, model_id=model.model_id, config=config, provenance=source)
     except ValueError as err:
