@@ -97,6 +97,10 @@ def test_quick_bench_produces_every_key(small_model_path, hamilton_clip):
     assert frame["fps_ratio"] == pytest.approx(frame["fps"] / frame["baseline_fps"], rel=0.05)
     assert 0.0 <= frame["face_recall_vs_baseline"] <= 1.0
     assert frame["gallery_people"] >= 2
+    # recognition takes the app's 1:K τ for the gallery's size, Verify the 1:1 τ (never looser)
+    assert frame["threshold"] >= frame["verify_threshold"]
+    if frame["threshold_source"] != "calibration":  # no calibration file: one measured τ for both
+        assert frame["threshold"] == frame["verify_threshold"]
     assert set(frame["pages"]) == {"recognize", "enroll", "verify"}
     for name, page in frame["pages"].items():
         missing = [k for k in PAGE_KEYS if k not in page]

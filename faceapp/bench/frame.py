@@ -101,10 +101,13 @@ def _enroll_bench_gallery(
 
 
 def _bench_threshold(service: Any, scorer: str) -> tuple[float, str]:
-    """τ from the model's calibration; without one, the 99th percentile of the enrolled
-    gallery's impostor scores (a FAR of 1 % on this gallery), so that nothing is typed in."""
+    """τ of the recognition loops, as the app takes it: the calibration's 1:K point for the
+    enrolled gallery's size (``identification_threshold``; Verify keeps the service's own 1:1
+    τ); without a calibration, the 99th percentile of the enrolled gallery's impostor scores
+    (a FAR of 1 % on this gallery), so that nothing is typed in."""
     try:
-        return float(service.threshold(scorer)), "calibration"
+        service.load_index()  # the 1:K τ follows the number of people in the index
+        return float(service.identification_threshold(scorer)), "calibration"
     except CalibrationError:
         scores, same = service.gallery_scores(scorer)
         impostor = scores[~same]
@@ -271,7 +274,9 @@ def bench_frame(
                 service, decoded, distractors=distractors, lfw_dir=lfw_root(data_dir)
             )
             tau, tau_source = _bench_threshold(service, config.scorer)
-            service.use_threshold(config.scorer, tau)  # Verify decides with the service's τ
+            if tau_source != "calibration":  # no calibration: Verify decides with this τ too
+                service.use_threshold(config.scorer, tau)
+            verify_tau = float(service.threshold(config.scorer))
             live_cfg = replace(config, threshold=tau)
             base_cfg = LiveConfig.naive(threshold=tau, scorer=config.scorer, top_k=config.top_k)
             with (
@@ -371,6 +376,7 @@ def bench_frame(
         "gallery_templates": gallery["templates"],
         "threshold": round(tau, 5),
         "threshold_source": tau_source,
+        "verify_threshold": round(verify_tau, 5),
         "config": {k: v for k, v in asdict(config).items() if k != "threshold"},
     }
     out["liveness"] = bench_liveness(list(decoded.values()), live_capacity_fps=s_ours["capacity_fps"])
