@@ -13,13 +13,14 @@ import pytest
 from fakes import TemplateDetector, orl_people_txt
 
 from faceapp.cli import main
-from faceapp.cli.identification_scoring import IDENTIFY_K, AppScoring, model_normaliser
+from faceapp.cli.identification_scoring import IDENTIFY_K, AppScoring
 from faceapp.errors import FaceappError
 from faceapp.gallery.matching.normalised import NORMALISED_SHORTLIST
 from faceapp.nn.checkpoint import create_untrained_model, load_checkpoint, save_checkpoint
 from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.open_set import NORMALISER_FILE, RAW_SCORES, LearnedNormaliser
 from faceapp.training import evaluation
+from faceapp.training.evaluation import app_normaliser
 from faceapp.training.identification import evaluate_identification
 from faceapp.training.metrics import identification_report_from_scores
 
@@ -86,15 +87,16 @@ def test_app_scoring_fills_the_shortlist_and_floors_the_rest() -> None:
         assert list(np.argsort(-raw[i])[:5]) == list(np.argsort(-cos[i])[:5])
 
 
-def test_model_normaliser(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_app_normaliser(model_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model = load_checkpoint(model_path)
-    assert model_normaliser(model) is RAW_SCORES  # no file beside the model
-    assert model_normaliser(create_untrained_model(TINY, seed=3)) is RAW_SCORES  # no path at all
+    assert app_normaliser(model) is RAW_SCORES  # no file beside the model
+    assert app_normaliser(create_untrained_model(TINY, seed=3)) is RAW_SCORES  # no path at all
     path = _normaliser(model.model_id).save(model_path.with_name(NORMALISER_FILE))
-    assert isinstance(model_normaliser(model), LearnedNormaliser)
+    assert isinstance(app_normaliser(model), LearnedNormaliser)
+    assert app_normaliser(model, "none") is RAW_SCORES  # --normaliser none
     path.write_bytes(path.read_bytes()[:500])  # truncated: BadZipFile inside normaliser_for
     with caplog.at_level(logging.WARNING):
-        assert model_normaliser(model) is RAW_SCORES
+        assert app_normaliser(model) is RAW_SCORES
     assert any("not used" in r.getMessage() for r in caplog.records)
 
 

@@ -19,7 +19,8 @@ import logging
 import numpy as np
 
 from faceapp.nn.checkpoint import LoadedModel
-from faceapp.nn.open_set import RAW_SCORES, ScoreNormaliser, normaliser_for
+from faceapp.nn.open_set import ScoreNormaliser
+from faceapp.training.evaluation import app_normaliser
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,6 @@ IDENTIFY_K = 5
 services' ``recognize`` default ``top_k``), enough for rank-1, rank-5 and the open-set decision.
 With a normaliser the search re-scores ``max(k, NORMALISED_SHORTLIST)`` people, the same short
 list as every app path (all ask k <= 5)."""
-
-
-def model_normaliser(model: LoadedModel) -> ScoreNormaliser:
-    """The normaliser the app uses with ``model`` (:func:`normaliser_for`: a missing or damaged
-    file is logged and 1:K falls back to cosine; cosine for a model without a file path)."""
-    if model.path is None:
-        return RAW_SCORES
-    return normaliser_for(model.path, model.model_id)
 
 
 class AppScoring:
@@ -48,7 +41,7 @@ class AppScoring:
 
     @classmethod
     def for_model(cls, model: LoadedModel) -> AppScoring:
-        return cls(model.model_id, model_normaliser(model))
+        return cls(model.model_id, app_normaliser(model))
 
     @property
     def name(self) -> str:
