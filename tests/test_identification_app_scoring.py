@@ -125,15 +125,22 @@ def test_app_scoring_without_normaliser_reproduces_the_cosine_figures(
             assert b[key] == pytest.approx(a[key]), (agg, key)
 
 
-def test_default_uses_the_models_normaliser(
-    model_path: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def orl_identification_argv(model_path: Path, data_dir: Path, tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], Path, TemplateDetector]:
+    """`evaluate-identification --json` on ORL subjects 1-8 with the face stand-in for MTCNN:
+    (argv, the people file, the stand-in)."""
     det = TemplateDetector()
     monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
     people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
     argv = ["evaluate-identification", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
-    argv += ["--people", str(people), "--cache-dir", str(tmp_path / "cache"), "--json"]
+    return [*argv, "--people", str(people), "--cache-dir", str(tmp_path / "cache"), "--json"], people, det
+
+
+def test_default_uses_the_models_normaliser(
+    model_path: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv, people, det = orl_identification_argv(model_path, data_dir, tmp_path, monkeypatch)
 
     def run(*extra: str) -> dict:
         assert main([*argv, *extra]) == 0
@@ -176,12 +183,8 @@ def test_cohort_needs_normaliser_none_with_a_learned_normaliser(
     model_path: Path, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    det = TemplateDetector()
-    monkeypatch.setattr(evaluation, "detector_for", lambda model: det)
-    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
+    argv, people, det = orl_identification_argv(model_path, data_dir, tmp_path, monkeypatch)
     cohort = orl_people_txt(tmp_path, "c.txt", range(9, 15))
-    argv = ["evaluate-identification", "--model", str(model_path), "--data", str(data_dir / "orl_faces")]
-    argv += ["--people", str(people), "--cache-dir", str(tmp_path / "cache"), "--json"]
     argv += ["--cohort", str(cohort), "--cohort-top-k", "5"]
     assert main(argv) == 0  # no learned normaliser: the cohort alone normalises
     first = json.loads(capsys.readouterr().out)

@@ -12,7 +12,7 @@ from fakes import TemplateDetector, orl_people_txt
 
 from faceapp.cli import main
 from faceapp.errors import FaceappError
-from faceapp.nn.checkpoint import create_untrained_model, load_checkpoint, save_checkpoint
+from faceapp.nn.checkpoint import LoadedModel, create_untrained_model, load_checkpoint, save_checkpoint
 from faceapp.nn.encoder import EncoderConfig
 from faceapp.nn.score_norm import MIN_STD, Cohort, CohortStats, s_norm_matrix, s_norm_pairs
 from faceapp.training import evaluation
@@ -127,13 +127,18 @@ def model_path(tmp_path: Path) -> Path:
     return path
 
 
+def orl_with_cohort(model_path: Path, tmp_path: Path) -> tuple[LoadedModel, Path, Path, dict]:
+    """The model, ORL subjects 1-8 (evaluated) and 9-14 (cohort) and the face stand-in."""
+    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
+    cohort_people = orl_people_txt(tmp_path, "c.txt", range(9, 15))
+    kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
+    return load_checkpoint(model_path), people, cohort_people, kw
+
+
 def test_identification_with_a_cohort_is_s_norm_of_the_plain_scores(
     model_path: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
-    cohort_people = orl_people_txt(tmp_path, "c.txt", range(9, 15))
-    model = load_checkpoint(model_path)
-    kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
+    model, people, cohort_people, kw = orl_with_cohort(model_path, tmp_path)
     plain = evaluate_identification(model, data_dir / "orl_faces", people, **kw)
     normed = evaluate_identification(
         model, data_dir / "orl_faces", people, cohort_people=cohort_people, cohort_top_k=5, **kw
@@ -233,10 +238,7 @@ def test_accept_scores_rank_by_one_matrix_and_accept_by_another() -> None:
 def test_snorm_scope_accept_keeps_the_cosine_ranking(
     model_path: Path, data_dir: Path, tmp_path: Path
 ) -> None:
-    people = orl_people_txt(tmp_path, "p.txt", range(1, 9))
-    cohort_people = orl_people_txt(tmp_path, "c.txt", range(9, 15))
-    model = load_checkpoint(model_path)
-    kw = {"cache_dir": tmp_path / "cache", "detector": TemplateDetector()}
+    model, people, cohort_people, kw = orl_with_cohort(model_path, tmp_path)
     plain = evaluate_identification(model, data_dir / "orl_faces", people, **kw)
     acc = evaluate_identification(
         model, data_dir / "orl_faces", people, cohort_people=cohort_people, cohort_top_k=5,
